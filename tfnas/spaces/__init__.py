@@ -1,0 +1,19 @@
+"""Search spaces: keras-tuner HyperModels with genotype codecs and published architectures."""
+from tfnas.spaces.auxcell import AuxCellSpace
+from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace
+
+SPACES = {"auxcell": AuxCellSpace}
+
+
+def get_space(name):
+    """The space class registered under `name` (`"auxcell"`, ...).
+
+    Raises:
+        ValueError: for an unknown space name, listing the known ones.
+    """
+    if name not in SPACES:
+        raise ValueError(f"unknown space {name!r}; expected one of {sorted(SPACES)}")
+    return SPACES[name]
+
+
+__all__ = ["AuxCellSpace", "DecoderSpace", "MAIN_OUTPUT", "SPACES", "get_space"]

@@ -1,0 +1,168 @@
+"""Auxiliary-cell decoder space of Nekrasov et al., CVPR 2019 (seed 000, Sec. 3.1, Appendix A).
+
+The decoder reads four encoder taps, each adapted by a 1x1 conv-BN-ReLU to `width` channels.
+Three decoder blocks each pick two inputs with replacement from the growing pool (the four
+taps, then earlier block outputs), apply the searched cell to each (separate weights), adapt
+each with a 1x1 conv-BN-ReLU, resize the coarser to the finer and sum. After each block an
+auxiliary cell (the same design) and a 3x3 conv give a training-only output `aux_<b>`. Block
+outputs no later block reads are concatenated at the finest resolution, passed through ReLU
+and a 1x1 conv-BN-ReLU, and a 3x3 conv gives the main `logits` (stride 4 for MobileNetV2).
+
+Genotypes use the paper's form
+`[[[c1, c2], [c3, c4], [c5, c6]], [o1, [i2, i3, o2, o3], [i4, i5, o4, o5], [i6, i7, o6, o7]]]`
+(the authors' code writes `[cell, connections]`; `from_authors_code` converts).
+
+    >>> space = AuxCellSpace(num_classes=21, width=64)
+    >>> model = space.build_genotype("arch0")
+    >>> deployable = space.inference_model(model)
+"""
+import keras
+
+from tfnas.cells.auxcell import NUM_BRANCHES, AuxCell, branch_pool_size
+from tfnas.ops import CELL_OPS, ConvBN, ResizeLike
+from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace, resize_to_finest
+
+NUM_BLOCKS = 3
+NUM_TAPS = 4
+NUM_OPS = len(CELL_OPS)
+
+
+def _block_key(b, j):
+    return f"block{b}_input{j}"
+
+
+def _branch_keys(k):
+    return (f"branch{k}_index0", f"branch{k}_index1", f"branch{k}_op0", f"branch{k}_op1")
+
+
+class AuxCellSpace(DecoderSpace):
+    """The CVPR 2019 auxiliary-cell decoder space, a `keras_tuner.HyperModel`.
+
+    Decisions, in the controller's order: `block{b}_input{j}` for blocks b = 0..2 (indices
+    into the pool of 4 taps plus earlier blocks), then `cell_op1`, then for branches k = 1..3
+    `branch{k}_index0`, `branch{k}_index1` (0 .. 3k - 2), `branch{k}_op0`, `branch{k}_op1`
+    (Table 4 op indices 0..10).
+
+    Args:
+        num_classes: int, number of classes (21 for PASCAL VOC).
+        width: int, decoder channels: 48 during search (default), 64 for full training.
+        aux_cells: bool, whether auxiliary heads have the cell before their 3x3 classifier
+            (True, as in the paper) or the classifier alone.
+        **kwargs: encoder settings of `DecoderSpace` (`encoder_weights`, `alpha`, ...).
+    """
+
+    PUBLISHED = {
+        "arch0": [[[3, 3], [3, 2], [3, 0]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]],
+        "arch1": [[[2, 3], [3, 1], [4, 4]], [2, [1, 0, 3, 6], [0, 1, 2, 8], [2, 0, 6, 1]]],
+        "arch2": [[[1, 3], [4, 3], [2, 2]], [5, [0, 0, 4, 1], [3, 2, 0, 1], [5, 6, 5, 0]]],
+    }
+
+    def __init__(self, num_classes, width=48, aux_cells=True, name="auxcell", **kwargs):
+        super().__init__(num_classes, width, name=name, **kwargs)
+        self.aux_cells = bool(aux_cells)
+
+    def config(self):
+        return {**super().config(), "aux_cells": self.aux_cells}
+
+    # --- decisions and codec --------------------------------------------------------------
+    def declare(self, hp):
+        values = {}
+        for b in range(NUM_BLOCKS):
+            for j in range(2):
+                key = _block_key(b, j)
+                values[key] = hp.Choice(key, list(range(NUM_TAPS + b)))
+        values["cell_op1"] = hp.Choice("cell_op1", list(range(NUM_OPS)))
+        for k in range(1, NUM_BRANCHES + 1):
+            i0, i1, o0, o1 = _branch_keys(k)
+            for key in (i0, i1):
+                values[key] = hp.Choice(key, list(range(branch_pool_size(k))))
+            for key in (o0, o1):
+                values[key] = hp.Choice(key, list(range(NUM_OPS)))
+        return values
+
+    def genotype(self, values):
+        try:
+            connections = [[int(values[_block_key(b, j)]) for j in range(2)] for b in range(NUM_BLOCKS)]
+            cell = [int(values["cell_op1"])] + [
+                [int(values[key]) for key in _branch_keys(k)] for k in range(1, NUM_BRANCHES + 1)]
+        except KeyError as err:
+            raise ValueError(f"values lack the decision {err.args[0]!r}; expected the keys of "
+                             f"AuxCellSpace.hyperparameters().values") from None
+        genotype = [connections, cell]
+        self.values(genotype)  # validates the ranges
+        return genotype
+
+    def values(self, genotype):
+        connections, cell = self._unpack(genotype)
+        values = {}
+        for b, pair in enumerate(connections):
+            for j, index in enumerate(pair):
+                _check(index, NUM_TAPS + b, f"genotype connection {b} input {j}",
+                       f"block {b} may read the {NUM_TAPS} encoder taps and {b} earlier block(s)")
+                values[_block_key(b, j)] = index
+        _check(cell[0], NUM_OPS, "genotype cell op o1", "ops are indices into Table 4")
+        values["cell_op1"] = cell[0]
+        for k, branch in enumerate(cell[1:], start=1):
+            keys = _branch_keys(k)
+            for pos in range(2):
+                _check(branch[pos], branch_pool_size(k), f"genotype cell branch {k} index {pos}",
+                       f"branch {k} may read the cell features built so far")
+                _check(branch[2 + pos], NUM_OPS, f"genotype cell branch {k} op {pos}",
+                       "ops are indices into Table 4")
+            values.update(zip(keys, branch))
+        return values
+
+    @staticmethod
+    def _unpack(genotype):
+        form = "[[[c1,c2],[c3,c4],[c5,c6]], [o1,[i2,i3,o2,o3],[i4,i5,o4,o5],[i6,i7,o6,o7]]]"
+        if not isinstance(genotype, (list, tuple)) or len(genotype) != 2:
+            raise ValueError(f"genotype {genotype!r} must be [connections, cell] in the form {form}")
+        connections, cell = genotype
+        if not isinstance(connections, (list, tuple)) or len(connections) != NUM_BLOCKS or any(
+                not isinstance(p, (list, tuple)) or len(p) != 2 for p in connections):
+            raise ValueError(f"genotype connections {connections!r} must be {NUM_BLOCKS} pairs "
+                             f"[c1, c2]; the whole genotype has the form {form}")
+        if (not isinstance(cell, (list, tuple)) or len(cell) != 1 + NUM_BRANCHES
+                or isinstance(cell[0], (list, tuple)) or any(
+                    not isinstance(b, (list, tuple)) or len(b) != 4 for b in cell[1:])):
+            raise ValueError(f"genotype cell {cell!r} must be [o1, [i2, i3, o2, o3], "
+                             f"[i4, i5, o4, o5], [i6, i7, o6, o7]]; the whole genotype has the form {form}")
+        return connections, cell
+
+    @staticmethod
+    def from_authors_code(genotype):
+        """Converts the authors' `[cell, connections]` order to the paper's `[connections, cell]`."""
+        cell, connections = genotype
+        return [connections, cell]
+
+    # --- the network ----------------------------------------------------------------------
+    def decoder_from_values(self, values, features, strides):
+        connections, cell = self.genotype(values)
+        w = self.width
+        pool = [ConvBN(w, 1, name=f"adapt{i}")(f) for i, f in enumerate(features)]
+        pool_strides = list(strides)
+        outputs, used = {}, set()
+        for b, (c1, c2) in enumerate(connections):
+            branches = []
+            for j, c in enumerate((c1, c2)):
+                x = AuxCell(cell, w, name=f"block{b}_cell{j}")(pool[c])
+                branches.append(ConvBN(w, 1, name=f"block{b}_agg{j}")(x))
+            (x1, x2), stride = resize_to_finest(branches, [pool_strides[c1], pool_strides[c2]])
+            out = keras.layers.Add(name=f"block{b}_sum")([x1, x2])
+            aux = AuxCell(cell, w, name=f"aux{b}_cell")(out) if self.aux_cells else out
+            outputs[f"aux_{b}"] = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=f"aux_{b}")(aux)
+            used.update((c1, c2))
+            pool.append(out)
+            pool_strides.append(stride)
+        unused = [i for i in range(NUM_TAPS, len(pool)) if i not in used]
+        collected, _ = resize_to_finest([pool[i] for i in unused], [pool_strides[i] for i in unused])
+        x = collected[0] if len(collected) == 1 else keras.layers.Concatenate(name="collect")(collected)
+        x = keras.layers.ReLU(name="collect_relu")(x)
+        x = ConvBN(w, 1, name="pre_classifier")(x)
+        logits = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=MAIN_OUTPUT)(x)
+        return {MAIN_OUTPUT: logits, **outputs}
+
+
+def _check(value, limit, where, why):
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+        raise ValueError(f"{where} is {value!r}, but only 0..{limit - 1} exist at that point ({why})")

@@ -1,0 +1,160 @@
+"""The shared shape of every tfnas search space: a keras-tuner HyperModel split in two parts.
+
+A space declares its decisions with `hp.Choice` in the order the paper's controller emits
+them, so any Oracle that walks `hp.space` in order (the PPO controller) learns them in the
+paper's order. It builds a *training model* (image -> dict of logits, `"logits"` first and
+training-only heads such as `"aux_0"` after it) from a frozen *encoder* (image -> list of
+features, the same for every architecture) and a searched *decoder* (features -> dict of
+logits), so that stage 1 of the proxy task can train the decoder alone on cached features.
+"""
+import keras
+import keras_tuner
+
+from tfnas import encoders
+from tfnas.ops import ResizeLike
+
+#: Output key of the main classifier; every other output key is a training-only head.
+MAIN_OUTPUT = "logits"
+
+
+class DecoderSpace(keras_tuner.HyperModel):
+    """Base class of the search spaces (a `keras_tuner.HyperModel`).
+
+    Subclasses set `PUBLISHED` (name -> genotype) and implement `declare(hp)` (declare the
+    decisions, return their values), `genotype(values)`, `values(genotype)` and
+    `decoder_from_values(values, features)`.
+
+    Args:
+        num_classes: int, number of output classes.
+        width: int, decoder channels.
+        encoder: str, `"mobilenetv2"` or `"resnet50"`.
+        encoder_weights: `None`, `"imagenet"` or a weights path (see `tfnas.encoders`).
+        alpha: float, MobileNetV2 width multiplier.
+        output_stride: int, encoder output stride (MobileNetV2 only).
+        input_shape: tuple, default `(None, None, 3)`: any image size.
+        name: str, the space's registry name.
+    """
+
+    PUBLISHED = {}
+    TAPS = encoders.MOBILENET_V2_TAPS
+
+    def __init__(self, num_classes, width, encoder="mobilenetv2", encoder_weights=None, alpha=1.0,
+                 output_stride=32, input_shape=(None, None, 3), name=None, tunable=True):
+        super().__init__(name=name, tunable=tunable)
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+        if int(width) < 1:
+            raise ValueError(f"width must be a positive number of channels, got {width!r}")
+        self.num_classes = int(num_classes)
+        self.width = int(width)
+        self.encoder = encoder
+        self.encoder_weights = encoder_weights
+        self.alpha = alpha
+        self.output_stride = output_stride
+        self.input_shape = tuple(input_shape)
+
+    # --- what a subclass provides -------------------------------------------------------
+    def declare(self, hp):
+        """Declares every decision on `hp` in controller order and returns their values."""
+        raise NotImplementedError
+
+    def genotype(self, values):
+        """Hyperparameter values (dict) -> genotype in the paper's integer-list form."""
+        raise NotImplementedError
+
+    def values(self, genotype):
+        """Genotype in the paper's form -> hyperparameter values (dict). Validates it."""
+        raise NotImplementedError
+
+    def decoder_from_values(self, values, features, strides):
+        """Builds the decoder on symbolic `features` (with `strides`); returns a dict of logits."""
+        raise NotImplementedError
+
+    # --- shared machinery ---------------------------------------------------------------
+    def config(self):
+        """Constructor arguments, JSON-able, to rebuild this space (`get_space(name)(**config)`)."""
+        return {"num_classes": self.num_classes, "width": self.width, "encoder": self.encoder,
+                "encoder_weights": self.encoder_weights, "alpha": self.alpha,
+                "output_stride": self.output_stride, "input_shape": list(self.input_shape)}
+
+    def build_encoder(self):
+        """The frozen part: image -> list of feature maps, with `tap_strides`."""
+        kwargs = {"weights": self.encoder_weights, "input_shape": self.input_shape}
+        if self.encoder == "mobilenetv2":
+            kwargs.update(alpha=self.alpha, output_stride=self.output_stride, taps=self.TAPS)
+        return encoders.build_encoder(self.encoder, **kwargs)
+
+    def feature_specs(self, encoder=None):
+        """(channels, stride) of each encoder output."""
+        encoder = encoder or self.build_encoder()
+        return [(t.shape[-1], s) for t, s in zip(encoder.outputs, encoder.tap_strides)]
+
+    def decoder_from_genotype_values(self, values, specs):
+        """A decoder `keras.Model` (list of features -> dict of logits) for fixed values."""
+        inputs = [keras.Input((None, None, c), name=f"feature_{i}") for i, (c, _) in enumerate(specs)]
+        outputs = self.decoder_from_values(values, list(inputs), [s for _, s in specs])
+        return keras.Model(inputs, outputs, name="decoder")
+
+    def build_decoder(self, hp, specs=None):
+        """The searched part: declares the decisions on `hp` and builds the decoder model."""
+        values = self.declare(hp)
+        return self.decoder_from_genotype_values(values, specs or self.feature_specs())
+
+    def assemble(self, encoder, decoder):
+        """image -> encoder -> decoder: the training model (outputs: dict of logits)."""
+        inputs = keras.Input(self.input_shape, name="image")
+        outputs = decoder(encoder(inputs))
+        return keras.Model(inputs, outputs, name=self.name or "tfnas")
+
+    def build(self, hp):
+        """keras-tuner entry point: a fresh training model for the values of `hp`."""
+        encoder = self.build_encoder()
+        return self.assemble(encoder, self.build_decoder(hp, self.feature_specs(encoder)))
+
+    def hyperparameters(self, values=None):
+        """`keras_tuner.HyperParameters` with every decision declared, set to `values` if given."""
+        hp = keras_tuner.HyperParameters()
+        self.declare(hp)
+        for key, value in (values or {}).items():
+            hp.values[key] = value
+        return hp
+
+    def build_genotype(self, genotype):
+        """The training model of a genotype given in the paper's form (or a `PUBLISHED` name)."""
+        if isinstance(genotype, str):
+            if genotype not in self.PUBLISHED:
+                raise ValueError(f"unknown published architecture {genotype!r}; "
+                                 f"expected one of {sorted(self.PUBLISHED)}")
+            genotype = self.PUBLISHED[genotype]
+        return self.build(self.hyperparameters(self.values(genotype)))
+
+    def inference_model(self, model):
+        """The deployable model: image -> main logits, training-only heads removed.
+
+        Shares weights with `model` (a training model built by this space).
+        """
+        encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
+        main = keras.Model(decoder.inputs, decoder.get_layer(MAIN_OUTPUT).output, name="decoder_inference")
+        inputs = keras.Input(self.input_shape, name="image")
+        return keras.Model(inputs, main(encoder(inputs)), name=f"{model.name}_inference")
+
+    def random_values(self, seed=None):
+        """Uniformly random decision values (for tests and benchmarks)."""
+        import random
+        rng = random.Random(seed)
+        hp = self.hyperparameters()
+        return {p.name: rng.choice(list(p.values)) for p in hp.space}
+
+    def size(self):
+        """Number of distinct decision sequences (architectures before symmetries)."""
+        total = 1
+        for p in self.hyperparameters().space:
+            total *= len(p.values)
+        return total
+
+
+def resize_to_finest(tensors, strides):
+    """Resizes tensors of different strides to the finest one's size (bilinear)."""
+    finest = min(range(len(tensors)), key=lambda i: strides[i])
+    ref = tensors[finest]
+    return [t if s == strides[finest] else ResizeLike()([t, ref]) for t, s in zip(tensors, strides)], strides[finest]
