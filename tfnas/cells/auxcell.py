@@ -68,19 +68,15 @@ class AuxCell(keras.layers.Layer):
             op_b.build(input_shape)
 
     def call(self, inputs, training=None):
-        pool = [inputs, self._apply(self.first, inputs, training)]
+        pool = [inputs, self.first(inputs, training=training)]
         for (i_a, i_b, _, _), (op_a, op_b) in zip(self.cell[1:], self.branch_ops):
-            a = self._apply(op_a, pool[i_a], training)
-            b = self._apply(op_b, pool[i_b], training)
+            a = op_a(pool[i_a], training=training)
+            b = op_b(pool[i_b], training=training)
             pool += [a, b, a + b]
         out = pool[self.ends[0]]
         for i in self.ends[1:]:
             out = out + pool[i]
         return out
-
-    @staticmethod
-    def _apply(op, x, training):
-        return op(x, training=training) if not isinstance(op, keras.layers.MaxPooling2D) else op(x)
 
     def compute_output_shape(self, input_shape):
         return input_shape
