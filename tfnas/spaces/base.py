@@ -103,7 +103,7 @@ class DecoderSpace(keras_tuner.HyperModel):
     def assemble(self, encoder, decoder):
         """image -> encoder -> decoder: the training model (outputs: dict of logits)."""
         inputs = keras.Input(self.input_shape, name="image")
-        outputs = decoder(encoder(inputs))
+        outputs = decoder(keras.tree.flatten(encoder(inputs)))
         return keras.Model(inputs, outputs, name=self.name or "tfnas")
 
     def build(self, hp):
@@ -136,7 +136,7 @@ class DecoderSpace(keras_tuner.HyperModel):
         encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
         main = keras.Model(decoder.inputs, decoder.get_layer(MAIN_OUTPUT).output, name="decoder_inference")
         inputs = keras.Input(self.input_shape, name="image")
-        return keras.Model(inputs, main(encoder(inputs)), name=f"{model.name}_inference")
+        return keras.Model(inputs, main(keras.tree.flatten(encoder(inputs))), name=f"{model.name}_inference")
 
     def random_values(self, seed=None):
         """Uniformly random decision values (for tests and benchmarks)."""

@@ -1,0 +1,427 @@
+"""Semantic segmentation: loss, confusion-matrix scores and the search reward (seed 000, Sec. 4.1).
+
+The reward of the CVPR 2019 auxiliary-cell search is the geometric mean of three scores
+computed with the background class left out: mean IoU, frequency-weighted IoU and mean
+pixel accuracy. Everything here works on a confusion matrix whose rows are the true class
+and whose columns are the predicted class, so the scores can be accumulated over a whole
+validation set (the streaming `ConfusionMatrix` metric) and computed once at the end.
+
+How classes without data enter the means (the usual convention of VOC/Cityscapes tools):
+
+- mean IoU averages the IoU of the kept classes present in the ground truth *or* the
+  prediction (union > 0); a class predicted but absent from the truth counts with IoU 0;
+- mean accuracy averages ``tp / gt`` over the kept classes present in the ground truth;
+- frequency-weighted IoU weights each kept class's IoU by its share of the kept classes'
+  ground-truth pixels;
+- pixel accuracy is the share of correct pixels among the kept classes' ground-truth pixels
+  (with ``omit=()`` it is the usual overall pixel accuracy).
+
+"Kept" means not listed in ``omit`` (background, class 0, by default). A mean over no class
+is 0.0, as in `keras.metrics.MeanIoU`.
+
+Training models may emit logits at a lower resolution than the mask (1/4 for the
+auxiliary-cell space); the loss and the metric resize the logits bilinearly to the mask
+with `tf.image.resize` (not `UpSampling2D`, see DESIGN.md) before comparing.
+"""
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfnas.preprocessing import IGNORE_LABEL
+
+__all__ = [
+    "ConfusionMatrix",
+    "SegmentationLoss",
+    "confusion_matrix",
+    "distillation_loss",
+    "resize_logits",
+    "scores",
+    "segmentation_loss",
+]
+
+
+def resize_logits(logits, size):
+    """Resize logits bilinearly to a spatial size.
+
+    Uses `tf.image.resize` (half-pixel centres), which exports to SavedModel and ONNX with
+    dynamic sizes. When the static size already matches, the logits are returned as they are.
+
+    Args:
+        logits: float tensor `(N, h, w, C)`.
+        size: target `(H, W)`: a pair of ints or an int32 tensor of shape `(2,)`.
+
+    Returns:
+        Tensor `(N, H, W, C)` with the dtype of `logits`.
+
+    Raises:
+        ValueError: if `logits` is not of rank 4.
+    """
+    logits = tf.convert_to_tensor(logits)
+    if logits.shape.rank != 4:
+        raise ValueError(
+            f"logits must have shape (N, h, w, C), got shape {logits.shape}; "
+            "pass the per-pixel class scores of an image batch"
+        )
+    if isinstance(size, (tuple, list)) and tuple(logits.shape[1:3]) == tuple(size):
+        return logits
+    resized = tf.image.resize(logits, size, method="bilinear")
+    return tf.cast(resized, logits.dtype)
+
+
+def _as_masks(labels):
+    """Return labels as an int32 tensor `(N, H, W)`, accepting `(N, H, W, 1)`."""
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank == 4 and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    if labels.shape.rank != 3:
+        raise ValueError(
+            f"masks must have shape (N, H, W) or (N, H, W, 1), got shape {labels.shape}; "
+            "pass a batch of class-index masks"
+        )
+    return tf.cast(labels, tf.int32)
+
+
+def _check_classes(logits, num_classes):
+    channels = logits.shape[-1]
+    if channels is not None and num_classes is not None and channels != num_classes:
+        raise ValueError(
+            f"logits have {channels} channels but num_classes is {num_classes}; "
+            "the last axis of the logits must hold one score per class"
+        )
+
+
+def confusion_matrix(labels, predictions, num_classes, ignore_label=IGNORE_LABEL):
+    """Confusion matrix of class-index maps, skipping pixels labelled `ignore_label`.
+
+    Works eagerly and inside `tf.function`.
+
+    Args:
+        labels: int tensor or array of true classes, any shape (e.g. `(N, H, W)`).
+        predictions: int tensor or array of predicted classes, same number of elements.
+        num_classes: int, number of classes `C`.
+        ignore_label: int, label value whose pixels are not counted (default 255).
+
+    Returns:
+        int64 tensor `(C, C)`; entry `[i, j]` counts pixels of true class `i` predicted
+        as `j`.
+
+    Raises:
+        ValueError: if `num_classes` is not a positive int.
+        tf.errors.InvalidArgumentError: if a label (other than `ignore_label`) or a
+            prediction lies outside `[0, num_classes)`.
+    """
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+    predictions = tf.reshape(tf.cast(predictions, tf.int64), [-1])
+    valid = tf.not_equal(labels, ignore_label)
+    return tf.math.confusion_matrix(
+        tf.boolean_mask(labels, valid),
+        tf.boolean_mask(predictions, valid),
+        num_classes=num_classes,
+        dtype=tf.int64,
+    )
+
+
+def _kept(num_classes, omit):
+    """Boolean numpy mask of the classes not listed in `omit`."""
+    keep = np.ones(num_classes, dtype=bool)
+    for index in omit:
+        if not 0 <= int(index) < num_classes:
+            raise ValueError(
+                f"omit lists class {index}, but only classes 0..{num_classes - 1} exist; "
+                "pass indices of existing classes (e.g. omit=(0,) for background)"
+            )
+        keep[int(index)] = False
+    return keep
+
+
+def _masked_mean(values, mask):
+    mask = tf.cast(mask, values.dtype)
+    return tf.math.divide_no_nan(tf.reduce_sum(values * mask), tf.reduce_sum(mask))
+
+
+def _score_tensors(confusion, omit):
+    """All scores of a `(C, C)` confusion matrix as float64 tensors (graph-safe)."""
+    confusion = tf.cast(tf.convert_to_tensor(confusion), tf.float64)
+    if confusion.shape.rank != 2 or confusion.shape[0] != confusion.shape[1] or (
+        confusion.shape[0] is None
+    ):
+        raise ValueError(
+            f"confusion must be a square (C, C) matrix with static C, got shape "
+            f"{confusion.shape}; build it with confusion_matrix(labels, predictions, C)"
+        )
+    keep = tf.constant(_kept(confusion.shape[0], omit))
+    true_positives = tf.linalg.diag_part(confusion)
+    ground_truth = tf.reduce_sum(confusion, axis=1)
+    union = ground_truth + tf.reduce_sum(confusion, axis=0) - true_positives
+    iou = tf.math.divide_no_nan(true_positives, union)
+    accuracy = tf.math.divide_no_nan(true_positives, ground_truth)
+    in_truth = keep & (ground_truth > 0)
+    frequency = tf.where(in_truth, ground_truth, 0.0)
+    result = {
+        "miou": _masked_mean(iou, keep & (union > 0)),
+        "fwiou": tf.math.divide_no_nan(
+            tf.reduce_sum(frequency * iou), tf.reduce_sum(frequency)
+        ),
+        "mean_accuracy": _masked_mean(accuracy, in_truth),
+        "pixel_accuracy": tf.math.divide_no_nan(
+            tf.reduce_sum(tf.where(keep, true_positives, 0.0)),
+            tf.reduce_sum(tf.where(keep, ground_truth, 0.0)),
+        ),
+        "per_class_iou": tf.where(union > 0, iou, tf.constant(math.nan, tf.float64)),
+    }
+    result["reward"] = tf.pow(
+        result["miou"] * result["fwiou"] * result["mean_accuracy"],
+        tf.constant(1.0 / 3.0, tf.float64),
+    )
+    return result
+
+
+def scores(confusion, omit=(0,)):
+    """Segmentation scores and the search reward of a confusion matrix (seed 000, Sec. 4.1).
+
+    See the module docstring for how classes without pixels enter the means. Call eagerly.
+
+    Args:
+        confusion: `(C, C)` numpy array or tensor, rows = true class, columns = predicted.
+        omit: class indices left out of every average (default `(0,)`, background, as the
+            paper does for the reward); `()` keeps all classes.
+
+    Returns:
+        dict of plain Python floats: `miou`, `fwiou`, `mean_accuracy`, `pixel_accuracy`,
+        `reward` (geometric mean of `miou`, `fwiou`, `mean_accuracy`) and `per_class_iou`
+        (list of C floats over all classes, NaN where a class is absent from both truth and
+        prediction).
+
+    Raises:
+        ValueError: if `confusion` is not square or `omit` names a class that does not exist.
+    """
+    values = _score_tensors(confusion, omit)
+    result = {key: float(value) for key, value in values.items() if key != "per_class_iou"}
+    result["per_class_iou"] = [float(v) for v in values["per_class_iou"].numpy()]
+    return result
+
+
+@keras.saving.register_keras_serializable(package="tfnas")
+class ConfusionMatrix(keras.metrics.Metric):
+    """Streaming confusion matrix of a segmentation model; `result()` is the mean IoU.
+
+    Logits are resized bilinearly to the mask size and turned into classes by argmax;
+    pixels labelled `ignore_label` are skipped. `scores()` gives every score of the module
+    (mIoU, fwIoU, mean and pixel accuracy, per-class IoU, reward).
+
+    ```python
+    metric = ConfusionMatrix(num_classes=21)
+    model.compile(optimizer="adam", loss={"logits": SegmentationLoss()},
+                  metrics={"logits": [metric]})
+    ```
+
+    Args:
+        num_classes: int, number of classes `C`.
+        ignore_label: int, mask value of pixels that are not counted (default 255).
+        omit: class indices left out of `result()` and of `scores()` (default `(0,)`,
+            background).
+        name: metric name (default `"confusion_matrix"`).
+        dtype: dtype of `result()` (default float32 from Keras).
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        ignore_label=IGNORE_LABEL,
+        omit=(0,),
+        name="confusion_matrix",
+        dtype=None,
+    ):
+        super().__init__(name=name, dtype=dtype)
+        self.num_classes = int(num_classes)
+        self.ignore_label = int(ignore_label)
+        self.omit = tuple(int(i) for i in omit)
+        _kept(self.num_classes, self.omit)  # validate early
+        self.confusion = self.add_variable(
+            shape=(self.num_classes, self.num_classes),
+            initializer="zeros",
+            dtype="int64",
+            name="confusion",
+        )
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """Add a batch to the confusion matrix.
+
+        Args:
+            y_true: int masks `(N, H, W)` or `(N, H, W, 1)`.
+            y_pred: logits `(N, h, w, C)`, resized bilinearly to `(H, W)` when they differ.
+            sample_weight: unsupported; must be None.
+
+        Raises:
+            ValueError: if `sample_weight` is given or the logits do not have C channels.
+        """
+        if sample_weight is not None:
+            raise ValueError(
+                "ConfusionMatrix counts pixels and takes no sample_weight; mark pixels to "
+                f"skip with the ignore label {self.ignore_label} instead"
+            )
+        masks = _as_masks(y_true)
+        logits = tf.convert_to_tensor(y_pred)
+        _check_classes(logits, self.num_classes)
+        logits = resize_logits(logits, _spatial_size(masks))
+        predictions = tf.argmax(logits, axis=-1)
+        self.confusion.assign_add(
+            confusion_matrix(masks, predictions, self.num_classes, self.ignore_label)
+        )
+
+    def result(self):
+        """Mean IoU over the kept classes (see the module docstring)."""
+        return tf.cast(_score_tensors(self.confusion, self.omit)["miou"], self.dtype)
+
+    def scores(self):
+        """All scores of the accumulated confusion matrix, as `scores(confusion, omit)`."""
+        return scores(self.confusion, self.omit)
+
+    def get_config(self):
+        """Constructor arguments, for `keras.saving`."""
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            ignore_label=self.ignore_label,
+            omit=list(self.omit),
+        )
+        return config
+
+
+def _spatial_size(masks):
+    """Static `(H, W)` of a mask batch when known, else a dynamic int32 tensor."""
+    static = tuple(masks.shape[1:3])
+    if None not in static:
+        return static
+    return tf.shape(masks)[1:3]
+
+
+def segmentation_loss(
+    labels, logits, ignore_label=IGNORE_LABEL, class_weights=None, sample_weight=None
+):
+    """Softmax cross-entropy of logits resized to the mask, ignored pixels left out.
+
+    Pixel weights are `class_weights[label] * sample_weight` on valid pixels and 0 on
+    pixels labelled `ignore_label`; the loss is the weighted mean
+    `sum(w * ce) / sum(w)`, i.e. the mean over valid pixels without weights, and 0 when no
+    pixel is valid.
+
+    Args:
+        labels: int masks `(N, H, W)` or `(N, H, W, 1)` (float masks are cast).
+        logits: logits `(N, h, w, C)`, resized bilinearly to `(H, W)` when they differ.
+        ignore_label: int, label value contributing nothing (default 255).
+        class_weights: optional sequence of C floats, weight of each true class.
+        sample_weight: optional weights broadcastable to `(N, H, W)`, e.g. per image `(N,)`.
+
+    Returns:
+        float32 scalar tensor.
+
+    Raises:
+        ValueError: if shapes are wrong or `class_weights` does not have C entries.
+        tf.errors.InvalidArgumentError: (on CPU) if a label lies outside `[0, C)` and is not
+            `ignore_label`.
+    """
+    masks = _as_masks(labels)
+    logits = tf.cast(resize_logits(logits, _spatial_size(masks)), tf.float32)
+    valid = tf.not_equal(masks, ignore_label)
+    safe_labels = tf.where(valid, masks, 0)
+    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=safe_labels, logits=logits
+    )
+    weights = tf.cast(valid, tf.float32)
+    if class_weights is not None:
+        class_weights = tf.constant(class_weights, tf.float32)
+        num_classes = logits.shape[-1]
+        if class_weights.shape.rank != 1 or (
+            num_classes is not None and class_weights.shape[0] != num_classes
+        ):
+            raise ValueError(
+                f"class_weights has shape {class_weights.shape} but the logits have "
+                f"{num_classes} classes; pass one weight per class"
+            )
+        weights *= tf.gather(class_weights, safe_labels)
+    if sample_weight is not None:
+        sample_weight = tf.cast(sample_weight, tf.float32)
+        if sample_weight.shape.rank == 4 and sample_weight.shape[-1] == 1:
+            sample_weight = sample_weight[..., 0]
+        while sample_weight.shape.rank is not None and sample_weight.shape.rank < 3:
+            sample_weight = sample_weight[..., None]
+        weights *= sample_weight
+    return tf.math.divide_no_nan(
+        tf.reduce_sum(cross_entropy * weights), tf.reduce_sum(weights)
+    )
+
+
+@keras.saving.register_keras_serializable(package="tfnas")
+class SegmentationLoss(keras.losses.Loss):
+    """Keras loss wrapping `segmentation_loss` (ignore label, class weights, resizing).
+
+    ```python
+    loss = SegmentationLoss()
+    model.compile(optimizer="adam", loss={"logits": loss, "aux_0": loss},
+                  loss_weights={"logits": 1.0, "aux_0": 0.15})
+    ```
+
+    Keras' `sample_weight`, when given, multiplies the pixel weights (see
+    `segmentation_loss`), so the result stays a mean over valid pixels.
+
+    Args:
+        ignore_label: int, mask value contributing nothing (default 255).
+        class_weights: optional list of C floats.
+        name: loss name (default `"segmentation_loss"`).
+    """
+
+    def __init__(self, ignore_label=IGNORE_LABEL, class_weights=None, name="segmentation_loss"):
+        super().__init__(name=name)
+        self.ignore_label = int(ignore_label)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        with tf.name_scope(self.name):
+            return segmentation_loss(
+                y_true, y_pred, self.ignore_label, self.class_weights, sample_weight
+            )
+
+    def call(self, y_true, y_pred):
+        """Loss of a batch; see `segmentation_loss`."""
+        return segmentation_loss(y_true, y_pred, self.ignore_label, self.class_weights)
+
+    def get_config(self):
+        """Constructor arguments, for `keras.saving`."""
+        return {
+            "name": self.name,
+            "ignore_label": self.ignore_label,
+            "class_weights": self.class_weights,
+        }
+
+
+def distillation_loss(student_logits, teacher_logits):
+    """Mean squared error between student and teacher logits (seed 000, Sec. 3.2.2).
+
+    The teacher's logits are resized bilinearly to the student's size when they differ.
+
+    Args:
+        student_logits: float tensor `(N, h, w, C)`.
+        teacher_logits: float tensor `(N, h', w', C)`.
+
+    Returns:
+        float32 scalar tensor.
+
+    Raises:
+        ValueError: if the two do not have the same number of classes.
+    """
+    student_logits = tf.cast(student_logits, tf.float32)
+    teacher_logits = tf.convert_to_tensor(teacher_logits)
+    if student_logits.shape[-1] != teacher_logits.shape[-1]:
+        raise ValueError(
+            f"student logits have {student_logits.shape[-1]} classes but teacher logits have "
+            f"{teacher_logits.shape[-1]}; distil between models of the same classes"
+        )
+    teacher_logits = tf.cast(
+        resize_logits(teacher_logits, _spatial_size(student_logits)), tf.float32
+    )
+    return tf.reduce_mean(tf.square(student_logits - teacher_logits))
