@@ -1,0 +1,434 @@
+"""PPO/REINFORCE-trained LSTM controller as a keras-tuner Oracle (seed 000, Section 3.2).
+
+The controller (`tfnas.tuners.controller.Controller`) emits the search space's decisions in
+the order the HyperModel declares them; each completed trial's score is the reward, and the
+controller is trained with proximal policy optimisation (clip 0.1, Adam 1e-4, one epoch per
+update, moving-average baseline with decay 0.95, gradient-norm clip 2.0: the authors'
+settings) or with REINFORCE.
+
+Everything the controller learns lives on the Oracle, so it works as the chief of
+keras-tuner's distributed tuning: the sampled actions and log-probabilities of pending
+trials are kept in the Oracle's state keyed by trial id (trials come back rebuilt from
+protobuf), and the controller weights with the Adam slots are written to
+`controller_<updates>.npz` in the project directory after every update. `oracle.json`
+(written atomically) names the update count, so a search killed at any point resumes with
+the controller it last recorded, and a trial that was running when it died is re-run once
+and then learnt from once.
+
+Limits: the decisions are fixed when the controller is first built (from the space the
+tuner registers by building the HyperModel once); hyperparameters that appear later get
+their default values. Conditional scopes are not modelled: the controller emits every
+decision and the values of inactive ones are left out of the trial.
+"""
+import json
+import os
+import warnings
+
+import keras
+import keras_tuner
+import numpy as np
+import tensorflow as tf
+from keras_tuner.engine import trial as trial_module
+
+from tfnas.tuners.controller import Controller, decision_values
+
+ALGORITHMS = ("ppo", "reinforce")
+
+
+def _atomic_write(path, write):
+    """Calls `write(file)` on a temporary file, then renames it to `path`."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_oracle_json(oracle):
+    """Writes `oracle.get_state()` to the oracle's `oracle.json` atomically.
+
+    Args:
+        oracle: A `keras_tuner.Oracle` with its project directory set.
+    """
+    data = json.dumps(oracle.get_state()).encode("utf-8")
+    _atomic_write(oracle._get_oracle_fname(), lambda f: f.write(data))
+
+
+class PPOOracle(keras_tuner.Oracle):
+    """Oracle whose LSTM controller learns which architectures score best.
+
+    Use it with any `keras_tuner.Tuner` whose HyperModel declares its decisions with
+    `hp.Choice`, `hp.Int` or `hp.Boolean`:
+
+        oracle = PPOOracle(objective=keras_tuner.Objective("reward", "max"), max_trials=100)
+        tuner = MyTuner(oracle=oracle, hypermodel=space, directory="runs", project_name="s")
+
+    The Tuner builds the HyperModel once when it is created, which registers the decisions;
+    the controller is built from them at the first trial. With no HyperModel (a Tuner whose
+    `run_trial` declares the hyperparameters), the first trial runs the default values and
+    registers the space.
+
+    Args:
+        objective: A string or `keras_tuner.Objective`; the reward is the trial's score,
+            negated when the objective's direction is "min". Defaults to keras-tuner's
+            default objective (minimise the value `run_trial` returns).
+        max_trials: Int, the number of trials to run. Defaults to 10.
+        algorithm: "ppo" (clipped surrogate, seed 000) or "reinforce" (-log pi * advantage).
+            Defaults to "ppo".
+        units: Int, LSTM units. Defaults to 100.
+        layers: Int, stacked LSTM cells. Defaults to 2.
+        learning_rate: Float, Adam learning rate of the controller. Defaults to 1e-4.
+        clip: Float, PPO clip epsilon: the ratio is clipped to [1 - clip, 1 + clip].
+            Defaults to 0.1.
+        baseline_decay: Float in [0, 1), decay of the reward moving average used as
+            baseline (initialised with the first reward). Defaults to 0.95.
+        entropy_weight: Float, weight of the entropy bonus subtracted from the loss.
+            Defaults to 0.0.
+        grad_clip: Optional float, clip of the gradients' global norm; None to not clip.
+            Defaults to 2.0.
+        update_every: Int, number of completed trials gathered into one update (one epoch
+            over them). Defaults to 1.
+        seed: Optional int. Seeds the controller's initial weights and the sampling; the
+            same seed gives the same sequence of architectures for the same rewards.
+        hyperparameters: Optional `keras_tuner.HyperParameters` to register or override
+            decisions in advance.
+        allow_new_entries: Bool, whether the HyperModel may declare hyperparameters not in
+            `hyperparameters`. Defaults to True.
+        tune_new_entries: Bool, whether such new hyperparameters are searched (else their
+            default is used). Defaults to True.
+        max_retries_per_trial: Int, how many times a crashed trial is re-run. Defaults to 0.
+        max_consecutive_failed_trials: Int, the search stops after this many failed trials
+            in a row. Defaults to 3.
+
+    Raises:
+        ValueError: if `algorithm` is unknown or a numeric setting is out of range.
+    """
+
+    def __init__(
+        self,
+        objective=None,
+        max_trials=10,
+        algorithm="ppo",
+        units=100,
+        layers=2,
+        learning_rate=1e-4,
+        clip=0.1,
+        baseline_decay=0.95,
+        entropy_weight=0.0,
+        grad_clip=2.0,
+        update_every=1,
+        seed=None,
+        hyperparameters=None,
+        allow_new_entries=True,
+        tune_new_entries=True,
+        max_retries_per_trial=0,
+        max_consecutive_failed_trials=3,
+    ):
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm={algorithm!r}: expected one of {ALGORITHMS}")
+        checks = [
+            ("units", units, units >= 1, ">= 1"),
+            ("layers", layers, layers >= 1, ">= 1"),
+            ("learning_rate", learning_rate, learning_rate > 0, "> 0"),
+            ("clip", clip, clip > 0, "> 0"),
+            ("baseline_decay", baseline_decay, 0 <= baseline_decay < 1, "in [0, 1)"),
+            ("entropy_weight", entropy_weight, entropy_weight >= 0, ">= 0"),
+            ("grad_clip", grad_clip, grad_clip is None or grad_clip > 0, "None or > 0"),
+            ("update_every", update_every, update_every >= 1, ">= 1"),
+        ]
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name}={value!r}: expected a value {expected}")
+        super().__init__(
+            objective=objective,
+            max_trials=max_trials,
+            hyperparameters=hyperparameters,
+            allow_new_entries=allow_new_entries,
+            tune_new_entries=tune_new_entries,
+            seed=seed,
+            max_retries_per_trial=max_retries_per_trial,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+        )
+        self.algorithm = algorithm
+        self.units = int(units)
+        self.layers = int(layers)
+        self.learning_rate = float(learning_rate)
+        self.clip = float(clip)
+        self.baseline_decay = float(baseline_decay)
+        self.entropy_weight = float(entropy_weight)
+        self.grad_clip = grad_clip
+        self.update_every = int(update_every)
+
+        if seed is not None:  # the base class treats seed=0 as "no seed"
+            self.seed = self._seed_state = int(seed)
+        self._rng = np.random.default_rng((self.seed, 1))
+        self._controller = None
+        self._optimizer = None
+        # Names of the decisions, in the controller's order; fixed once built.
+        self._decisions = None
+        # trial_id -> {"actions": [...], "log_probs": [...]} for trials not learnt from yet.
+        self._samples = {}
+        # trial_id -> reward, completed trials waiting for the next update.
+        self._rewards = {}
+        self.baseline = None
+        self.updates = 0
+
+    # Controller -----------------------------------------------------------------------
+
+    def _choices(self):
+        """The decision names and, per name, its list of values."""
+        names = self._decisions
+        space = {}
+        for hp in self.hyperparameters.space:
+            space.setdefault(hp.name, hp)
+        if names is None:
+            names = list(space)
+        missing = [name for name in names if name not in space]
+        if missing:
+            raise RuntimeError(
+                f"the controller was built for decisions {names}, but {missing} are no "
+                "longer in the search space; start a new project (overwrite=True)"
+            )
+        return names, {name: decision_values(space[name]) for name in names}
+
+    def _checkpoint_path(self, updates):
+        return os.path.join(self._project_dir, f"controller_{updates:06d}.npz")
+
+    def _ensure_controller(self):
+        """Builds the controller from the space (restoring saved weights); False if empty."""
+        if self._controller is not None:
+            return True
+        names, values = self._choices()
+        if not names:
+            return False
+        controller = Controller(
+            [len(values[name]) for name in names],
+            units=self.units,
+            layers=self.layers,
+            seed=self.seed,
+            name="controller",
+        )
+        controller.build()
+        optimizer = keras.optimizers.Adam(self.learning_rate)
+        optimizer.build(controller.trainable_variables)
+        if self.updates:
+            path = self._checkpoint_path(self.updates)
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"oracle.json records {self.updates} controller updates but {path} is "
+                    "missing: restore that file or start a new project (overwrite=True)"
+                )
+            with np.load(path) as data:
+                for i, variable in enumerate(controller.weights):
+                    variable.assign(data[f"weight_{i}"])
+                for i, variable in enumerate(optimizer.variables):
+                    variable.assign(data[f"optimizer_{i}"])
+        self._decisions = names
+        self._controller = controller
+        self._optimizer = optimizer
+        return True
+
+    def _save_controller(self):
+        arrays = {f"weight_{i}": v.numpy() for i, v in enumerate(self._controller.weights)}
+        arrays.update(
+            {f"optimizer_{i}": np.asarray(v) for i, v in enumerate(self._optimizer.variables)}
+        )
+        _atomic_write(self._checkpoint_path(self.updates), lambda f: np.savez(f, **arrays))
+
+    def controller_probabilities(self, values=None):
+        """The controller's current distribution of every decision.
+
+        Decision i's distribution is conditioned on the earlier decisions taking the values
+        in `values` (when given) or the most likely value at each step (when not).
+
+        Args:
+            values: Optional dict `{hyperparameter name: value}` covering the decisions.
+
+        Returns:
+            Dict `{decision name: {value: probability}}` in the controller's order.
+
+        Raises:
+            RuntimeError: if the search space has no decisions yet.
+            ValueError: if `values` lacks a decision or holds a value not in its choices.
+        """
+        if not self._ensure_controller():
+            raise RuntimeError(
+                "the search space has no hyperparameters yet: create the Tuner with a "
+                "HyperModel (it registers the space) before asking for probabilities"
+            )
+        names, choices = self._choices()
+
+        def choose(i, probs):
+            if values is None:
+                return int(np.argmax(probs))
+            name = names[i]
+            if name not in values or values[name] not in choices[name]:
+                raise ValueError(
+                    f"values[{name!r}]={values.get(name)!r}: expected one of {choices[name]}"
+                )
+            return choices[name].index(values[name])
+
+        _, _, probs = self._controller.decide(choose)
+        return {
+            name: dict(zip(choices[name], p.tolist())) for name, p in zip(names, probs)
+        }
+
+    # keras-tuner Oracle ---------------------------------------------------------------
+
+    def update_space(self, hyperparameters):
+        """Adds new hyperparameters to the space, checking the controller supports them.
+
+        Args:
+            hyperparameters: A `keras_tuner.HyperParameters` holding the space.
+
+        Raises:
+            ValueError: naming a hyperparameter that is not Choice, Int, Boolean or Fixed.
+        """
+        for hp in hyperparameters.space:
+            decision_values(hp)
+        super().update_space(hyperparameters)
+
+    def populate_space(self, trial_id):
+        """Samples an architecture from the controller for a new trial.
+
+        Args:
+            trial_id: String, the id of the new trial; its sample is kept under this id.
+
+        Returns:
+            `{"status": "RUNNING", "values": {name: value}}`.
+        """
+        if not self._ensure_controller():
+            # Empty space: the first trial registers it (RandomSearch does the same).
+            return {"status": trial_module.TrialStatus.RUNNING, "values": {}}
+        names, choices = self._choices()
+        actions, log_probs = self._controller.sample(self._rng)
+        self._samples[trial_id] = {"actions": actions, "log_probs": log_probs}
+        chosen = {name: choices[name][a] for name, a in zip(names, actions)}
+        hps = keras_tuner.HyperParameters()
+        for hp in self.hyperparameters.space:
+            hps.merge([hp])
+            if not hps.is_active(hp):
+                continue
+            if hp.name in chosen:
+                hps.values[hp.name] = chosen[hp.name]
+            else:
+                warnings.warn(
+                    f"hyperparameter '{hp.name}' appeared after the controller was built "
+                    f"for {names}; it keeps its default {hp.default!r}"
+                )
+                hps.values[hp.name] = hp.default
+        return {"status": trial_module.TrialStatus.RUNNING, "values": hps.values}
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        """Records the trial (base class), then learns from it when it completed.
+
+        A completed trial's reward joins the next update; a failed one's sample is
+        dropped; an invalid one waiting for a retry keeps its sample.
+
+        Args:
+            trial: The `keras_tuner.engine.trial.Trial` that ended.
+        """
+        super().end_trial(trial)
+        trial = self.trials[trial.trial_id]
+        if trial.trial_id in self._samples:
+            if trial.status == trial_module.TrialStatus.COMPLETED:
+                score = float(trial.score)
+                self._rewards[trial.trial_id] = (
+                    score if self.objective.direction == "max" else -score
+                )
+            elif trial.status == trial_module.TrialStatus.FAILED:
+                del self._samples[trial.trial_id]
+            if len(self._rewards) >= self.update_every:
+                self._update()
+        self.save()
+
+    def _update(self):
+        """One epoch of PPO (or REINFORCE) over the gathered trials, then a checkpoint."""
+        self._ensure_controller()
+        trial_ids = list(self._rewards)
+        advantages = []
+        for trial_id in trial_ids:
+            reward = self._rewards[trial_id]
+            if self.baseline is None:
+                self.baseline = reward
+            else:
+                decay = self.baseline_decay
+                self.baseline = decay * self.baseline + (1 - decay) * reward
+            advantages.append(reward - self.baseline)
+        actions = tf.constant([self._samples[t]["actions"] for t in trial_ids], tf.int32)
+        old_log_probs = tf.constant(
+            [sum(self._samples[t]["log_probs"]) for t in trial_ids], tf.float32
+        )
+        advantages = tf.constant(advantages, tf.float32)
+        variables = self._controller.trainable_variables
+        with tf.GradientTape() as tape:
+            log_probs = self._controller.log_prob(actions)
+            if self.algorithm == "ppo":
+                ratio = tf.exp(log_probs - old_log_probs)
+                clipped = tf.clip_by_value(ratio, 1 - self.clip, 1 + self.clip)
+                loss = -tf.minimum(ratio * advantages, clipped * advantages)
+            else:
+                loss = -log_probs * advantages
+            loss = tf.reduce_mean(loss)
+            if self.entropy_weight:
+                entropy = tf.reduce_mean(self._controller.entropy(actions))
+                loss -= self.entropy_weight * entropy
+        grads = tape.gradient(loss, variables)
+        if self.grad_clip is not None:
+            grads, _ = tf.clip_by_global_norm(grads, self.grad_clip)
+        self._optimizer.apply_gradients(zip(grads, variables))
+        self.updates += 1
+        for trial_id in trial_ids:
+            del self._samples[trial_id]
+            del self._rewards[trial_id]
+        self._save_controller()
+
+    # State ----------------------------------------------------------------------------
+
+    def get_state(self):
+        """Returns the JSON-able state: keras-tuner's plus the controller's bookkeeping.
+
+        Returns:
+            Dict with the base Oracle's state and `"controller"`: the decision names,
+            pending samples by trial id, rewards waiting for an update, baseline, number
+            of updates (naming the weights file) and the sampling RNG's state.
+        """
+        state = super().get_state()
+        state["controller"] = {
+            "decisions": self._decisions,
+            "samples": self._samples,
+            "rewards": self._rewards,
+            "baseline": self.baseline,
+            "updates": self.updates,
+            "rng": self._rng.bit_generator.state,
+        }
+        return state
+
+    def set_state(self, state):
+        """Restores the state written by `get_state`; weights load at first use.
+
+        Args:
+            state: Dict from `get_state`.
+        """
+        super().set_state(state)
+        controller = state["controller"]
+        self._decisions = controller["decisions"]
+        self._samples = controller["samples"]
+        self._rewards = controller["rewards"]
+        self.baseline = controller["baseline"]
+        self.updates = controller["updates"]
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = controller["rng"]
+        self._controller = None
+        self._optimizer = None
+
+    def save(self):
+        """Writes `oracle.json` atomically, then deletes superseded controller files."""
+        save_oracle_json(self)
+        for name in os.listdir(self._project_dir):
+            if name.startswith("controller_") and name.endswith(".npz"):
+                index = name[len("controller_") : -len(".npz")]
+                if index.isdigit() and int(index) < self.updates:
+                    os.remove(os.path.join(self._project_dir, name))
