@@ -1,8 +1,10 @@
 """Search spaces: keras-tuner HyperModels with genotype codecs and published architectures."""
 from tfnas.spaces.auxcell import AuxCellSpace
 from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace
+from tfnas.spaces.dpc import DPCSpace
+from tfnas.spaces.template import TemplateSpace
 
-SPACES = {"auxcell": AuxCellSpace}
+SPACES = {"auxcell": AuxCellSpace, "template": TemplateSpace, "dpc": DPCSpace}
 
 
 def get_space(name):
@@ -16,4 +18,4 @@ def get_space(name):
     return SPACES[name]
 
 
-__all__ = ["AuxCellSpace", "DecoderSpace", "MAIN_OUTPUT", "SPACES", "get_space"]
+__all__ = ["AuxCellSpace", "DPCSpace", "DecoderSpace", "MAIN_OUTPUT", "SPACES", "TemplateSpace", "get_space"]

@@ -20,7 +20,7 @@ import keras
 
 from tfnas.cells.auxcell import NUM_BRANCHES, AuxCell, branch_pool_size
 from tfnas.ops import CELL_OPS, ConvBN, ResizeLike
-from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace, resize_to_finest
+from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace, check_index, resize_to_finest
 
 NUM_BLOCKS = 3
 NUM_TAPS = 4
@@ -97,17 +97,17 @@ class AuxCellSpace(DecoderSpace):
         values = {}
         for b, pair in enumerate(connections):
             for j, index in enumerate(pair):
-                _check(index, NUM_TAPS + b, f"genotype connection {b} input {j}",
+                check_index(index, NUM_TAPS + b, f"genotype connection {b} input {j}",
                        f"block {b} may read the {NUM_TAPS} encoder taps and {b} earlier block(s)")
                 values[_block_key(b, j)] = index
-        _check(cell[0], NUM_OPS, "genotype cell op o1", "ops are indices into Table 4")
+        check_index(cell[0], NUM_OPS, "genotype cell op o1", "ops are indices into Table 4")
         values["cell_op1"] = cell[0]
         for k, branch in enumerate(cell[1:], start=1):
             keys = _branch_keys(k)
             for pos in range(2):
-                _check(branch[pos], branch_pool_size(k), f"genotype cell branch {k} index {pos}",
+                check_index(branch[pos], branch_pool_size(k), f"genotype cell branch {k} index {pos}",
                        f"branch {k} may read the cell features built so far")
-                _check(branch[2 + pos], NUM_OPS, f"genotype cell branch {k} op {pos}",
+                check_index(branch[2 + pos], NUM_OPS, f"genotype cell branch {k} op {pos}",
                        "ops are indices into Table 4")
             values.update(zip(keys, branch))
         return values
@@ -161,8 +161,3 @@ class AuxCellSpace(DecoderSpace):
         x = ConvBN(w, 1, name="pre_classifier")(x)
         logits = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=MAIN_OUTPUT)(x)
         return {MAIN_OUTPUT: logits, **outputs}
-
-
-def _check(value, limit, where, why):
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
-        raise ValueError(f"{where} is {value!r}, but only 0..{limit - 1} exist at that point ({why})")

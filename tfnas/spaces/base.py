@@ -37,6 +37,8 @@ class DecoderSpace(keras_tuner.HyperModel):
 
     PUBLISHED = {}
     TAPS = encoders.MOBILENET_V2_TAPS
+    #: The Oracle `tfnas search` uses for this space unless told otherwise.
+    DEFAULT_ORACLE = "ppo"
 
     def __init__(self, num_classes, width, encoder="mobilenetv2", encoder_weights=None, alpha=1.0,
                  output_stride=32, input_shape=(None, None, 3), name=None, tunable=True):
@@ -158,3 +160,16 @@ def resize_to_finest(tensors, strides):
     finest = min(range(len(tensors)), key=lambda i: strides[i])
     ref = tensors[finest]
     return [t if s == strides[finest] else ResizeLike()([t, ref]) for t, s in zip(tensors, strides)], strides[finest]
+
+
+def check_index(value, limit, where, why):
+    """Raises a ValueError naming the genotype position unless `value` is an int in 0..limit-1.
+
+    Args:
+        value: the genotype entry.
+        limit: int, the number of values allowed at that position.
+        where: str, the position, e.g. "genotype block 2 loc1".
+        why: str, what the allowed values are.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+        raise ValueError(f"{where} is {value!r}, but only 0..{limit - 1} exist at that point ({why})")
