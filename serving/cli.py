@@ -1,0 +1,288 @@
+"""The `tfnas export`, `tfnas convert` and `tfnas serve` commands, and loading a searched model.
+
+`register(subparsers)` adds the three subcommands to the `tfnas` argparse parser. A search run
+directory holds `run.json` (`{"space": NAME, "space_config": {constructor arguments}}`) and
+keras-tuner trial folders `trial_<id>/` with `trial.json` and `model.weights.h5`.
+"""
+import argparse
+import json
+import os
+import sys
+
+CONVERT_TARGETS = ("onnx", "tensorrt", "tftrt", "tflite")
+_SPACE_CONFIG_KEYS = ("space_config", "space_kwargs", "config", "kwargs")
+
+
+def _read_json(path, what):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist; is this a tfnas search run directory ({what})?")
+    with open(path) as f:
+        return json.load(f)
+
+
+def trials(run_dir):
+    """The keras-tuner trials of a search run.
+
+    Args:
+        run_dir: search run directory.
+
+    Returns:
+        dict trial id -> parsed `trial.json`.
+    """
+    found = {}
+    for entry in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
+        path = os.path.join(run_dir, entry, "trial.json")
+        if entry.startswith("trial_") and os.path.exists(path):
+            trial = _read_json(path, "trial file")
+            found[str(trial.get("trial_id", entry[len("trial_"):]))] = trial
+    return found
+
+
+def best_trial_id(run_dir):
+    """The id of the COMPLETED trial with the highest score.
+
+    Args:
+        run_dir: search run directory.
+
+    Returns:
+        str trial id.
+
+    Raises:
+        ValueError: if no trial is COMPLETED with a score.
+    """
+    scored = {tid: t["score"] for tid, t in trials(run_dir).items()
+              if t.get("status") == "COMPLETED" and t.get("score") is not None}
+    if not scored:
+        raise ValueError(f"no COMPLETED trial with a score in {run_dir!r}; wait for the search or pass --trial ID")
+    return max(scored, key=scored.get)
+
+
+def load_trial_model(run_dir, trial="best"):
+    """Rebuilds and loads the trained model of one trial of a search run.
+
+    Args:
+        run_dir: search run directory (`run.json`, `trial_<id>/trial.json`,
+            `trial_<id>/model.weights.h5`).
+        trial: "best" (highest score among COMPLETED trials, the default) or a trial id.
+
+    Returns:
+        (Keras training model, metadata dict with `space`, `space_config`, `trial_id`, `score`,
+        `hyperparameters`, `genotype` when the space has one, and the trial's `metrics`).
+
+    Raises:
+        FileNotFoundError: if `run.json`, the trial or its weights are missing.
+        ValueError: if `run.json` lacks the space.
+    """
+    from tfnas.spaces import get_space
+
+    run = _read_json(os.path.join(run_dir, "run.json"), "run.json")
+    if "space" not in run:
+        raise ValueError(f"{run_dir}/run.json has no 'space' entry (keys: {sorted(run)})")
+    space_config = next((run[k] for k in _SPACE_CONFIG_KEYS if k in run), {})
+    trial_id = best_trial_id(run_dir) if trial == "best" else str(trial)
+    all_trials = trials(run_dir)
+    if trial_id not in all_trials:
+        raise FileNotFoundError(f"trial {trial_id!r} not found in {run_dir!r}; trials: {sorted(all_trials)}")
+    info = all_trials[trial_id]
+    weights = os.path.join(run_dir, f"trial_{trial_id}", "model.weights.h5")
+    if not os.path.exists(weights):
+        raise FileNotFoundError(f"{weights} does not exist; trial {trial_id} has no trained weights")
+    space = get_space(run["space"])(**space_config)
+    values = info.get("hyperparameters", {}).get("values", {})
+    if hasattr(space, "hyperparameters"):
+        hp = space.hyperparameters(values)
+    else:
+        import keras_tuner
+
+        hp = keras_tuner.HyperParameters.from_config(info["hyperparameters"])
+    model = space.build(hp)
+    model.load_weights(weights)
+    metadata = {"space": run["space"], "space_config": space_config, "trial_id": trial_id,
+                "score": info.get("score"), "hyperparameters": values,
+                "metrics": _best_metrics(info.get("metrics", {}))}
+    try:
+        metadata["genotype"] = space.genotype(values)
+    except (NotImplementedError, KeyError, ValueError):
+        pass
+    return model, metadata
+
+
+def _best_metrics(metrics):
+    """keras-tuner `metrics.metrics[name].observations[-1].value[0]` -> {name: value}."""
+    result = {}
+    for name, record in metrics.get("metrics", {}).items():
+        observations = record.get("observations") or []
+        if observations and observations[-1].get("value"):
+            result[name] = observations[-1]["value"][0]
+    return result
+
+
+# --- handlers ----------------------------------------------------------------------------
+def run_export(args):
+    """Handler of `tfnas export`: exports a trial of a search run for TF Serving."""
+    from tfnas.serving.savedmodel import export
+
+    model, metadata = load_trial_model(args.run_dir, args.trial)
+    name = args.name or os.path.basename(os.path.normpath(args.run_dir))
+    path = export(model, args.base, name, version=args.version, metadata=metadata)
+    print(path)
+    return 0
+
+
+def _calibration(args, needed):
+    if not args.calibration_images:
+        if needed:
+            raise ValueError("int8 needs --calibration-images DIR (a few dozen of your own images)")
+        return None
+    from tfnas.serving.tftrt import load_images
+
+    return load_images(args.calibration_images)
+
+
+def _stem(saved_model):
+    parts = os.path.normpath(os.path.abspath(saved_model)).split(os.sep)
+    return f"{parts[-2]}_v{parts[-1]}" if parts[-1].isdigit() else parts[-1]
+
+
+def run_convert(args):
+    """Handler of `tfnas convert`: ONNX, TensorRT (script or engine), TF-TRT or TFLite."""
+    precision = (args.precision or {"tflite": "fp32"}.get(args.to, "fp16")).lower()
+    stem = _stem(args.saved_model)
+    if args.to == "onnx":
+        from tfnas.serving.onnx_export import to_onnx
+
+        report = to_onnx(args.saved_model, args.out or f"{stem}.onnx", opset=args.opset, signature=args.signature)
+        print(json.dumps(report, indent=2))
+    elif args.to == "tflite":
+        from tfnas.serving.tflite import to_tflite
+
+        quantization = {"fp32": "none", "fp16": "float16", "int8": "int8"}[precision]
+        out = args.out or f"{stem}_{precision}.tflite"
+        print(to_tflite(args.saved_model, out, quantization, _calibration(args, precision == "int8")))
+    elif args.to == "tftrt":
+        from tfnas.serving.tftrt import to_tftrt
+
+        out = args.out or f"{stem}_tftrt_{precision}"
+        print(to_tftrt(args.saved_model, out, precision.upper(), _calibration(args, precision == "int8")))
+    else:
+        return _convert_tensorrt(args, precision, stem)
+    return 0
+
+
+def _convert_tensorrt(args, precision, stem):
+    import numpy as np
+
+    from tfnas.serving import tensorrt
+    from tfnas.serving.onnx_export import to_onnx
+
+    shape = tuple(int(d) for d in args.input_shape.lower().split("x"))
+    out = args.out or f"{stem}_tensorrt_{precision}"
+    os.makedirs(out, exist_ok=True)
+    onnx_path = os.path.join(out, "model.onnx")
+    to_onnx(args.saved_model, onnx_path, opset=args.opset, signature="logits")
+    script = tensorrt.write_trtexec_script(onnx_path, out, precision, shape)
+    try:
+        tensorrt._import_tensorrt()  # noqa: SLF001 - same check and message as build_engine
+    except RuntimeError as e:
+        print(f"wrote {onnx_path} and {script}\n{e}", file=sys.stderr)
+        return 0
+    data = _calibration(args, precision == "int8")
+    if data is not None:
+        import tensorflow as tf
+
+        data = [tf.image.resize(d, shape[1:3]).numpy().astype(np.uint8) for d in data]
+    engine = tensorrt.build_engine(onnx_path, os.path.join(out, f"model_{precision}.engine"), precision,
+                                   data, input_shape=shape)
+    print(engine)
+    print(json.dumps(tensorrt.time_engine(engine)))
+    return 0
+
+
+def run_serve(args):
+    """Handler of `tfnas serve`: the local preview server (a development aid)."""
+    from tfnas.serving.preview import PreviewServer
+
+    server = PreviewServer(args.base_dir, host=args.host, rest_port=args.rest_port,
+                           grpc_port=None if args.grpc_port < 0 else args.grpc_port)
+    server.start()
+    print(f"tfnas preview server (development aid, not for production): REST {server.rest_url}, "
+          f"gRPC {server.grpc_target or 'off'}; models in {args.base_dir}. Ctrl-C stops.", flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def register(subparsers):
+    """Adds the `export`, `convert` and `serve` subcommands to a `tfnas` argparse parser.
+
+    Args:
+        subparsers: the object returned by `parser.add_subparsers()`.
+
+    Returns:
+        dict name -> the subcommand's `ArgumentParser` (each has `func` set to its handler).
+    """
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    export = subparsers.add_parser(
+        "export", formatter_class=fmt, help="export a searched model as a TF Serving SavedModel",
+        description="Rebuild a trial of a search run, load its weights and write BASE/NAME/<version>/ "
+                    "(signatures serving_default (uint8), serving_float, logits; metadata and warm-up "
+                    "requests in assets.extra).")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="search run directory (run.json, trial_<id>/)")
+    export.add_argument("--trial", default="best", help="trial id, or 'best' = highest score among COMPLETED trials")
+    export.add_argument("--name", default=None, help="model name (default: the run directory's name)")
+    export.add_argument("--base", default="exports", help="TF Serving model base directory")
+    export.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    export.set_defaults(func=run_export)
+
+    convert = subparsers.add_parser(
+        "convert", formatter_class=fmt, help="convert an exported SavedModel to ONNX, TensorRT, TF-TRT or TFLite",
+        description="Convert an exported SavedModel version directory for edge devices. tensorrt writes the "
+                    "ONNX model (logits signature) and a trtexec script, and builds the engine where TensorRT "
+                    "is installed (on the Jetson).")
+    convert.add_argument("saved_model", metavar="SAVED_MODEL", help="SavedModel version directory, e.g. exports/NAME/1")
+    convert.add_argument("--to", required=True, choices=CONVERT_TARGETS, help="target format")
+    convert.add_argument("--precision", default=None, choices=("fp32", "fp16", "int8"),
+                         help="precision for tensorrt/tftrt (default fp16) and tflite (default fp32; "
+                              "fp16 = float16 weights, int8 = full-integer)")
+    convert.add_argument("--out", default=None,
+                         help="output file (onnx, tflite) or folder (tensorrt, tftrt); default: "
+                              "<name>_v<version>[_<precision>] in the current directory")
+    convert.add_argument("--calibration-images", default=None,
+                         help="folder of your images for int8 calibration (required for int8)")
+    convert.add_argument("--signature", default="serving_default",
+                         choices=("serving_default", "serving_float", "logits"), help="signature converted to ONNX")
+    convert.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    convert.add_argument("--input-shape", default="1x512x512x3", help="TensorRT engine input shape NxHxWx3")
+    convert.set_defaults(func=run_convert)
+
+    serve = subparsers.add_parser(
+        "serve", formatter_class=fmt, help="local preview server with TF Serving's REST and gRPC API",
+        description="Serve the SavedModels under BASE_DIR (NAME/<version>/, optional models.config) with "
+                    "TF Serving's REST (/v1/models/NAME[:predict|/metadata]) and gRPC Predict API. A "
+                    "development aid, not a production server: use serving/docker-compose.yml for that.")
+    serve.add_argument("base_dir", metavar="BASE_DIR", help="export base directory")
+    serve.add_argument("--rest-port", type=int, default=8501, help="REST port (0: any free port)")
+    serve.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (0: any free port, -1: no gRPC)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind")
+    serve.set_defaults(func=run_serve)
+    return {"export": export, "convert": convert, "serve": serve}
+
+
+def main(argv=None):
+    """Runs the three commands on their own (`python -m tfnas.serving.cli ...`)."""
+    parser = argparse.ArgumentParser(prog="tfnas")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

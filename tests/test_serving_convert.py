@@ -1,0 +1,128 @@
+"""Edge targets: ONNX parity in onnxruntime, TFLite float16/int8, and the TensorRT / TF-TRT
+paths (scripts here, clear errors where TensorRT is missing)."""
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import onnx
+import pytest
+
+from test_serving_common import images, tiny_model
+from tfnas.data import NUM_CLASSES, digit_scene_arrays
+from tfnas.preprocessing import preprocess
+from tfnas.serving import build_engine, compare, export, onnx_predict, time_engine, to_onnx, to_tflite, tflite_predict
+from tfnas.serving.tensorrt import write_trtexec_script
+from tfnas.serving.tftrt import has_tensorrt, to_tftrt
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return digit_scene_arrays("train", image_size=32, num_scenes=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits):
+    """The tiny model trained a few steps on digit scenes, so its class maps mean something."""
+    x, masks = digits
+    model = tiny_model(num_classes=NUM_CLASSES, aux=False)
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(preprocess(x), masks[:, 2::4, 2::4], batch_size=16, epochs=4, verbose=0)
+    return export(model, str(tmp_path_factory.mktemp("exports")), "digits", warmup_images=x[:1])
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "logits"])
+def test_onnx_parity_and_names(trained, tmp_path, signature):
+    path = str(tmp_path / "model.onnx")
+    report = to_onnx(trained, path, signature=signature)
+    graph = onnx.load(path).graph
+    assert [i.name for i in graph.input] == ["images"]
+    expected = ["classes", "probabilities"] if signature == "serving_default" else ["logits"]
+    assert sorted(o.name for o in graph.output) == expected == report["output_names"]
+    assert report["max_abs_diff"] and all(d < 1e-4 for d in report["max_abs_diff"].values())
+    assert all(f == 0.0 for f in report["mismatch_fraction"].values())
+    # dynamic sizes: another image size runs too
+    out = onnx_predict(path, images(1, 40, 24) if signature == "serving_default" else
+                       preprocess(images(1, 40, 24)).numpy())
+    assert out[expected[0]].shape[:3] == ((1, 40, 24) if signature == "serving_default" else (1, 10, 6))
+
+
+def test_onnx_unknown_signature(trained, tmp_path):
+    with pytest.raises(ValueError, match=r"signature 'probs' is not in .* it has \['logits', 'serving_default'"):
+        to_onnx(trained, str(tmp_path / "m.onnx"), signature="probs")
+
+
+def test_tflite_float32_float16_and_int8(trained, tmp_path, digits):
+    x, _ = digits
+    sample = x[-8:]
+    fp32 = compare(trained, to_tflite(trained, str(tmp_path / "fp32.tflite")), sample)
+    assert fp32["max_abs_diff"] < 1e-4 and fp32["pixel_agreement"] == 1.0
+    fp16 = compare(trained, to_tflite(trained, str(tmp_path / "fp16.tflite"), "float16"), sample)
+    assert fp16["max_abs_diff"] < 2e-2 and fp16["pixel_agreement"] > 0.99
+    int8_path = to_tflite(trained, str(tmp_path / "int8.tflite"), "int8", representative_data=x[:32])
+    int8 = compare(trained, int8_path, sample)
+    # Score drop of full-integer quantization on a model trained for a few steps: the class maps
+    # agree with TensorFlow's on most pixels (measured ~0.97-1.0); the floor is deliberately loose.
+    assert np.isfinite(int8["max_abs_diff"]) and int8["pixel_agreement"] > 0.9 and int8["miou_vs_tf"] > 0.5
+    assert int8["size_bytes"] < fp32["size_bytes"]
+    assert tflite_predict(int8_path, x[:2]).shape == (2, 8, 8, NUM_CLASSES)
+
+
+def test_tflite_from_keras_model_and_errors(tmp_path):
+    path = to_tflite(tiny_model(), str(tmp_path / "k.tflite"))  # dict training model accepted
+    logits = tflite_predict(path, images(1, 16, 16))
+    expected = tiny_model()(preprocess(images(1, 16, 16)))["logits"]
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="int8 quantization needs representative_data"):
+        to_tflite(tiny_model(), str(tmp_path / "q.tflite"), "int8")
+    with pytest.raises(ValueError, match="quantization 'int4' must be one of"):
+        to_tflite(tiny_model(), str(tmp_path / "q.tflite"), "int4")
+
+
+def test_tensorrt_not_installed_here_says_what_to_do(tmp_path):
+    with pytest.raises(RuntimeError, match="TensorRT is not installed here.*Jetson.*trtexec"):
+        build_engine(str(tmp_path / "m.onnx"), str(tmp_path / "m.engine"))
+    with pytest.raises(RuntimeError, match="TensorRT is not installed here"):
+        time_engine(str(tmp_path / "m.engine"))
+    with pytest.raises(ValueError, match="precision 'fp8' must be one of"):
+        build_engine(str(tmp_path / "m.onnx"), str(tmp_path / "m.engine"), precision="fp8")
+
+
+def test_trtexec_script(trained, tmp_path):
+    onnx_path = str(tmp_path / "logits.onnx")
+    to_onnx(trained, onnx_path, signature="logits")
+    (tmp_path / "cache").write_bytes(b"TRT-calibration")
+    script = write_trtexec_script(onnx_path, str(tmp_path / "jetson"), "int8", (1, 64, 96, 3),
+                                  calibration_cache=str(tmp_path / "cache"))
+    text = open(script).read()
+    assert '--onnx="$HERE/model.onnx" --saveEngine="$HERE/model_int8.engine" --int8 --fp16' in text
+    assert '--calib="$HERE/calibration.cache"' in text and "--shapes=images:1x64x96x3" in text
+    assert '--loadEngine="$HERE/model_int8.engine"' in text and "--iterations=200" in text
+    assert sorted(os.listdir(tmp_path / "jetson")) == ["build_engine.sh", "calibration.cache", "model.onnx"]
+    assert os.access(script, os.X_OK)
+    subprocess.run(["sh", "-n", script], check=True)  # valid shell
+    fp16 = open(write_trtexec_script(onnx_path, str(tmp_path / "j16"), "fp16")).read()
+    assert " --fp16 --shapes=images:1x512x512x3" in fp16 and "--int8" not in fp16
+
+
+def test_tftrt_error_points_to_onnx(trained, tmp_path):
+    assert not has_tensorrt()
+    with pytest.raises(RuntimeError, match=r"TF-TRT is not available.*tfnas convert SAVED_MODEL --to onnx"):
+        to_tftrt(trained, str(tmp_path / "trt"))
+    with pytest.raises(ValueError, match="precision 'FP4' must be one of"):
+        to_tftrt(trained, str(tmp_path / "trt"), precision="fp4")
+
+
+def test_tftrt_runs_as_a_script_without_tfnas_dependencies(trained, tmp_path):
+    code = ("import runpy, sys\n"
+            "sys.argv = ['serving/tftrt.py'] + sys.argv[1:]\n"
+            "try:\n    runpy.run_path('serving/tftrt.py', run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    print('rc', e.code, sorted(m for m in ('keras_tuner', 'tf2onnx', 'onnx', 'tfnas') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code, trained, str(tmp_path / "out")], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert "rc 1 []" in result.stdout, result.stdout + result.stderr[-2000:]
+    assert "TF-TRT is not available" in result.stderr
