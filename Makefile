@@ -16,7 +16,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 --nbmake tests examples
 
 demo: $(STAMP)
 	$(BIN)/python -m tfnas.cli demo
