@@ -1,0 +1,355 @@
+"""The `tfnas` command: `search` and `demo` here, `export` / `convert` / `serve` from tfnas.serving.
+
+    tfnas search --space auxcell --oracle ppo --trials 20 --out runs/voc \\
+        --images data/images --masks data/masks --num-classes 21
+    tfnas search --out runs/voc --resume        # continue a stopped search
+    tfnas demo                                  # a small search on the built-in data, a few CPU minutes
+
+`search` runs `tfnas.tuners.NASTuner` (the two-stage proxy task of seed 000, Sec. 3.2) and
+prints a table of the best architectures. The search directory `--out` is the keras-tuner
+project directory: `run.json`, `oracle.json`, `trial_<id>/` (see `tfnas.tuners.nas_tuner`);
+`run.json` also keeps the command's arguments, so `--resume` needs only `--out` (and may
+raise `--trials`). Bad arguments print one line on stderr and exit with status 2.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+#: Settings of `tfnas demo`: small enough for a laptop CPU.
+DEMO = {"space": "auxcell", "oracle": "ppo", "trials": 4, "image_size": 64, "scenes": 320,
+        "width": 16, "alpha": 0.35, "stage1_epochs": 5, "stage2_epochs": 1, "warmup_epochs": 30,
+        "cache_images": 320, "batch_size": 16, "latency_runs": 10}
+
+
+class UsageError(Exception):
+    """A bad command-line value; reported on one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def _add_search_options(parser, demo=False):
+    from tfnas.spaces import SPACES
+    from tfnas.tuners.nas_tuner import ORACLES
+    d = DEMO if demo else {}
+    add = parser.add_argument
+    add("--out", default=None if demo else "runs/search",
+        help="search directory (the keras-tuner project dir); "
+             + ("default: a new temporary folder" if demo else "must be new or empty unless --resume"))
+    add("--resume", action="store_true", help="continue the stopped search in --out, with its saved settings")
+    add("--space", default=d.get("space", "auxcell"), help=f"search space, one of {sorted(SPACES)}")
+    add("--oracle", default=d.get("oracle"),
+        help=f"search strategy, one of {sorted(ORACLES)}; default: the space's DEFAULT_ORACLE (ppo for auxcell)")
+    add("--trials", type=_positive_int, default=d.get("trials", 20), help="number of architectures to try")
+    add("--seed", type=int, default=0, help="seed of the oracle, data split, weights and termination")
+    data = parser.add_argument_group("data (default: the built-in digit scenes)")
+    data.add_argument("--images", default=None, help="folder of training images (with --masks, --num-classes)")
+    data.add_argument("--masks", default=None, help="folder of .png class-index masks named like the images")
+    data.add_argument("--val-images", default=None, help="folder of meta-val images (default: hold out --val-fraction)")
+    data.add_argument("--val-masks", default=None, help="folder of meta-val masks")
+    data.add_argument("--tfds", default=None, help="TensorFlow Datasets name, e.g. oxford_iiit_pet")
+    data.add_argument("--tfds-split", default="train", help="TFDS split to search on")
+    data.add_argument("--label-offset", type=int, default=0,
+                      help="subtracted from TFDS labels (1 for oxford_iiit_pet trimaps)")
+    data.add_argument("--num-classes", type=_positive_int, default=None,
+                      help="number of classes of --images/--tfds data (11 for the built-in data)")
+    data.add_argument("--scenes", type=_positive_int, default=d.get("scenes", 512),
+                      help="number of built-in digit scenes")
+    data.add_argument("--image-size", type=_positive_int, default=d.get("image_size", 64),
+                      help="images are resized to this square size")
+    data.add_argument("--val-fraction", type=float, default=0.1,
+                      help="share of the training data held out as meta-val when no validation data is given")
+    model = parser.add_argument_group("network")
+    model.add_argument("--width", type=_positive_int, default=d.get("width"),
+                       help="decoder channels; default: the space's (48 for auxcell)")
+    model.add_argument("--alpha", type=float, default=d.get("alpha"),
+                       help="MobileNetV2 width multiplier; default: the space's (1.0)")
+    model.add_argument("--encoder-weights", default=None,
+                       help="pretrained encoder weights file (or 'imagenet' when online); default: none, "
+                            "the encoder is warmed up on the search data")
+    proxy = parser.add_argument_group("proxy training (seed 000, Sec. 3.2)")
+    proxy.add_argument("--stage1-epochs", type=_positive_int, default=d.get("stage1_epochs", 5),
+                       help="decoder epochs on cached encoder outputs")
+    proxy.add_argument("--stage2-epochs", type=_non_negative_int, default=d.get("stage2_epochs", 1),
+                       help="end-to-end epochs (0 skips stage 2)")
+    proxy.add_argument("--batch-size", type=_positive_int, default=d.get("batch_size", 16), help="batch size")
+    proxy.add_argument("--cache-images", type=_positive_int, default=d.get("cache_images", 4000),
+                       help="meta-train images whose encoder outputs are cached for stage 1")
+    proxy.add_argument("--warmup-epochs", type=_non_negative_int, default=d.get("warmup_epochs"),
+                       help="encoder warm-up epochs; default: 10 without --encoder-weights, else 0")
+    proxy.add_argument("--teacher", default="auto",
+                       help="distillation teacher: 'auto' (the warmed-up model), 'none', or a "
+                            "SavedModel folder / .keras file")
+    proxy.add_argument("--no-termination", action="store_true",
+                       help="train every architecture through stage 2 (no early termination)")
+    proxy.add_argument("--latency-runs", type=_non_negative_int, default=d.get("latency_runs", 10),
+                       help="timed forward passes per trial (0: no latency)")
+    parser.add_argument("--top", type=_positive_int, default=5, help="rows of the final table")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
+                        help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch; "
+                             "default: 1 on a terminal, else 2")
+
+
+def build_parser():
+    """The `tfnas` argument parser with every subcommand.
+
+    Returns:
+        `argparse.ArgumentParser`.
+    """
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = _Parser(prog="tfnas", formatter_class=fmt,
+                     description="Neural architecture search for compact, fast segmentation "
+                                 "networks, and their export to TF Serving and Jetson.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    search = subparsers.add_parser(
+        "search", formatter_class=fmt, help="search for architectures (NASTuner)",
+        description="Search a space with the two-stage proxy task and print the best architectures.")
+    _add_search_options(search)
+    search.set_defaults(func=run_search)
+    demo = subparsers.add_parser(
+        "demo", formatter_class=fmt, help="a small search on the built-in data (a few CPU minutes)",
+        description="A search small enough for a laptop CPU on 64x64 digit scenes; prints the "
+                    "table of the best architectures.")
+    _add_search_options(demo, demo=True)
+    demo.set_defaults(func=run_search)
+    try:
+        from tfnas.serving.cli import register
+    except ImportError as err:
+        message = (f"the export/convert/serve commands are unavailable: importing tfnas.serving.cli "
+                   f"failed ({err}); reinstall tfnas (pip install -e .)")
+        for name in ("export", "convert", "serve"):
+            sub = subparsers.add_parser(name, help="unavailable: " + message)
+            sub.set_defaults(func=lambda args, message=message: _unavailable(message))
+    else:
+        register(subparsers)
+    return parser
+
+
+def _unavailable(message):
+    print(f"tfnas: error: {message}", file=sys.stderr)
+    return 2
+
+
+# --- search ---------------------------------------------------------------------------------
+_SAVED = ("space", "oracle", "seed", "images", "masks", "val_images", "val_masks", "tfds",
+          "tfds_split", "label_offset", "num_classes", "scenes", "image_size", "val_fraction",
+          "width", "alpha", "encoder_weights", "stage1_epochs", "stage2_epochs", "batch_size",
+          "cache_images", "warmup_epochs", "teacher", "no_termination", "latency_runs")
+
+
+def _check_out(args):
+    out = args.out
+    run_file = os.path.join(out, "run.json")
+    if args.resume:
+        if not os.path.exists(run_file):
+            raise UsageError(f"--resume: {out!r} holds no search (no run.json); drop --resume to "
+                             "start a new search there")
+        with open(run_file) as f:
+            saved = json.load(f).get("cli", {})
+        trials = args.trials
+        for key in _SAVED:
+            if key in saved:
+                setattr(args, key, saved[key])
+        args.trials = trials if args.trials_given else saved.get("trials", trials)
+    elif os.path.isdir(out) and os.listdir(out):
+        raise UsageError(f"--out {out!r} already holds files; pass --resume to continue that search "
+                         "or pick another directory")
+    elif os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out!r} is a file; pick a directory")
+
+
+def _load_data(args):
+    from tfnas import data
+    size = args.image_size
+    if args.images or args.masks:
+        if not (args.images and args.masks and args.num_classes):
+            raise UsageError("--images needs --masks and --num-classes (e.g. --images data/img "
+                             "--masks data/masks --num-classes 21)")
+        for flag, path in (("--images", args.images), ("--masks", args.masks),
+                           ("--val-images", args.val_images), ("--val-masks", args.val_masks)):
+            if path is not None and not (os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK)):
+                raise UsageError(f"{flag} {path!r} is not a readable folder")
+        train = data.image_mask_folder(args.images, args.masks, args.num_classes, image_size=size)
+        val = None
+        if args.val_images or args.val_masks:
+            if not (args.val_images and args.val_masks):
+                raise UsageError("--val-images and --val-masks go together")
+            val = data.image_mask_folder(args.val_images, args.val_masks, args.num_classes, image_size=size)
+        return train, val, args.num_classes
+    if args.tfds:
+        if not args.num_classes:
+            raise UsageError(f"--tfds {args.tfds} needs --num-classes")
+        train = data.tfds_dataset(args.tfds, args.tfds_split, num_classes=args.num_classes,
+                                  label_offset=args.label_offset, image_size=size)
+        return train, None, args.num_classes
+    if args.num_classes not in (None, data.NUM_CLASSES):
+        raise UsageError(f"--num-classes {args.num_classes} does not match the built-in data "
+                         f"({data.NUM_CLASSES} classes); drop it or give --images/--tfds")
+    return data.digit_scenes("train", size, num_scenes=args.scenes, seed=args.seed), None, data.NUM_CLASSES
+
+
+def _build_space(args, num_classes):
+    from tfnas.spaces import get_space
+    kwargs = {"num_classes": num_classes}
+    for key in ("width", "alpha", "encoder_weights"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    return get_space(args.space)(**kwargs)
+
+
+def _teacher(value):
+    if value in (None, "none"):
+        return None
+    if value == "auto":
+        return "auto"
+    if not os.path.exists(value):
+        raise UsageError(f"--teacher {value!r} does not exist; pass 'auto', 'none', a SavedModel "
+                         "folder or a .keras file")
+    return value
+
+
+def _validate(args):
+    from tfnas.spaces import SPACES
+    from tfnas.tuners.nas_tuner import ORACLES
+    if args.space not in SPACES:
+        raise UsageError(f"unknown space {args.space!r}; expected one of {sorted(SPACES)}")
+    if args.oracle is not None and args.oracle not in ORACLES:
+        raise UsageError(f"unknown oracle {args.oracle!r}; expected one of {sorted(ORACLES)}")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise UsageError(f"--val-fraction {args.val_fraction} must be between 0 and 1")
+
+
+def run_search(args):
+    """Runs `tfnas search` / `tfnas demo` from parsed arguments; returns the exit status.
+
+    Raises:
+        UsageError: for bad arguments (reported by `main`).
+    """
+    if args.out is None:  # demo without --out
+        args.out = tempfile.mkdtemp(prefix="tfnas-demo-")
+    _check_out(args)
+    _validate(args)
+    teacher = _teacher(args.teacher)
+    try:
+        train, val, num_classes = _load_data(args)
+        space = _build_space(args, num_classes)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        raise UsageError(str(err)) from err
+
+    from tfnas.tuners.nas_tuner import NASTuner, make_oracle
+    oracle_name = args.oracle or getattr(space, "DEFAULT_ORACLE", "ppo")
+    oracle = make_oracle(oracle_name, args.trials, seed=args.seed)
+    out = os.path.abspath(args.out)
+    cli = {key: getattr(args, key) for key in _SAVED}
+    cli.update(oracle=oracle_name, trials=args.trials)
+    tuner = NASTuner(
+        space, oracle=oracle, seed=args.seed, stage1_epochs=args.stage1_epochs,
+        stage2_epochs=args.stage2_epochs, batch_size=args.batch_size,
+        cache_images=args.cache_images, validation_fraction=args.val_fraction,
+        warmup_epochs=args.warmup_epochs, teacher=teacher, termination=not args.no_termination,
+        latency_runs=args.latency_runs, verbose="auto" if args.verbose is None else args.verbose,
+        metadata={"cli": cli}, directory=os.path.dirname(out), project_name=os.path.basename(out))
+    print(f"tfnas: searching {args.space} with {oracle_name} for {args.trials} trial(s) in {out}")
+    tuner.search(train, validation_data=val)
+    print()
+    print(results_table(tuner, args.top))
+    print(f"\nsearch directory: {out}  (export the best: tfnas export {out})")
+    return 0
+
+
+def results_table(tuner, top=5):
+    """A text table of the best completed trials: reward, cost and genotype.
+
+    Args:
+        tuner: a `NASTuner` after (or during) a search.
+        top: int, number of rows.
+
+    Returns:
+        str.
+    """
+    from keras_tuner.engine.trial import TrialStatus
+    trials = [t for t in tuner.oracle.get_best_trials(top) if t.status == TrialStatus.COMPLETED]
+    failed = sum(t.status == TrialStatus.FAILED for t in tuner.oracle.trials.values())
+    header = ["trial", "reward", "stage1", "params", "madds", "latency ms", "stopped", "genotype"]
+    rows = []
+    for t in trials:
+        value = lambda name: t.metrics.get_last_value(name) if t.metrics.exists(name) else float("nan")
+        try:
+            genotype = json.dumps(tuner.hypermodel.genotype(t.hyperparameters.values), separators=(",", ":"))
+        except Exception:  # a space without a genotype codec
+            genotype = json.dumps(t.hyperparameters.values, separators=(",", ":"))
+        rows.append([t.trial_id, f"{value('reward'):.4f}", f"{value('stage1_reward'):.4f}",
+                     _si(value("params")), _si(value("madds")), _ms(value("latency_ms")),
+                     "yes" if value("terminated") else "no", genotype])
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+    title = (f"best {len(rows)} of {len(tuner.oracle.trials)} trial(s) "
+             f"({failed} failed); reward = geometric mean of mIoU, fwIoU, mean accuracy")
+    return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _ms(value):
+    return "-" if value != value else f"{value:.1f}"
+
+
+def _si(value):
+    if value != value:  # NaN
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+def main(argv=None):
+    """Entry point of the `tfnas` command.
+
+    Args:
+        argv: list of arguments (default `sys.argv[1:]`).
+
+    Returns:
+        int exit status: 0 on success, 2 for bad arguments.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    args.trials_given = "--trials" in argv or any(a.startswith("--trials=") for a in argv)
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"tfnas {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The two proxy-training stages of a search trial (seed 000, Sec. 3.2 and 4.1).
+
+`ProxyModel` wraps a network whose outputs are a dict of logits (`"logits"` and training-
+only `"aux_<i>"`): stage 1 wraps the decoder alone, fed with cached encoder outputs; stage
+2 wraps the whole network (encoder + decoder), fed with images. Its `train_step` applies
+the proxy loss
+
+    segmentation(logits) + aux_weight * sum_i segmentation(aux_i)
+                         + distillation_weight * l2(logits, teacher logits)
+
+(the teacher term only when the data carry teacher logits, i.e. in stage 1) and updates
+each group of variables with its own optimizer (stage 2: SGD on the encoder, Adam on the
+decoder). `run_stage` trains with `model.fit` (one trace per stage: batches have a fixed
+size), applies Polyak averaging, and raises `NonFiniteLossError` when the loss or the
+weights stop being finite. `evaluate_reward` accumulates a confusion matrix on the
+meta-validation set (padded to whole batches with ignored pixels, so it traces once) and
+returns the reward: the geometric mean of mIoU, frequency-weighted IoU and mean accuracy,
+background left out.
+"""
+import contextlib
+import logging
+
+import keras
+import keras_tuner
+import numpy as np
+import tensorflow as tf
+
+from tfnas.preprocessing import IGNORE_LABEL
+from tfnas.spaces.base import MAIN_OUTPUT
+from tfnas.tasks.segmentation import ConfusionMatrix, distillation_loss, segmentation_loss
+from tfnas.training.polyak import ParameterGroup
+
+
+class NonFiniteLossError(keras_tuner.errors.FailedTrialError, FloatingPointError):
+    """The loss or the weights of a trial became NaN or infinite; the trial is failed."""
+
+
+def set_batchnorm_momentum(model, momentum):
+    """Sets the moving-statistics momentum of every BatchNormalization layer in `model`.
+
+    Short proxy stages update batch-norm statistics over few steps; Keras' default
+    momentum (0.99) would leave them near their initial values, so tfnas trains with the
+    PyTorch default the authors used (0.1 there, 0.9 in Keras terms). The momentum is a
+    training setting only: it is not part of the saved weights.
+
+    Args:
+        model: a Keras model or layer (nested layers are included).
+        momentum: float in [0, 1).
+    """
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+
+
+def _as_dict(outputs):
+    return outputs if isinstance(outputs, dict) else {MAIN_OUTPUT: outputs}
+
+
+class ProxyModel(keras.Model):
+    """A training wrapper that trains `network` with the proxy loss and several optimizers.
+
+    Data elements are `(inputs, masks)` or `(inputs, (masks, teacher_logits))`.
+
+    Args:
+        network: a Keras model mapping inputs to a dict of logits (`"logits"`, `"aux_*"`)
+            or to the logits alone.
+        groups: sequence of `tfnas.training.polyak.ParameterGroup` (an optimizer and the
+            variables it trains); a variable may be in one group at most, variables in no
+            group stay fixed.
+        num_classes: int, classes of the logits.
+        aux_weight: float, weight of each auxiliary output's segmentation loss. Default 0.15.
+        distillation_weight: float, weight of the l2 loss to the teacher logits. Default 0.3.
+        ignore_label: int, mask value to skip. Default 255.
+
+    Raises:
+        ValueError: if a variable belongs to two groups.
+    """
+
+    def __init__(self, network, groups, num_classes, aux_weight=0.15, distillation_weight=0.3,
+                 ignore_label=IGNORE_LABEL, **kwargs):
+        super().__init__(name=kwargs.pop("name", f"proxy_{network.name}"), **kwargs)
+        self.network = network
+        self.groups = list(groups)
+        seen = {}
+        for g, group in enumerate(self.groups):
+            if not isinstance(group, ParameterGroup):
+                raise ValueError(f"groups[{g}] is {group!r}; expected a ParameterGroup")
+            for v in group.variables:
+                if id(v) in seen:
+                    raise ValueError(f"variable {v.path!r} is in optimizer groups {seen[id(v)]} "
+                                     f"and {g}; give each variable to one optimizer")
+                seen[id(v)] = g
+        self.num_classes = int(num_classes)
+        self.aux_weight = float(aux_weight)
+        self.distillation_weight = float(distillation_weight)
+        self.ignore_label = int(ignore_label)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in
+                         ("loss", "segmentation_loss", "aux_loss", "distillation_loss")}
+        self.confusion = ConfusionMatrix(num_classes, ignore_label=ignore_label, name="confusion")
+
+    def call(self, inputs, training=False):
+        """Runs the wrapped network."""
+        return self.network(inputs, training=training)
+
+    @property
+    def metrics(self):
+        """Loss trackers and the confusion matrix (reset by Keras at each epoch)."""
+        return list(self.trackers.values()) + [self.confusion]
+
+    def proxy_loss(self, masks, outputs, teacher=None):
+        """The proxy loss of a batch and its parts.
+
+        Args:
+            masks: int masks `(N, H, W)`.
+            outputs: the network's dict of logits.
+            teacher: optional teacher logits `(N, h, w, C)`.
+
+        Returns:
+            `(total, parts)`: scalar tensor and dict of scalar tensors.
+        """
+        outputs = _as_dict(outputs)
+        seg = segmentation_loss(masks, outputs[MAIN_OUTPUT], self.ignore_label)
+        aux = [segmentation_loss(masks, value, self.ignore_label)
+               for key, value in outputs.items() if key != MAIN_OUTPUT]
+        aux = tf.add_n(aux) if aux else tf.constant(0.0)
+        total = seg + self.aux_weight * aux
+        kd = tf.constant(0.0)
+        if teacher is not None:
+            kd = distillation_loss(outputs[MAIN_OUTPUT], teacher)
+            total = total + self.distillation_weight * kd
+        return total, {"loss": total, "segmentation_loss": seg, "aux_loss": aux,
+                       "distillation_loss": kd}
+
+    @staticmethod
+    def _unpack(data):
+        inputs, targets = data
+        if isinstance(targets, (tuple, list)):
+            return inputs, targets[0], targets[1]
+        return inputs, targets, None
+
+    def train_step(self, data):
+        """One update of every optimizer group on a batch."""
+        inputs, masks, teacher = self._unpack(data)
+        variables = [v for group in self.groups for v in group.variables]
+        with tf.GradientTape() as tape:
+            outputs = self.network(inputs, training=True)
+            total, parts = self.proxy_loss(masks, outputs, teacher)
+        gradients = tape.gradient(total, variables)
+        start = 0
+        for group in self.groups:
+            group.apply(gradients[start:start + len(group.variables)])
+            start += len(group.variables)
+        for name, value in parts.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def test_step(self, data):
+        """Accumulates the confusion matrix of the main logits; returns the running mIoU."""
+        inputs, masks, _ = self._unpack(data)
+        outputs = _as_dict(self.network(inputs, training=False))
+        self.confusion.update_state(masks, outputs[MAIN_OUTPUT])
+        return {"miou": self.confusion.result()}
+
+
+@contextlib.contextmanager
+def quiet_retracing():
+    """Silences TensorFlow's "excessive retracing" warning inside the block.
+
+    A search traces new step functions for every trial by design, which that warning
+    (logged by the `tensorflow` logger) misreads as a bug.
+    """
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_finite(model, history, stage):
+    losses = history.history.get("loss", [])
+    bad_loss = [i for i, value in enumerate(losses) if not np.isfinite(value)]
+    if bad_loss or model.stop_training and not losses:
+        value = losses[bad_loss[0]] if bad_loss else float("nan")
+        raise NonFiniteLossError(
+            f"{stage}: the training loss became {'NaN' if np.isnan(value) else value} in epoch "
+            f"{bad_loss[0] + 1 if bad_loss else 1}; the architecture or its learning rate is "
+            "unstable, so the trial is recorded as failed")
+    bad = [v.path for v in model.network.trainable_variables if not np.all(np.isfinite(v.numpy()))]
+    if bad:
+        raise NonFiniteLossError(
+            f"{stage}: weights {bad[:3]} became NaN or infinite; the trial is recorded as failed")
+
+
+def run_stage(model, dataset, epochs, stage, callbacks=(), verbose=1):
+    """Trains a `ProxyModel` for `epochs`, then applies Polyak averaging.
+
+    Args:
+        model: a `ProxyModel` (compiled by this function).
+        dataset: `tf.data` of batches of a fixed size (drop the remainder).
+        epochs: int >= 1.
+        stage: str naming the stage in messages, e.g. `"stage 1"`.
+        callbacks: extra Keras callbacks (e.g. TensorBoard).
+        verbose: Keras verbosity (0, 1 or 2).
+
+    Returns:
+        The `keras.callbacks.History` of the fit.
+
+    Raises:
+        NonFiniteLossError: when the loss or the weights stop being finite.
+    """
+    model.compile(optimizer=None, jit_compile=False)
+    for group in model.groups:
+        group.sync()
+    if verbose:
+        print(f"{stage}: {epochs} epoch(s)")
+    with quiet_retracing():
+        history = model.fit(dataset, epochs=int(epochs), verbose=verbose, shuffle=False,
+                            callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks])
+    _check_finite(model, history, stage)
+    for group in model.groups:
+        group.apply_polyak()
+    _check_finite(model, history, stage)
+    return history
+
+
+def evaluate_reward(model, dataset):
+    """Scores a `ProxyModel` on meta-validation batches; returns the segmentation scores.
+
+    Args:
+        model: a `ProxyModel`.
+        dataset: `tf.data` of `(inputs, masks)` batches of one size (pad with
+            `pad_to_batches`).
+
+    Returns:
+        dict of floats from `tfnas.tasks.segmentation.scores`: `reward`, `miou`, `fwiou`,
+        `mean_accuracy`, `pixel_accuracy`, `per_class_iou`.
+    """
+    if not model.compiled:
+        model.compile(optimizer=None, jit_compile=False)
+    model.evaluate(dataset, verbose=0)
+    return model.confusion.scores()
+
+
+def pad_to_batches(arrays, masks, batch_size, ignore_label=IGNORE_LABEL):
+    """Pads arrays and masks with zero inputs and ignored masks to a multiple of `batch_size`.
+
+    Padded pixels carry `ignore_label`, so they change no score; whole batches keep one
+    traced evaluation step.
+
+    Args:
+        arrays: list of numpy arrays with the same first dimension N.
+        masks: int numpy array `(N, H, W)`.
+        batch_size: int.
+        ignore_label: int, label of the padding. Default 255.
+
+    Returns:
+        `(arrays, masks)` padded to `ceil(N / batch_size) * batch_size` rows.
+    """
+    count = len(masks)
+    extra = -count % int(batch_size)
+    if not extra:
+        return list(arrays), masks
+    pad = lambda a, value: np.concatenate([a, np.full((extra,) + a.shape[1:], value, a.dtype)])
+    return [pad(a, 0) for a in arrays], pad(masks, ignore_label)
