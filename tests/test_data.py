@@ -317,3 +317,21 @@ def test_pipeline_batches_preprocessed_and_flips_together():
     assert 0 < flips < 10
     (again, _), = list(data.pipeline(dataset, batch_size=10, shuffle=True, seed=1, augment=True))
     np.testing.assert_array_equal(again.numpy(), out_images.numpy())
+
+
+def test_digit_subset_relabels_and_draws_only_those_digits():
+    from sklearn.datasets import load_digits
+
+    from tfnas.data import num_classes
+    from tfnas.data.digits import digit_scene_arrays
+
+    target = load_digits().target
+    _, masks, placements = digit_scene_arrays("train", 48, 40, digits=(7, 0, 1), return_digits=True)
+    assert num_classes((7, 0, 1)) == 4 and num_classes() == 11
+    assert set(np.unique(masks)) <= {0, 1, 2, 3}
+    relabel = {7: 1, 0: 2, 1: 3}
+    for scene in placements:
+        for p in scene:
+            assert p.label == relabel[int(target[p.digit_index])]
+    with pytest.raises(ValueError, match=r"digits=\[1, 1\] must be distinct ints in 0\.\.9"):
+        digit_scene_arrays("train", 48, 2, digits=(1, 1))

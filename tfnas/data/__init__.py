@@ -12,6 +12,7 @@ meta-validation part when no validation data is given.
 - `split(dataset, fraction, seed)`, `pipeline(dataset, batch_size, ...)`.
 """
 from tfnas.data.digits import (
+    num_classes,
     CLASS_NAMES,
     NUM_CLASSES,
     Placement,
@@ -31,6 +32,7 @@ __all__ = [
     "digit_scene_arrays",
     "digit_scenes",
     "image_mask_folder",
+    "num_classes",
     "pipeline",
     "split",
     "tfds_dataset",

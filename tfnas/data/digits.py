@@ -132,7 +132,7 @@ def _backgrounds(rng, n, height, width):
 
 
 def _compose_scene(rng, background, pool, num_digits, min_size, max_size, threshold,
-                   max_overlap, tries=8):
+                   max_overlap, label_of=None, tries=8):
     """Draw `num_digits` digits from `pool` onto `background` (modified in place).
 
     Args:
@@ -144,12 +144,14 @@ def _compose_scene(rng, background, pool, num_digits, min_size, max_size, thresh
         threshold: scaled-digit intensity in [0, 1] above which a pixel takes its label.
         max_overlap: largest accepted fraction of a digit's labelled pixels that cover
             digits drawn before it.
+        label_of: int array mapping a digit (0..9) to its class; default `digit + 1`.
         tries: random positions tried per digit before keeping the least-overlapping one.
 
     Returns:
         `(labels, placements)`: int32 `(H, W)` class map and a list of `Placement`.
     """
     digit_images, target = _load_digits()
+    label_of = np.arange(1, 11) if label_of is None else label_of
     height, width, _ = background.shape
     labels = np.zeros((height, width), np.int32)
     instance = np.full((height, width), -1, np.int32)
@@ -177,13 +179,31 @@ def _compose_scene(rng, background, pool, num_digits, min_size, max_size, thresh
         colour = (local + 128 + rng.integers(-48, 49, 3)) % 256
         alpha = np.clip(glyph, 0.0, 1.0)[..., None]
         background[window] = background[window] * (1 - alpha) + colour * alpha
-        labels[window][on] = target[index] + 1
+        labels[window][on] = label_of[target[index]]
         instance[window][on] = j
-        drawn.append((index, int(target[index]) + 1, top, left, size,
+        drawn.append((index, int(label_of[target[index]]), top, left, size,
                       tuple(int(c) for c in colour)))
     visible = np.bincount(instance[instance >= 0], minlength=num_digits)
     placements = [Placement(*d, int(v)) for d, v in zip(drawn, visible)]
     return labels, placements
+
+
+def _label_map(digits):
+    """Array mapping each digit 0..9 to its class (0 for digits not drawn)."""
+    if digits is None:
+        return np.arange(1, 11)
+    digits = list(digits)
+    if not digits or len(set(digits)) != len(digits) or any(
+            isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d <= 9 for d in digits):
+        raise ValueError(f"digits={digits!r} must be distinct ints in 0..9, at least one")
+    label_of = np.zeros(10, np.int64)
+    label_of[digits] = np.arange(1, len(digits) + 1)
+    return label_of
+
+
+def num_classes(digits=None):
+    """Number of classes of digit scenes drawing `digits` (11 for all ten digits)."""
+    return int(_label_map(digits).max()) + 1
 
 
 def _check_split(split):
@@ -195,7 +215,7 @@ def _check_split(split):
 
 def digit_scene_arrays(split, image_size=64, num_scenes=None, seed=0, max_digits=4,
                        min_digit_size=None, max_digit_size=None, max_overlap=0.25,
-                       threshold=0.5, noise_std=6.0, return_digits=False):
+                       threshold=0.5, noise_std=6.0, digits=None, return_digits=False):
     """Generate digit scenes as numpy arrays (see the module docstring for the recipe).
 
     Args:
@@ -213,6 +233,10 @@ def digit_scene_arrays(split, image_size=64, num_scenes=None, seed=0, max_digits
         threshold: scaled digit intensity in [0, 1] above which a pixel is labelled with
             the digit's class. Default 0.5.
         noise_std: standard deviation of Gaussian pixel noise added to the scene. Default 6.
+        digits: which digits to draw, e.g. `(0, 1, 7)`; digit `digits[i]` is labelled
+            `i + 1`, so there are `len(digits) + 1` classes. None (default) draws all ten
+            (labels `d + 1`). Fewer classes make a task that small models learn in a few
+            CPU minutes.
         return_digits: also return, for each scene, the list of `Placement` drawn in it.
 
     Returns:
@@ -239,15 +263,18 @@ def digit_scene_arrays(split, image_size=64, num_scenes=None, seed=0, max_digits
             f"4 <= min_digit_size <= max_digit_size <= {min(height, width)} (the image side)"
         )
 
+    label_of = _label_map(digits)
     rng = np.random.default_rng([int(seed), SPLITS.index(split)])
     pool = _pools()[split]
+    pool = pool[label_of[_load_digits()[1][pool]] > 0]
     images = _backgrounds(rng, num_scenes, height, width)
     masks = np.empty((num_scenes, height, width), np.int32)
     counts = rng.integers(1, max_digits + 1, num_scenes)
     placements = []
     for i in range(num_scenes):
         masks[i], placed = _compose_scene(
-            rng, images[i], pool, int(counts[i]), min_size, max_size, threshold, max_overlap
+            rng, images[i], pool, int(counts[i]), min_size, max_size, threshold, max_overlap,
+            label_of,
         )
         placements.append(placed)
     images += rng.normal(0.0, noise_std, images.shape).astype(np.float32)
@@ -259,7 +286,7 @@ def digit_scene_arrays(split, image_size=64, num_scenes=None, seed=0, max_digits
 
 def digit_scenes(split, image_size=64, num_scenes=None, seed=0, max_digits=4,
                  min_digit_size=None, max_digit_size=None, max_overlap=0.25, threshold=0.5,
-                 noise_std=6.0):
+                 noise_std=6.0, digits=None):
     """The built-in digit-scenes segmentation data set as `tf.data`.
 
     Args:
@@ -273,10 +300,12 @@ def digit_scenes(split, image_size=64, num_scenes=None, seed=0, max_digits=4,
         max_overlap: fraction of a digit's labelled pixels that may cover earlier digits.
         threshold: scaled digit intensity above which a pixel takes the digit's label.
         noise_std: standard deviation of the Gaussian pixel noise.
+        digits: which digits to draw (default all ten); `digits[i]` is labelled `i + 1`.
 
     Returns:
         unbatched `tf.data.Dataset` of `(uint8 (H, W, 3) image, int32 (H, W) class map)`,
-        labels 0 (background) and 1..10 (digits 0..9), see `CLASS_NAMES`.
+        labels 0 (background) and 1..10 (digits 0..9, see `CLASS_NAMES`), or
+        1..len(digits) when `digits` is given (`num_classes(digits)` classes).
 
     Raises:
         ValueError: if `split` is unknown or a size or count is out of range.
@@ -284,6 +313,6 @@ def digit_scenes(split, image_size=64, num_scenes=None, seed=0, max_digits=4,
     images, masks = digit_scene_arrays(
         split, image_size=image_size, num_scenes=num_scenes, seed=seed,
         max_digits=max_digits, min_digit_size=min_digit_size, max_digit_size=max_digit_size,
-        max_overlap=max_overlap, threshold=threshold, noise_std=noise_std,
+        max_overlap=max_overlap, threshold=threshold, noise_std=noise_std, digits=digits,
     )
     return tf.data.Dataset.from_tensor_slices((images, masks))
