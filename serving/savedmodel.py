@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnas.preprocessing import preprocess
+from tfnas.serving._images import image_batch
 
 #: Name of the input tensor of every signature.
 INPUT_NAME = "images"
@@ -225,12 +226,7 @@ def _as_batches(warmup_images):
         warmup_images = [np.asarray(warmup_images)]
     batches = []
     for i, images in enumerate(warmup_images):
-        images = np.asarray(images)
-        if images.ndim == 3:
-            images = images[None]
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(
-                f"warm-up image {i} has shape {images.shape}; expected (H, W, 3) or (N, H, W, 3)")
+        images = image_batch(images, f"warm-up image {i}")
         if images.dtype != np.uint8:
             if images.min() < 0 or images.max() > 255:
                 raise ValueError(

@@ -18,6 +18,8 @@ import warnings
 
 import numpy as np
 
+from tfnas.serving._images import image_batch
+
 QUANTIZATIONS = ("none", "float16", "int8")
 #: The SavedModel signature converted (the only signature of the .tflite file).
 SIGNATURE = "logits"
@@ -29,12 +31,7 @@ def _image_batches(data, limit):
     for item in data:
         if isinstance(item, (tuple, list)) and len(item) == 2 and np.ndim(item[0]) >= 3:
             item = item[0]  # (image, mask) pairs
-        images = np.asarray(item)
-        if images.ndim == 3:
-            images = images[None]
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(
-                f"representative image {count} has shape {images.shape}; expected (H, W, 3) or (N, H, W, 3)")
+        images = image_batch(item, f"representative image {count}")
         for image in images:
             yield image[None]
             count += 1

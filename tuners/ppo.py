@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 from keras_tuner.engine import trial as trial_module
 
+from tfnas.tuners._settings import check_settings
 from tfnas.tuners.controller import Controller, decision_values
 
 ALGORITHMS = ("ppo", "reinforce")
@@ -137,9 +138,7 @@ class PPOOracle(keras_tuner.Oracle):
             ("grad_clip", grad_clip, grad_clip is None or grad_clip > 0, "None or > 0"),
             ("update_every", update_every, update_every >= 1, ">= 1"),
         ]
-        for name, value, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"{name}={value!r}: expected a value {expected}")
+        check_settings(checks)
         super().__init__(
             objective=objective,
             max_trials=max_trials,

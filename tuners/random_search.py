@@ -21,6 +21,7 @@ import numpy as np
 from keras_tuner.engine import trial as trial_module
 from keras_tuner.engine.hyperparameters import Float
 
+from tfnas.tuners._settings import check_settings
 from tfnas.tuners.controller import decision_values
 
 
@@ -78,9 +79,7 @@ class RandomSearchOracle(keras_tuner.Oracle):
             ("mutations", mutations, mutations >= 1, ">= 1"),
             ("max_collisions", max_collisions, max_collisions >= 0, ">= 0"),
         ]
-        for name, value, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"{name}={value!r}: expected a value {expected}")
+        check_settings(checks)
         super().__init__(
             objective=objective,
             max_trials=max_trials,
