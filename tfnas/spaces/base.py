@@ -7,6 +7,8 @@ training-only heads such as `"aux_0"` after it) from a frozen *encoder* (image -
 features, the same for every architecture) and a searched *decoder* (features -> dict of
 logits), so that stage 1 of the proxy task can train the decoder alone on cached features.
 """
+import random
+
 import keras
 import keras_tuner
 
@@ -142,7 +144,6 @@ class DecoderSpace(keras_tuner.HyperModel):
 
     def random_values(self, seed=None):
         """Uniformly random decision values (for tests and benchmarks)."""
-        import random
         rng = random.Random(seed)
         hp = self.hyperparameters()
         return {p.name: rng.choice(list(p.values)) for p in hp.space}
