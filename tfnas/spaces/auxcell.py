@@ -80,17 +80,11 @@ class AuxCellSpace(DecoderSpace):
                 values[key] = hp.Choice(key, list(range(NUM_OPS)))
         return values
 
-    def genotype(self, values):
-        try:
-            connections = [[int(values[_block_key(b, j)]) for j in range(2)] for b in range(NUM_BLOCKS)]
-            cell = [int(values["cell_op1"])] + [
-                [int(values[key]) for key in _branch_keys(k)] for k in range(1, NUM_BRANCHES + 1)]
-        except KeyError as err:
-            raise ValueError(f"values lack the decision {err.args[0]!r}; expected the keys of "
-                             f"AuxCellSpace.hyperparameters().values") from None
-        genotype = [connections, cell]
-        self.values(genotype)  # validates the ranges
-        return genotype
+    def encode(self, values):
+        connections = [[int(values[_block_key(b, j)]) for j in range(2)] for b in range(NUM_BLOCKS)]
+        cell = [int(values["cell_op1"])] + [
+            [int(values[key]) for key in _branch_keys(k)] for k in range(1, NUM_BRANCHES + 1)]
+        return [connections, cell]
 
     def values(self, genotype):
         connections, cell = self._unpack(genotype)

@@ -23,8 +23,9 @@ class DecoderSpace(keras_tuner.HyperModel):
     """Base class of the search spaces (a `keras_tuner.HyperModel`).
 
     Subclasses set `PUBLISHED` (name -> genotype) and implement `declare(hp)` (declare the
-    decisions, return their values), `genotype(values)`, `values(genotype)` and
-    `decoder_from_values(values, features)`.
+    decisions, return their values), `encode(values)` (values -> genotype; `genotype(values)`
+    adds the checks), `values(genotype)` (validating) and
+    `decoder_from_values(values, features, strides)`.
 
     Args:
         num_classes: int, number of output classes.
@@ -62,9 +63,23 @@ class DecoderSpace(keras_tuner.HyperModel):
         """Declares every decision on `hp` in controller order and returns their values."""
         raise NotImplementedError
 
-    def genotype(self, values):
-        """Hyperparameter values (dict) -> genotype in the paper's integer-list form."""
+    def encode(self, values):
+        """Hyperparameter values (dict) -> genotype, unvalidated; a missing key raises KeyError."""
         raise NotImplementedError
+
+    def genotype(self, values):
+        """Hyperparameter values (dict) -> genotype in the paper's integer-list form.
+
+        Raises:
+            ValueError: naming the missing decision or the out-of-range genotype position.
+        """
+        try:
+            genotype = self.encode(values)
+        except KeyError as err:
+            raise ValueError(f"values lack the decision {err.args[0]!r}; expected the keys of "
+                             f"{type(self).__name__}.hyperparameters().values") from None
+        self.values(genotype)  # validates the ranges
+        return genotype
 
     def values(self, genotype):
         """Genotype in the paper's form -> hyperparameter values (dict). Validates it."""

@@ -80,15 +80,9 @@ class DPCSpace(DecoderSpace):
             values[op] = hp.Choice(op, list(DPC_OPS))
         return values
 
-    def genotype(self, values):
-        try:
-            genotype = [[int(values[source]) if i > 0 else 0, str(values[op])]
-                        for i, (source, op) in enumerate(map(_branch_keys, range(self.num_branches)))]
-        except KeyError as err:
-            raise ValueError(f"values lack the decision {err.args[0]!r}; expected the keys of "
-                             f"DPCSpace.hyperparameters().values") from None
-        self.values(genotype)  # validates the ranges
-        return genotype
+    def encode(self, values):
+        return [[int(values[source]) if i > 0 else 0, str(values[op])]
+                for i, (source, op) in enumerate(map(_branch_keys, range(self.num_branches)))]
 
     def values(self, genotype):
         b = self.num_branches

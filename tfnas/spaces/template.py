@@ -131,21 +131,15 @@ class TemplateSpace(DecoderSpace):
                 values[stride] = hp.Choice(stride, [1, 2])
         return values
 
-    def genotype(self, values):
-        try:
-            templates = [[int(values[k]) for k in _template_keys(t)] for t in range(self.num_templates)]
-            blocks = []
-            for b in range(self.num_blocks):
-                loc1, loc2, template, repeats, stride = _block_keys(b)
-                s = int(values[stride]) if self.strided(b) else 1
-                blocks.append([int(values[loc1]), int(values[loc2]), int(values[template]),
-                               int(values[repeats]) - 1, s.bit_length() - 1])
-        except KeyError as err:
-            raise ValueError(f"values lack the decision {err.args[0]!r}; expected the keys of "
-                             f"TemplateSpace.hyperparameters().values") from None
-        genotype = [templates, blocks]
-        self.values(genotype)  # validates the ranges
-        return genotype
+    def encode(self, values):
+        templates = [[int(values[k]) for k in _template_keys(t)] for t in range(self.num_templates)]
+        blocks = []
+        for b in range(self.num_blocks):
+            loc1, loc2, template, repeats, stride = _block_keys(b)
+            s = int(values[stride]) if self.strided(b) else 1
+            blocks.append([int(values[loc1]), int(values[loc2]), int(values[template]),
+                           int(values[repeats]) - 1, s.bit_length() - 1])
+        return [templates, blocks]
 
     def values(self, genotype):
         templates, blocks = self._unpack(genotype)
