@@ -44,6 +44,12 @@ def _strided(size, strides):
     return None if size is None else -(-size // strides)
 
 
+def _strided_shape(input_shape, strides, filters):
+    """Output shape of a template op: spatial size divided by `strides`, `filters` channels."""
+    n, h, w, _ = input_shape
+    return (n, _strided(h, strides), _strided(w, strides), filters)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class StridedSepConv(SepConv):
     """`tfnas.ops.SepConv` whose first depthwise conv output is taken at `strides`.
@@ -76,8 +82,7 @@ class StridedSepConv(SepConv):
         return x
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        return (n, _strided(h, self.strides), _strided(w, self.strides), self.filters)
+        return _strided_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         return {**super().get_config(), "strides": self.strides}
@@ -108,8 +113,7 @@ class PoolConv(keras.layers.Layer):
         return self.pool(self.conv(inputs, training=training))
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        return (n, _strided(h, self.strides), _strided(w, self.strides), self.filters)
+        return _strided_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides}
@@ -147,8 +151,7 @@ class TileSkip(keras.layers.Layer):
         return x if self.times == 1 else keras.ops.tile(x, (1, 1, 1, self.times))
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        return (n, _strided(h, self.strides), _strided(w, self.strides), self.filters)
+        return _strided_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides}
