@@ -7,8 +7,8 @@ run keeps its previous entry):
   (`synthetic.SyntheticTuner`) over the auxiliary-cell space (CVPR 2019, Appendix A); a
   trial's reward is `synthetic.SyntheticObjective` of its values (no training), so
   hundreds of trials per seed are affordable. Oracles: `PPOOracle` at the paper's learning
-  rate 1e-4 and at 3e-3, tfnas' `RandomSearchOracle` (uniform + near-best mutations),
-  keras-tuner's uniform `RandomSearchOracle` and keras-tuner's stock
+  rate 1e-4 and at 3e-3, tfnas' `NearBestRandomOracle` (uniform + near-best mutations),
+  keras-tuner's uniform `NearBestRandomOracle` and keras-tuner's stock
   `BayesianOptimizationOracle`.
 - `real` (`--real`): a short real search with `NASTuner` on the built-in digit scenes
   (64x64 with large digits, MobileNetV2 alpha 0.35 warmed up by NASTuner, decoder width
@@ -44,8 +44,8 @@ DEFAULT_OUTPUT = os.path.join(HERE, "results", "sample_efficiency.json")
 ORACLES = {
     "ppo_lr1e-4": "PPOOracle, Adam lr 1e-4 (paper), clip 0.1, baseline decay 0.95",
     "ppo_lr3e-3": "PPOOracle, Adam lr 3e-3, otherwise as the paper",
-    "random_tfnas": "tfnas RandomSearchOracle: uniform, or (p = 0.5) a mutation of a top-5 trial",
-    "random_uniform": "keras-tuner RandomSearchOracle (uniform)",
+    "random_tfnas": "tfnas NearBestRandomOracle: uniform, or (p = 0.5) a mutation of a top-5 trial",
+    "random_uniform": "keras-tuner NearBestRandomOracle (uniform)",
     "bayesian": "keras-tuner BayesianOptimizationOracle (stock: 3 x 19 = 57 random initial "
                 "points, then a Matern GP with UCB, beta 2.6)",
 }
@@ -83,7 +83,7 @@ def make_oracle(name, max_trials, seed, objective):
     """
     import keras_tuner
     from tfnas.tuners.ppo import PPOOracle
-    from tfnas.tuners.random_search import RandomSearchOracle
+    from tfnas.tuners.random_search import NearBestRandomOracle
 
     common = {"objective": objective, "max_trials": max_trials, "seed": seed}
     if name == "ppo_lr1e-4":
@@ -91,7 +91,7 @@ def make_oracle(name, max_trials, seed, objective):
     if name == "ppo_lr3e-3":
         return PPOOracle(learning_rate=3e-3, **common)
     if name == "random_tfnas":
-        return RandomSearchOracle(**common)
+        return NearBestRandomOracle(**common)
     if name == "random_uniform":
         return keras_tuner.oracles.RandomSearchOracle(**common)
     if name == "bayesian":

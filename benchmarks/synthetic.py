@@ -23,7 +23,7 @@ a spread like that of the segmentation reward between poor and good decoders.
 starts (a lower bound of the true maximum; the space holds 1.8e15 architectures).
 
 `SyntheticTuner` is a real `keras_tuner.Tuner` whose `run_trial` returns this reward, so
-any keras-tuner Oracle (tfnas' `PPOOracle` and `RandomSearchOracle`, keras-tuner's
+any keras-tuner Oracle (tfnas' `PPOOracle` and `NearBestRandomOracle`, keras-tuner's
 `BayesianOptimizationOracle`, ...) runs with all of keras-tuner's bookkeeping and no
 training:
 
@@ -192,7 +192,7 @@ class DecisionsOnly(keras_tuner.HyperModel):
 
     def build(self, hp):
         """Declares the decisions on `hp`; returns None (there is no model)."""
-        self.space.declare(hp)
+        self.space.declare_hyperparameters(hp)
 
 
 class SyntheticTuner(keras_tuner.Tuner):

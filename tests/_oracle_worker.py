@@ -18,7 +18,7 @@ import keras_tuner
 import numpy as np
 
 from tfnas.tuners.ppo import PPOOracle
-from tfnas.tuners.random_search import RandomSearchOracle
+from tfnas.tuners.random_search import NearBestRandomOracle
 
 PROJECT = "search"
 # The synthetic objective's best value of every decision.
@@ -144,7 +144,7 @@ class SyntheticTuner(keras_tuner.Tuner):
 
 
 def make_oracle(kind, max_trials, seed, **kwargs):
-    """Makes a PPOOracle ("ppo") or RandomSearchOracle ("random") on the score objective.
+    """Makes a PPOOracle ("ppo") or NearBestRandomOracle ("random") on the score objective.
 
     Args:
         kind: "ppo" or "random".
@@ -155,7 +155,7 @@ def make_oracle(kind, max_trials, seed, **kwargs):
     Returns:
         The Oracle.
     """
-    cls = {"ppo": PPOOracle, "random": RandomSearchOracle}[kind]
+    cls = {"ppo": PPOOracle, "random": NearBestRandomOracle}[kind]
     return cls(objective=OBJECTIVE, max_trials=max_trials, seed=seed, **kwargs)
 
 

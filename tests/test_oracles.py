@@ -15,7 +15,7 @@ import _oracle_worker as worker  # noqa: E402
 
 from tfnas.tuners.controller import Controller  # noqa: E402
 from tfnas.tuners.ppo import PPOOracle  # noqa: E402
-from tfnas.tuners.random_search import RandomSearchOracle  # noqa: E402
+from tfnas.tuners.random_search import NearBestRandomOracle  # noqa: E402
 
 WORKER = os.path.join(os.path.dirname(__file__), "_oracle_worker.py")
 
@@ -154,7 +154,7 @@ def test_unsupported_hyperparameter_is_named(tmp_path):
 
 
 def test_random_never_repeats_and_stops_when_exhausted(tmp_path):
-    oracle = RandomSearchOracle(objective=worker.OBJECTIVE, max_trials=20, seed=1)
+    oracle = NearBestRandomOracle(objective=worker.OBJECTIVE, max_trials=20, seed=1)
 
     def space(hp):
         return hp.Boolean("a"), hp.Choice("b", [1, 2]), hp.Boolean("c")

@@ -37,7 +37,7 @@ class TinySpace(DecoderSpace):
         model.tap_strides = [4, 8]
         return model
 
-    def declare(self, hp):
+    def declare_hyperparameters(self, hp):
         if self.unstable:
             return {"explode": hp.Choice("explode", [0, 1])}
         return {"filters": hp.Choice("filters", [4, 8]), "kernel": hp.Choice("kernel", [1, 3])}

@@ -1,7 +1,7 @@
 """Search strategies as keras-tuner Oracles, and the NASTuner that runs the proxy task.
 
 - `PPOOracle`: LSTM controller trained with PPO or REINFORCE (seed 000, Sec. 3.2).
-- `RandomSearchOracle`: uniform sampling plus mutations of the best (seed 002, Sec. 3.2).
+- `NearBestRandomOracle`: uniform sampling plus mutations of the best (seed 002, Sec. 3.2).
 - `NASTuner`: a `keras_tuner.Tuner` running each trial as the two-stage proxy task.
 
 Imported lazily so that `import tfnas.tuners.ppo` does not pull in the tuner's dependencies.
@@ -10,7 +10,7 @@ import importlib
 
 _EXPORTS = {
     "PPOOracle": "tfnas.tuners.ppo",
-    "RandomSearchOracle": "tfnas.tuners.random_search",
+    "NearBestRandomOracle": "tfnas.tuners.random_search",
     "NASTuner": "tfnas.tuners.nas_tuner",
 }
 

@@ -92,8 +92,8 @@ def make_oracle(name, max_trials, seed=0, **kwargs):
         return PPOOracle(objective=OBJECTIVE, max_trials=int(max_trials), seed=seed,
                          algorithm=name, **kwargs)
     if name == "random":
-        from tfnas.tuners.random_search import RandomSearchOracle
-        return RandomSearchOracle(objective=OBJECTIVE, max_trials=int(max_trials), seed=seed, **kwargs)
+        from tfnas.tuners.random_search import NearBestRandomOracle
+        return NearBestRandomOracle(objective=OBJECTIVE, max_trials=int(max_trials), seed=seed, **kwargs)
     raise ValueError(f"unknown oracle {name!r}; expected one of {sorted(ORACLES)}")
 
 
@@ -231,13 +231,16 @@ class NASTuner(keras_tuner.Tuner):
 
     # --- keras-tuner hooks ----------------------------------------------------------------
     def _populate_initial_space(self):
-        """Declares the space's decisions without building a model (fast)."""
-        if hasattr(self.hypermodel, "declare"):
-            hp = self.oracle.get_space()
-            self.hypermodel.declare(hp)
-            self.oracle.update_space(hp)
-        else:
-            super()._populate_initial_space()
+        """Declares the space's decisions without building a model.
+
+        keras-tuner's version also builds the model until every conditional scope is
+        active; tfnas spaces declare no conditions, so `declare_hyperparameters` suffices.
+        """
+        if type(self.hypermodel).declare_hyperparameters is keras_tuner.HyperModel.declare_hyperparameters:
+            return super()._populate_initial_space()
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
 
     @property
     def run_dir(self):

@@ -11,7 +11,7 @@ has been tried, the Oracle answers STOPPED.
 
 Example:
 
-    oracle = RandomSearchOracle(objective=keras_tuner.Objective("reward", "max"),
+    oracle = NearBestRandomOracle(objective=keras_tuner.Objective("reward", "max"),
                                 max_trials=50, mutation_probability=0.5, seed=1)
 """
 import math
@@ -25,7 +25,7 @@ from tfnas.tuners._settings import check_settings
 from tfnas.tuners.controller import decision_values
 
 
-class RandomSearchOracle(keras_tuner.Oracle):
+class NearBestRandomOracle(keras_tuner.Oracle):
     """Uniform sampling plus mutations of the best trials, never repeating an architecture.
 
     Args:

@@ -65,7 +65,7 @@ class AuxCellSpace(DecoderSpace):
         return {**super().config(), "aux_cells": self.aux_cells}
 
     # --- decisions and codec --------------------------------------------------------------
-    def declare(self, hp):
+    def declare_hyperparameters(self, hp):
         values = {}
         for b in range(NUM_BLOCKS):
             for j in range(2):

@@ -22,7 +22,7 @@ MAIN_OUTPUT = "logits"
 class DecoderSpace(keras_tuner.HyperModel):
     """Base class of the search spaces (a `keras_tuner.HyperModel`).
 
-    Subclasses set `PUBLISHED` (name -> genotype) and implement `declare(hp)` (declare the
+    Subclasses set `PUBLISHED` (name -> genotype) and implement `declare_hyperparameters(hp)` (declare the
     decisions, return their values), `encode(values)` (values -> genotype; `genotype(values)`
     adds the checks), `values(genotype)` (validating) and
     `decoder_from_values(values, features, strides)`.
@@ -59,7 +59,7 @@ class DecoderSpace(keras_tuner.HyperModel):
         self.input_shape = tuple(input_shape)
 
     # --- what a subclass provides -------------------------------------------------------
-    def declare(self, hp):
+    def declare_hyperparameters(self, hp):
         """Declares every decision on `hp` in controller order and returns their values."""
         raise NotImplementedError
 
@@ -116,7 +116,7 @@ class DecoderSpace(keras_tuner.HyperModel):
 
     def build_decoder(self, hp, specs=None):
         """The searched part: declares the decisions on `hp` and builds the decoder model."""
-        values = self.declare(hp)
+        values = self.declare_hyperparameters(hp)
         return self.decoder_from_genotype_values(values, specs or self.feature_specs())
 
     def assemble(self, encoder, decoder):
@@ -133,7 +133,7 @@ class DecoderSpace(keras_tuner.HyperModel):
     def hyperparameters(self, values=None):
         """`keras_tuner.HyperParameters` with every decision declared, set to `values` if given."""
         hp = keras_tuner.HyperParameters()
-        self.declare(hp)
+        self.declare_hyperparameters(hp)
         for key, value in (values or {}).items():
             hp.values[key] = value
         return hp

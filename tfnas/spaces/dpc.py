@@ -71,7 +71,7 @@ class DPCSpace(DecoderSpace):
         return model
 
     # --- decisions and codec --------------------------------------------------------------
-    def declare(self, hp):
+    def declare_hyperparameters(self, hp):
         values = {}
         for i in range(self.num_branches):
             source, op = _branch_keys(i)

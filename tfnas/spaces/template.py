@@ -114,7 +114,7 @@ class TemplateSpace(DecoderSpace):
         return b < self.num_blocks // 2
 
     # --- decisions and codec --------------------------------------------------------------
-    def declare(self, hp):
+    def declare_hyperparameters(self, hp):
         values = {}
         for t in range(self.num_templates):
             op1, op2, agg = _template_keys(t)
