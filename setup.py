@@ -1,11 +1,25 @@
 """tfnas: neural architecture search for compact, fast dense-prediction networks in Keras."""
+import os
+import re
+
 from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _read(name):
+    path = os.path.join(HERE, name)
+    return open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+
+
+# One version: tfnas/__init__.py's __version__.
+VERSION = re.search(r'^__version__ = "([^"]+)"', _read("tfnas/__init__.py"), re.M).group(1)
 
 setup(
     name="tfnas",
-    version="0.1.0",
+    version=VERSION,
     description="NAS for compact dense-prediction networks in Keras, shipped to TF Serving and Jetson",
-    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description=_read("README.md"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=[
@@ -14,13 +28,20 @@ setup(
     ],
     package_dir={"tfnas.tuners": "tuners", "tfnas.serving": "serving"},
     package_data={"tfnas.serving": ["docker-compose.yml"]},
+    # TensorFlow itself is a requirement: the `tensorflow` wheel runs on CPUs, and it is what
+    # tensorflow-serving-api (the TF Serving protos for export warm-up, models.config, gRPC)
+    # requires; the `gpu` extra adds the CUDA libraries to the same package.
     install_requires=[
+        "tensorflow==2.21.0",
         "keras==3.15.1",
         "keras-tuner==1.4.8",
         "tensorboard==2.21.0",
         "numpy==2.4.6",
         "scikit-learn",
         "pillow",
+        "protobuf",
+        "grpcio",
+        "tensorflow-serving-api==2.21.0",
         "tensorflow-datasets==4.9.10",
         "importlib_resources",
         "tf2onnx==1.17.0",
@@ -28,10 +49,9 @@ setup(
         "onnxruntime==1.31.1",
     ],
     extras_require={
-        "cpu": ["tensorflow-cpu==2.21.0"],
+        "cpu": [],  # kept so that `pip install tfnas[cpu]` keeps working: the base install is CPU
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
-        "serving": ["grpcio"],
-        "test": ["pytest==9.2", "nbmake==1.5.5", "nbformat", "ipykernel"],
+        "test": ["pytest==9.2", "nbmake==1.5.5", "nbformat", "ipykernel", "ruff"],
     },
     entry_points={"console_scripts": ["tfnas=tfnas.cli:main"]},
 )

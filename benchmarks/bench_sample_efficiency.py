@@ -232,7 +232,7 @@ def real_part(mode, log=print):
     from tfnas.data import digit_scene_arrays, num_classes
     from tfnas.spaces.auxcell import AuxCellSpace
     from tfnas.training.warmup import WARMUP_WEIGHTS
-    from tfnas.tuners.nas_tuner import OBJECTIVE, NASTuner
+    from tfnas.tuners import OBJECTIVE, NASTuner
 
     settings = REAL_MODES[mode]
     # The demo's task (`tfnas demo`): three digit classes, 16..32 pixels in 48x48 scenes.

@@ -6,7 +6,8 @@ to `benchmarks/results/search.json`:
 
 1. `stage1_vs_end_to_end`: seconds per epoch of the same decoder (the CVPR 2019 `arch0`
    genotype) on the same images with the same batch size, trained (a) as stage 1 on
-   encoder outputs cached with `tfnas.training.FeatureCache`, (b) end to end like stage 2
+   encoder outputs cached by `tfnas.training.ProxyTask` (its own stage-1 model and data),
+   (b) end to end like stage 2 (the proxy task's stage-2 model)
    (SGD on the encoder, Adam on the decoder), and (c) with the encoder frozen but run on
    every batch (no cache). Each variant is a `tfnas.training.ProxyModel`; its first
    (traced) epoch is run by `run_stage`, then the variants take turns for the timed epochs
@@ -46,9 +47,10 @@ from tfnas.data import NUM_CLASSES, digit_scene_arrays, pipeline  # noqa: E402
 from tfnas.spaces.auxcell import AuxCellSpace  # noqa: E402
 from tfnas.tasks.segmentation import SegmentationLoss  # noqa: E402
 from tfnas.training import (  # noqa: E402
-    FeatureCache,
     ParameterGroup,
     ProxyModel,
+    ProxySettings,
+    ProxyTask,
     make_optimizer,
     run_stage,
 )
@@ -66,7 +68,7 @@ MODES = {
                 "epoch_images": 256},
 }
 ALPHA, WIDTH, GENOTYPE = 0.35, 16, "arch0"
-DECODER_LR, ENCODER_LR, AUX_WEIGHT = 3e-3, 1e-3, 0.15
+DECODER_LR, AUX_WEIGHT = ProxySettings.decoder_learning_rate, ProxySettings.aux_weight
 
 #: Timestamped events `(source, event, perf_counter seconds)`, shared by every copy of
 #: the callbacks and tuners below (keras-tuner deep-copies callbacks for each trial).
@@ -188,33 +190,27 @@ def stage1_vs_end_to_end(settings, workdir, log=print):
     steps = len(images) // batch
 
     keras.utils.set_random_seed(0)
-    cache_encoder = space.build_encoder()
+    # The proxy task's own stages and data (tfnas.training.ProxyTask), all images cached.
+    proxy = ProxyTask(space, workdir, ProxySettings(
+        batch_size=batch, cache_images=None, warmup_epochs=0, termination=False, latency_runs=0),
+        teacher=None, verbose=0)
     start = _now()
-    cached = FeatureCache(os.path.join(workdir, "cache"), verbose=0).load_or_compute(
-        "train", cache_encoder, dataset, batch_size=batch)
+    prepared = proxy.prepare(dataset, val=dataset.take(batch))
     cache_seconds = _now() - start
-    features = tuple(tf.constant(f[:]) for f in cached.features)
-    stage1_data = tf.data.Dataset.from_tensor_slices((features, tf.constant(cached.masks[:])))
-    stage1_data = stage1_data.shuffle(len(images), seed=0).batch(batch, drop_remainder=True)
     image_data = pipeline(dataset, batch, shuffle=True, seed=0, drop_remainder=True)
 
     def networks():
         encoder = space.build_encoder()
-        encoder.set_weights(cache_encoder.get_weights())
+        encoder.set_weights(prepared.encoder_weights)
         decoder = space.build_decoder(hp, space.feature_specs(encoder))
         return encoder, decoder
 
     variants = {}
     encoder, decoder = networks()
-    variants["stage1_cached"] = (ProxyModel(decoder, [ParameterGroup(
-        make_optimizer("adam", DECODER_LR, 0.9), decoder.trainable_variables)],
-        NUM_CLASSES, AUX_WEIGHT, name="stage1_cached"), stage1_data)
+    variants["stage1_cached"] = (proxy.stage1_model(decoder), proxy.stage1_batches(0))
     encoder, decoder = networks()
-    variants["end_to_end"] = (ProxyModel(space.assemble(encoder, decoder), [
-        ParameterGroup(make_optimizer("sgd", ENCODER_LR, 0.99), encoder.trainable_variables,
-                       name="encoder_parameters"),
-        ParameterGroup(make_optimizer("adam", DECODER_LR, 0.99), decoder.trainable_variables)],
-        NUM_CLASSES, AUX_WEIGHT, name="end_to_end"), image_data)
+    variants["end_to_end"] = (proxy.stage2_model(encoder, decoder, space.assemble(encoder, decoder)),
+                              proxy.stage2_batches(0))
     encoder, decoder = networks()
     encoder.trainable = False  # inference-mode batch norm, no encoder gradients
     variants["frozen_encoder_uncached"] = (ProxyModel(space.assemble(encoder, decoder), [
@@ -375,7 +371,7 @@ def compare_tuners(settings, train, val, workdir, log=print):
         `(nas, stock)`: dicts with `search_seconds`, `setup_seconds` (NASTuner: data
         preparation, feature cache) and `trials` (a dict of phase seconds per trial).
     """
-    from tfnas.tuners.nas_tuner import NASTuner, make_oracle
+    from tfnas.tuners import NASTuner, make_oracle
 
     class TimedNASTuner(PhaseTimer, NASTuner):
         """NASTuner with its keras-tuner hooks timestamped (the source is unchanged)."""

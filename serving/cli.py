@@ -1,8 +1,8 @@
-"""The `tfnas export`, `tfnas convert` and `tfnas serve` commands, and loading a searched model.
+"""The `tfnas export`, `tfnas convert` and `tfnas serve` commands.
 
-`register(subparsers)` adds the three subcommands to the `tfnas` argparse parser. A search run
-directory holds `run.json` (`{"space": NAME, "space_config": {constructor arguments}}`) and
-keras-tuner trial folders `trial_<id>/` with `trial.json` and `model.weights.h5`.
+`register(subparsers)` adds the three subcommands to the `tfnas` argparse parser
+(`tfnas.cli`, which also turns their errors into one line). `export` reads a trial of a
+search directory through `tfnas.search_dir.SearchDir`.
 """
 import argparse
 import json
@@ -10,119 +10,15 @@ import os
 import sys
 
 CONVERT_TARGETS = ("onnx", "tensorrt", "tftrt", "tflite")
-_SPACE_CONFIG_KEYS = ("space_config", "space_kwargs", "config", "kwargs")
-
-
-def _read_json(path, what):
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist; is this a tfnas search run directory ({what})?")
-    with open(path) as f:
-        return json.load(f)
-
-
-def trials(run_dir):
-    """The keras-tuner trials of a search run.
-
-    Args:
-        run_dir: search run directory.
-
-    Returns:
-        dict trial id -> parsed `trial.json`.
-    """
-    found = {}
-    for entry in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
-        path = os.path.join(run_dir, entry, "trial.json")
-        if entry.startswith("trial_") and os.path.exists(path):
-            trial = _read_json(path, "trial file")
-            found[str(trial.get("trial_id", entry[len("trial_"):]))] = trial
-    return found
-
-
-def best_trial_id(run_dir):
-    """The id of the COMPLETED trial with the highest score.
-
-    Args:
-        run_dir: search run directory.
-
-    Returns:
-        str trial id.
-
-    Raises:
-        ValueError: if no trial is COMPLETED with a score.
-    """
-    scored = {tid: t["score"] for tid, t in trials(run_dir).items()
-              if t.get("status") == "COMPLETED" and t.get("score") is not None}
-    if not scored:
-        raise ValueError(f"no COMPLETED trial with a score in {run_dir!r}; wait for the search or pass --trial ID")
-    return max(scored, key=scored.get)
-
-
-def load_trial_model(run_dir, trial="best"):
-    """Rebuilds and loads the trained model of one trial of a search run.
-
-    Args:
-        run_dir: search run directory (`run.json`, `trial_<id>/trial.json`,
-            `trial_<id>/model.weights.h5`).
-        trial: "best" (highest score among COMPLETED trials, the default) or a trial id.
-
-    Returns:
-        (Keras training model, metadata dict with `space`, `space_config`, `trial_id`, `score`,
-        `hyperparameters`, `genotype` when the space has one, and the trial's `metrics`).
-
-    Raises:
-        FileNotFoundError: if `run.json`, the trial or its weights are missing.
-        ValueError: if `run.json` lacks the space.
-    """
-    from tfnas.spaces import get_space
-
-    run = _read_json(os.path.join(run_dir, "run.json"), "run.json")
-    if "space" not in run:
-        raise ValueError(f"{run_dir}/run.json has no 'space' entry (keys: {sorted(run)})")
-    space_config = next((run[k] for k in _SPACE_CONFIG_KEYS if k in run), {})
-    trial_id = best_trial_id(run_dir) if trial == "best" else str(trial)
-    all_trials = trials(run_dir)
-    if trial_id not in all_trials:
-        raise FileNotFoundError(f"trial {trial_id!r} not found in {run_dir!r}; trials: {sorted(all_trials)}")
-    info = all_trials[trial_id]
-    weights = os.path.join(run_dir, f"trial_{trial_id}", "model.weights.h5")
-    if not os.path.exists(weights):
-        raise FileNotFoundError(f"{weights} does not exist; trial {trial_id} has no trained weights")
-    space = get_space(run["space"])(**space_config)
-    values = info.get("hyperparameters", {}).get("values", {})
-    if hasattr(space, "hyperparameters"):
-        hp = space.hyperparameters(values)
-    else:
-        import keras_tuner
-
-        hp = keras_tuner.HyperParameters.from_config(info["hyperparameters"])
-    model = space.build(hp)
-    model.load_weights(weights)
-    metadata = {"space": run["space"], "space_config": space_config, "trial_id": trial_id,
-                "score": info.get("score"), "hyperparameters": values,
-                "metrics": _best_metrics(info.get("metrics", {}))}
-    try:
-        metadata["genotype"] = space.genotype(values)
-    except (NotImplementedError, KeyError, ValueError):
-        pass
-    return model, metadata
-
-
-def _best_metrics(metrics):
-    """keras-tuner `metrics.metrics[name].observations[-1].value[0]` -> {name: value}."""
-    result = {}
-    for name, record in metrics.get("metrics", {}).items():
-        observations = record.get("observations") or []
-        if observations and observations[-1].get("value"):
-            result[name] = observations[-1]["value"][0]
-    return result
 
 
 # --- handlers ----------------------------------------------------------------------------
 def run_export(args):
     """Handler of `tfnas export`: exports a trial of a search run for TF Serving."""
+    from tfnas.search_dir import SearchDir
     from tfnas.serving.savedmodel import export
 
-    model, metadata = load_trial_model(args.run_dir, args.trial)
+    model, metadata = SearchDir(args.run_dir).load_trial_model(args.trial)
     name = args.name or os.path.basename(os.path.normpath(args.run_dir))
     path = export(model, args.base, name, version=args.version, metadata=metadata)
     print(path)
@@ -270,19 +166,3 @@ def register(subparsers):
     serve.add_argument("--host", default="127.0.0.1", help="address to bind")
     serve.set_defaults(func=run_serve)
     return {"export": export, "convert": convert, "serve": serve}
-
-
-def main(argv=None):
-    """Runs the three commands on their own (`python -m tfnas.serving.cli ...`)."""
-    parser = argparse.ArgumentParser(prog="tfnas")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

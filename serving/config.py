@@ -115,7 +115,9 @@ def models_config_text(models):
     config.model_config_list.config.extend(m.to_proto() for m in models)
     text = text_format.MessageToString(config)
     if text_format.Parse(text, model_server_config_pb2.ModelServerConfig()) != config:
-        raise AssertionError("models.config does not round-trip through ModelServerConfig")
+        raise RuntimeError("models.config text does not parse back into the same ModelServerConfig "
+                           "(a protobuf / tensorflow-serving-api version mismatch?); "
+                           f"check the installed versions: {text!r}")
     return text
 
 

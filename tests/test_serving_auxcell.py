@@ -10,7 +10,8 @@ import tensorflow as tf
 from test_serving_common import images
 from tfnas.preprocessing import preprocess
 from tfnas.serving import export, read_metadata
-from tfnas.serving.cli import best_trial_id, load_trial_model, main
+from tfnas.cli import main
+from tfnas.search_dir import SearchDir
 from tfnas.spaces import AuxCellSpace
 
 SPACE_CONFIG = {"num_classes": 5, "width": 8, "alpha": 0.35}
@@ -62,9 +63,10 @@ def test_tfnas_export_of_best_trial_arch1(tmp_path):
     write_trial(run_dir, "00", "COMPLETED", 0.3, space.random_values(seed=1))
     write_trial(run_dir, "01", "COMPLETED", 0.6, values, model)
     write_trial(run_dir, "02", "FAILED", 0.9)
-    assert best_trial_id(run_dir) == "01"
+    search_dir = SearchDir(run_dir)
+    assert search_dir.best_trial_id() == "01"
 
-    loaded, info = load_trial_model(run_dir)
+    loaded, info = search_dir.load_trial_model()
     batch = images(1, 32, 32, seed=4)
     np.testing.assert_allclose(np.asarray(loaded(preprocess(batch))["logits"]),
                                np.asarray(model(preprocess(batch))["logits"]), atol=1e-6)
@@ -76,7 +78,7 @@ def test_tfnas_export_of_best_trial_arch1(tmp_path):
     path = os.path.join(base, "search", "1")
     assert read_metadata(path)["trial_id"] == "01"
     assert_exported_equals(path, space.inference_model(model), batch)
-    with pytest.raises(FileNotFoundError, match=r"trial '07' not found .* \['00', '01', '02'\]"):
-        load_trial_model(run_dir, "07")
-    with pytest.raises(FileNotFoundError, match="trial 00 has no trained weights"):
-        load_trial_model(run_dir, "00")
+    with pytest.raises(FileNotFoundError, match=r"trial '07' is not in .* \['00', '01', '02'\]"):
+        search_dir.load_trial_model("07")
+    with pytest.raises(FileNotFoundError, match="trial 00 of .* has no trained weights"):
+        search_dir.load_trial_model("00")

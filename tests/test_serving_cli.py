@@ -7,7 +7,8 @@ import pytest
 
 from test_serving_common import tiny_model
 from tfnas.serving import export
-from tfnas.serving.cli import main, register
+from tfnas.cli import main
+from tfnas.serving.cli import register
 
 
 @pytest.fixture(scope="module")
@@ -59,4 +60,10 @@ def test_convert_tensorrt_writes_jetson_folder_and_tftrt_fails_clearly(saved_mod
 
 def test_export_of_a_missing_run_dir(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nothing")]) == 1
-    assert "run.json does not exist" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (
+        f"tfnas export: error: {str(tmp_path / 'nothing')!r} is not a folder; expected a tfnas "
+        "search directory (tfnas search --out)")
+    os.makedirs(tmp_path / "empty")
+    assert main(["export", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert "run.json does not exist" in err and err.count("\n") == 1

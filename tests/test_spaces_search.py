@@ -11,7 +11,7 @@ from keras_tuner.engine.trial import TrialStatus
 
 from tfnas.data import digit_scenes
 from tfnas.spaces import SPACES
-from tfnas.tuners.nas_tuner import NASTuner, make_oracle
+from tfnas.tuners import NASTuner, make_oracle
 
 SIZE = 32
 SEARCHED = ("template", "dpc")

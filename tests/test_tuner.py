@@ -13,7 +13,8 @@ from tfnas.data import digit_scenes, pipeline
 from tfnas.ops import ConvBN, ResizeLike
 from tfnas.spaces.base import DecoderSpace
 from tfnas.tasks.segmentation import ConfusionMatrix
-from tfnas.tuners.nas_tuner import NASTuner, make_oracle
+from tfnas.training import ProxySettings
+from tfnas.tuners import NASTuner, make_oracle
 
 SIZE = 32
 
@@ -28,6 +29,9 @@ class TinySpace(DecoderSpace):
         super().__init__(num_classes, width, name="tiny", **kwargs)
         self.unstable = unstable
 
+    def config(self):
+        return {**super().config(), "unstable": self.unstable}
+
     def build_encoder(self):
         inputs = keras.Input(self.input_shape, name="image")
         a = keras.layers.Conv2D(8, 3, strides=4, padding="same", name="enc_a")(inputs)
@@ -35,6 +39,8 @@ class TinySpace(DecoderSpace):
         b = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="enc_b")(a)
         model = keras.Model(inputs, [a, b], name="encoder")
         model.tap_strides = [4, 8]
+        if self.encoder_weights is not None:  # "pretrained" weights from a file
+            model.load_weights(self.encoder_weights)
         return model
 
     def declare_hyperparameters(self, hp):
@@ -99,6 +105,10 @@ def test_search_with_each_oracle(tmp_path, oracle_name):
 
     run = json.load(open(run_dir / "run.json"))
     assert run["space"] == "tiny" and run["space_config"] == space.config()
+    assert run["settings"] == tuner.settings.to_json()  # every setting, saved whole
+    assert sorted(run["settings"]) == sorted(ProxySettings.field_names())
+    assert run["encoder"] == "warmed up on the search data (1 epochs)"
+    assert run["teacher"] == "the warmed-up model"
     assert run["image_size"] == [SIZE, SIZE] and run["num_classes"] == 11
     assert run["distillation"] is True  # the warmed-up model is the default teacher
     if val is None:  # 10 % of the 20 training scenes held out as meta-val
@@ -139,3 +149,27 @@ def test_oracle_with_another_objective_is_rejected(tmp_path):
     oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=1)
     with pytest.raises(ValueError, match="reward"):
         NASTuner(TinySpace(), oracle=oracle, directory=str(tmp_path), project_name="x")
+
+
+def test_trials_never_reread_the_pretrained_encoder_weights(tmp_path):
+    """Trials and get_best_models start from the search's encoder, not `encoder_weights`."""
+    pretrained = str(tmp_path / "pretrained.weights.h5")
+    TinySpace().build_encoder().save_weights(pretrained)
+    space = TinySpace(encoder_weights=pretrained)
+    tuner = _tuner(space, make_oracle("random", 1, seed=0), tmp_path, warmup_epochs=None,
+                   latency_runs=0, teacher=None)
+    assert tuner.settings.warmup_epochs == 0  # pretrained: no warm-up by default
+    tuner.search(digit_scenes("train", SIZE, num_scenes=10), verbose=0)
+    run = json.load(open(tmp_path / "run" / "run.json"))
+    assert run["encoder"] == f"pretrained ({pretrained})" and run["teacher"] == "none"
+    os.remove(pretrained)  # gone (or an "imagenet" download that fails offline)
+    best = tuner.get_best_models(1)[0]
+    assert set(best.output) == {"logits", "aux_0"}
+
+
+def test_settings_are_checked_and_given_one_way(tmp_path):
+    with pytest.raises(ValueError, match=r"stage1_epochs=0 must be an integer >= 1"):
+        NASTuner(TinySpace(), stage1_epochs=0, directory=str(tmp_path), project_name="a")
+    with pytest.raises(ValueError, match="not both"):
+        NASTuner(TinySpace(), settings=ProxySettings(), batch_size=4, directory=str(tmp_path),
+                 project_name="b")

@@ -5,11 +5,15 @@
     tfnas search --out runs/voc --resume        # continue a stopped search
     tfnas demo                                  # a small search on the built-in data, a few CPU minutes
 
-`search` runs `tfnas.tuners.NASTuner` (the two-stage proxy task of seed 000, Sec. 3.2) and
-prints a table of the best architectures. The search directory `--out` is the keras-tuner
-project directory: `run.json`, `oracle.json`, `trial_<id>/` (see `tfnas.tuners.nas_tuner`);
-`run.json` also keeps the command's arguments, so `--resume` needs only `--out` (and may
-raise `--trials`). Bad arguments print one line on stderr and exit with status 2.
+`search` runs `tfnas.tuners.NASTuner` (the two-stage proxy task of Nekrasov et al., CVPR
+2019, Sec. 3.2) and prints a table of the best architectures. The search directory `--out`
+is described in `tfnas.search_dir`; its `run.json` also keeps the command's arguments, so
+`--resume` needs only `--out` (and may raise `--trials`).
+
+One error policy for every subcommand (`main`): a bad argument prints one line and exits
+with status 2; any other error (a missing file, a bad value found later, a missing package,
+TensorRT absent) prints one line naming the value and what to do, and exits with status 1.
+`--debug` shows the traceback instead.
 """
 import argparse
 import json
@@ -28,6 +32,19 @@ DEMO = {"space": "auxcell", "oracle": "ppo", "trials": 4, "image_size": 48, "sce
 
 class UsageError(Exception):
     """A bad command-line value; reported on one line with exit status 2."""
+
+
+#: Import names of optional or platform packages -> what to install for them.
+_PACKAGES = {
+    "tensorflow_serving": "pip install tensorflow-serving-api==2.21.0",
+    "tf2onnx": "pip install tf2onnx==1.17.0",
+    "onnx": "pip install onnx==1.23.2",
+    "onnxruntime": "pip install onnxruntime==1.31.1",
+    "tensorflow_datasets": "pip install tensorflow-datasets==4.9.10",
+    "tensorrt": "TensorRT: it ships with JetPack on a Jetson (or pip install tensorrt on an NVIDIA GPU machine)",
+    "pycuda": "pip install pycuda (on the machine with the NVIDIA GPU)",
+    "grpc": "pip install grpcio",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +73,7 @@ _non_negative_int = _int_at_least(0, "0 or more")
 
 def _add_search_options(parser, demo=False):
     from tfnas.spaces import SPACES
-    from tfnas.tuners.nas_tuner import ORACLES
+    from tfnas.tuners.oracles import ORACLES
     d = DEMO if demo else {}
     add = parser.add_argument
     add("--out", default=None if demo else "runs/search",
@@ -100,7 +117,7 @@ def _add_search_options(parser, demo=False):
     model.add_argument("--encoder-weights", default=None,
                        help="pretrained encoder weights file (or 'imagenet' when online); default: none, "
                             "the encoder is warmed up on the search data")
-    proxy = parser.add_argument_group("proxy training (seed 000, Sec. 3.2)")
+    proxy = parser.add_argument_group("proxy training (Nekrasov et al., CVPR 2019, Sec. 3.2)")
     proxy.add_argument("--stage1-epochs", type=_positive_int, default=d.get("stage1_epochs", 5),
                        help="decoder epochs on cached encoder outputs")
     proxy.add_argument("--stage2-epochs", type=_non_negative_int, default=d.get("stage2_epochs", 1),
@@ -117,6 +134,14 @@ def _add_search_options(parser, demo=False):
                        help="train every architecture through stage 2 (no early termination)")
     proxy.add_argument("--latency-runs", type=_non_negative_int, default=d.get("latency_runs", 10),
                        help="timed forward passes per trial (0: no latency)")
+    dist = parser.add_argument_group(
+        "distributed search (keras-tuner's chief/worker mode; see docs/distributed.md)")
+    dist.add_argument("--workers", type=_positive_int, default=None,
+                      help="run a chief and this many workers on this machine (CPU threads split "
+                           "between them); default: one process")
+    dist.add_argument("--chief-timeout", type=float, default=120.0,
+                      help="seconds a worker waits for the chief (KERASTUNER_ORACLE_IP/PORT) "
+                           "before it gives up")
     parser.add_argument("--top", type=_positive_int, default=5, help="rows of the final table")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch; "
@@ -133,6 +158,8 @@ def build_parser():
     parser = _Parser(prog="tfnas", formatter_class=fmt,
                      description="Neural architecture search for compact, fast segmentation "
                                  "networks, and their export to TF Serving and Jetson.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also accepted after the subcommand)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     search = subparsers.add_parser(
         "search", formatter_class=fmt, help="search for architectures (NASTuner)",
@@ -171,25 +198,46 @@ _SAVED = ("space", "oracle", "seed", "images", "masks", "val_images", "val_masks
           "cache_images", "warmup_epochs", "teacher", "no_termination", "latency_runs")
 
 
-def _check_out(args):
+def _check_out(args, joining=False):
+    """Checks `--out` and, with `--resume`, restores the search's saved arguments.
+
+    Args:
+        args: parsed arguments.
+        joining: bool, a worker joining a distributed search: the chief's directory may
+            already hold files.
+    """
+    from tfnas.search_dir import SearchDir
+
     out = args.out
-    run_file = os.path.join(out, "run.json")
+    search_dir = SearchDir(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out!r} is a file; pick a directory")
     if args.resume:
-        if not os.path.exists(run_file):
+        if not search_dir.has_run():
             raise UsageError(f"--resume: {out!r} holds no search (no run.json); drop --resume to "
                              "start a new search there")
-        with open(run_file) as f:
-            saved = json.load(f).get("cli", {})
+        saved = search_dir.read_run().get("cli", {})
         trials = args.trials
         for key in _SAVED:
             if key in saved:
                 setattr(args, key, saved[key])
         args.trials = trials if args.trials_given else saved.get("trials", trials)
-    elif os.path.isdir(out) and os.listdir(out):
+    elif os.path.isdir(out) and os.listdir(out) and not joining:
         raise UsageError(f"--out {out!r} already holds files; pass --resume to continue that search "
                          "or pick another directory")
-    elif os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out!r} is a file; pick a directory")
+
+
+def _without_option(argv, option):
+    """`argv` without `option` and its value (`--workers 2` or `--workers=2`)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
 
 
 def _load_data(args):
@@ -252,7 +300,7 @@ def _teacher(value):
 
 def _validate(args):
     from tfnas.spaces import SPACES
-    from tfnas.tuners.nas_tuner import ORACLES
+    from tfnas.tuners.oracles import ORACLES
     if args.space not in SPACES:
         raise UsageError(f"unknown space {args.space!r}; expected one of {sorted(SPACES)}")
     if args.oracle is not None and args.oracle not in ORACLES:
@@ -267,9 +315,20 @@ def run_search(args):
     Raises:
         UsageError: for bad arguments (reported by `main`).
     """
+    from tfnas import distributed
+
     if args.out is None:  # demo without --out
         args.out = tempfile.mkdtemp(prefix="tfnas-demo-")
-    _check_out(args)
+    if args.workers:
+        if distributed.role() is not None:
+            raise UsageError("--workers starts its own chief and workers; drop it when "
+                             f"{distributed.TUNER_ID} is set")
+        argv = _without_option(args.argv, "--workers")
+        if args.command == "demo" and "--out" not in argv:
+            argv += ["--out", args.out]
+        return distributed.launch(argv, args.workers)
+    role = distributed.role()
+    _check_out(args, joining=role == "worker")
     _validate(args)
     teacher = _teacher(args.teacher)
     try:
@@ -278,7 +337,7 @@ def run_search(args):
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise UsageError(str(err)) from err
 
-    from tfnas.tuners.nas_tuner import NASTuner, make_oracle
+    from tfnas.tuners import NASTuner, make_oracle
     oracle_name = args.oracle or getattr(space, "DEFAULT_ORACLE", "ppo")
     oracle = make_oracle(oracle_name, args.trials, seed=args.seed)
     out = os.path.abspath(args.out)
@@ -291,8 +350,20 @@ def run_search(args):
         warmup_epochs=args.warmup_epochs, teacher=teacher, termination=not args.no_termination,
         latency_runs=args.latency_runs, verbose="auto" if args.verbose is None else args.verbose,
         metadata={"cli": cli}, directory=os.path.dirname(out), project_name=os.path.basename(out))
-    print(f"tfnas: searching {args.space} with {oracle_name} for {args.trials} trial(s) in {out}")
+    if role == "worker":
+        print(f"tfnas: worker {os.environ[distributed.TUNER_ID]} joining the chief at "
+              f"{distributed.chief_address()} (search directory {out})", flush=True)
+        distributed.wait_for_chief(args.chief_timeout)
+    elif role == "chief":
+        print(f"tfnas: chief serving {oracle_name} for {args.trials} trial(s) of {args.space} at "
+              f"{distributed.chief_address()}; start the workers with the same command "
+              f"and {distributed.TUNER_ID}=tuner0, tuner1, ...", flush=True)
+    else:
+        print(f"tfnas: searching {args.space} with {oracle_name} for {args.trials} trial(s) in {out}")
     tuner.search(train, validation_data=val)
+    if role == "worker":
+        print(f"tfnas: worker {os.environ[distributed.TUNER_ID]} done")
+        return 0
     print()
     print(results_table(tuner, args.top))
     print(f"\nsearch directory: {out}  (export the best: tfnas export {out})")
@@ -310,6 +381,9 @@ def results_table(tuner, top=5):
         str.
     """
     from keras_tuner.engine.trial import TrialStatus
+
+    from tfnas.profile import format_si
+
     trials = [t for t in tuner.oracle.get_best_trials(top) if t.status == TrialStatus.COMPLETED]
     failed = sum(t.status == TrialStatus.FAILED for t in tuner.oracle.trials.values())
     header = ["trial", "reward", "stage1", "params", "madds", "latency ms", "stopped", "genotype"]
@@ -321,7 +395,7 @@ def results_table(tuner, top=5):
         except Exception:  # a space without a genotype codec
             genotype = json.dumps(t.hyperparameters.values, separators=(",", ":"))
         rows.append([t.trial_id, f"{value('reward'):.4f}", f"{value('stage1_reward'):.4f}",
-                     _si(value("params")), _si(value("madds")), _ms(value("latency_ms")),
+                     format_si(value("params")), format_si(value("madds")), _ms(value("latency_ms")),
                      "yes" if value("terminated") else "no", genotype])
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
@@ -334,13 +408,25 @@ def _ms(value):
     return "-" if value != value else f"{value:.1f}"
 
 
-def _si(value):
-    if value != value:  # NaN
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
+def describe_error(err):
+    """One line for an error a command met: what went wrong and what to do.
+
+    Args:
+        err: the exception.
+
+    Returns:
+        str.
+    """
+    if isinstance(err, ModuleNotFoundError) and err.name:
+        top = err.name.split(".")[0]
+        what = _PACKAGES.get(top, f"pip install {top}")
+        return f"the Python package {top!r} is not installed; install it: {what}"
+    if isinstance(err, (ValueError, OSError, RuntimeError, ImportError, KeyError)) or type(
+            err).__module__.startswith(("tfnas", "keras_tuner")):
+        text = err.args[0] if isinstance(err, KeyError) and err.args else err
+        return str(text) or type(err).__name__
+    return (f"{type(err).__name__}: {err} (an internal error of tfnas: run the command again "
+            "with --debug for the traceback, and report it)")
 
 
 def main(argv=None):
@@ -350,21 +436,41 @@ def main(argv=None):
         argv: list of arguments (default `sys.argv[1:]`).
 
     Returns:
-        int exit status: 0 on success, 2 for bad arguments.
+        int exit status: 0 on success, 1 for an error, 2 for bad arguments, 130 when
+        interrupted.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ log lines (a CPU-only machine's "failed call to cuInit" among them)
+    # are not for users of the command; TF_CPP_MIN_LOG_LEVEL=0 brings them back.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     args.trials_given = "--trials" in argv or any(a.startswith("--trials=") for a in argv)
+    args.argv = argv
+    threads = os.environ.get("TFNAS_THREADS")  # set by `--workers` for each worker
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(int(threads))
     try:
         return args.func(args)
     except UsageError as err:
         print(f"tfnas {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"tfnas {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        print(f"tfnas {args.command}: error: {describe_error(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

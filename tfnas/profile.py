@@ -250,11 +250,21 @@ def profile(model, input_shape, runs=100):
     }
 
 
-def _si(value):
+def format_si(value):
+    """A count with an SI prefix, e.g. `2613568 -> "2.61 M"`; NaN or None -> `"-"`.
+
+    Args:
+        value: number (parameters, multiply-adds) or None.
+
+    Returns:
+        str.
+    """
+    if value is None or value != value:
+        return "-"
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if value >= scale:
+        if abs(value) >= scale:
             return f"{value / scale:.2f} {unit}"
-    return f"{value}"
+    return f"{value:.0f}"
 
 
 def format_profile(result):
@@ -268,7 +278,7 @@ def format_profile(result):
         latency part is left out when it was not measured).
     """
     height, width = result["input_shape"][:2]
-    text = f"{_si(result['params'])} params, {_si(result['madds'])} mult-adds @{height}x{width}"
+    text = f"{format_si(result['params'])} params, {format_si(result['madds'])} mult-adds @{height}x{width}"
     if result.get("latency_ms") is not None:
         text += f", {result['latency_ms']:.1f} +- {result['latency_std_ms']:.1f} ms"
     return text

@@ -1,8 +1,9 @@
 """Search strategies as keras-tuner Oracles, and the NASTuner that runs the proxy task.
 
-- `PPOOracle`: LSTM controller trained with PPO or REINFORCE (seed 000, Sec. 3.2).
-- `NearBestRandomOracle`: uniform sampling plus mutations of the best (seed 002, Sec. 3.2).
+- `PPOOracle`: LSTM controller trained with PPO or REINFORCE (Nekrasov et al., CVPR 2019, Sec. 3.2).
+- `NearBestRandomOracle`: uniform sampling plus mutations of the best (Chen et al., NeurIPS 2018, Sec. 3.2).
 - `NASTuner`: a `keras_tuner.Tuner` running each trial as the two-stage proxy task.
+- `make_oracle(name, max_trials)`, `ORACLES`, `OBJECTIVE`: the Oracles by name.
 
 Imported lazily so that `import tfnas.tuners.ppo` does not pull in the tuner's dependencies.
 """
@@ -12,6 +13,9 @@ _EXPORTS = {
     "PPOOracle": "tfnas.tuners.ppo",
     "NearBestRandomOracle": "tfnas.tuners.random_search",
     "NASTuner": "tfnas.tuners.nas_tuner",
+    "make_oracle": "tfnas.tuners.oracles",
+    "ORACLES": "tfnas.tuners.oracles",
+    "OBJECTIVE": "tfnas.tuners.oracles",
 }
 
 

@@ -9,7 +9,8 @@ meta-validation part when no validation data is given.
   backgrounds, no download; `NUM_CLASSES`, `CLASS_NAMES`; `digit_scene_arrays` for numpy.
 - `image_mask_folder(images_dir, masks_dir, num_classes, ...)`: CamVid / VOC style folders.
 - `tfds_dataset(name, split, ...)`: a TensorFlow Datasets data set by name.
-- `split(dataset, fraction, seed)`, `pipeline(dataset, batch_size, ...)`.
+- `split(dataset, fraction, seed)`, `pipeline(dataset, batch_size, ...)`,
+  `count_examples`, `as_examples` (the data forms a search accepts).
 """
 from tfnas.data.digits import (
     num_classes,
@@ -21,13 +22,15 @@ from tfnas.data.digits import (
     digit_scenes,
 )
 from tfnas.data.folders import image_mask_folder
-from tfnas.data.pipelines import pipeline, split
+from tfnas.data.pipelines import as_examples, count_examples, pipeline, split
 from tfnas.data.tfds_datasets import tfds_dataset
 
 __all__ = [
     "CLASS_NAMES",
     "NUM_CLASSES",
     "Placement",
+    "as_examples",
+    "count_examples",
     "digit_pools",
     "digit_scene_arrays",
     "digit_scenes",

@@ -18,11 +18,16 @@ from tfnas.preprocessing import preprocess
 MAX_SHUFFLE_BUFFER = 1024
 
 
-def _num_elements(dataset):
+def count_examples(dataset):
+    """The number of elements of a finite tf.data set (counted by iterating when unknown).
+
+    Raises:
+        ValueError: if the data set is infinite.
+    """
     count = int(dataset.cardinality())
     if count == tf.data.INFINITE_CARDINALITY:
-        raise ValueError("dataset is infinite (it repeats); split a finite dataset, "
-                         "before any .repeat()")
+        raise ValueError("dataset is infinite (it repeats); pass a finite dataset "
+                         "(before any .repeat())")
     if count == tf.data.UNKNOWN_CARDINALITY:
         count = int(dataset.reduce(np.int64(0), lambda total, _: total + 1))
     return count
@@ -50,7 +55,7 @@ def split(dataset, fraction=0.1, seed=0):
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction={fraction!r} must be between 0 and 1 (exclusive)")
-    count = _num_elements(dataset)
+    count = count_examples(dataset)
     num_val = max(1, int(round(fraction * count)))
     if count - num_val < 1:
         raise ValueError(
@@ -115,3 +120,35 @@ def pipeline(dataset, batch_size, shuffle=False, seed=0, augment=False, drop_rem
     dataset = dataset.map(lambda images, masks: (preprocess(images), masks),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def as_examples(data, name="data"):
+    """Unbatched tf.data of `(image, target)` pairs from the forms a search accepts.
+
+    Args:
+        data: a tf.data set of pairs (batched or not), a tuple `(images, targets)` of
+            arrays, or None.
+        name: str, the argument's name for error messages.
+
+    Returns:
+        An unbatched `tf.data.Dataset` of `(image (H, W, 3), target)`, or None for None.
+
+    Raises:
+        ValueError: naming `name`, for any other form.
+    """
+    if data is None:
+        return None
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        data = tf.data.Dataset.from_tensor_slices((np.asarray(data[0]), np.asarray(data[1])))
+    if not isinstance(data, tf.data.Dataset):
+        raise ValueError(f"{name} is a {type(data).__name__}; expected a tf.data.Dataset of "
+                         "(uint8 image, int32 mask) pairs or a tuple (images, masks)")
+    spec = data.element_spec
+    if not isinstance(spec, tuple) or len(spec) != 2:
+        raise ValueError(f"{name} yields {spec}; expected (image, mask) pairs")
+    if spec[0].shape.rank == 4:
+        data = data.unbatch()
+    elif spec[0].shape.rank != 3:
+        raise ValueError(f"{name} yields images of shape {spec[0].shape}; expected (H, W, 3) "
+                         "(or batches (N, H, W, 3))")
+    return data

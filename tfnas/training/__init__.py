@@ -1,5 +1,7 @@
-"""Proxy training of search trials (seed 000, Sec. 3.2): feature cache, stages, Polyak, termination.
+"""Proxy training of search trials (Nekrasov et al., CVPR 2019, Sec. 3.2).
 
+- `ProxyTask`, `ProxySettings`: the two-stage proxy task that scores an architecture
+  (`prepare` once per search, `run_trial` per architecture).
 - `FeatureCache`: encoder and teacher outputs computed once per search, keyed by fingerprint.
 - `ProxyModel`, `run_stage`, `evaluate_reward`: the two training stages and the reward.
 - `make_optimizer`, `ParameterGroup`: optimizers keeping Polyak averages of the weights.
@@ -16,7 +18,8 @@ from tfnas.training.stages import (
     run_stage,
     set_batchnorm_momentum,
 )
-from tfnas.training.termination import ProgressiveTermination, atomic_write_json
+from tfnas.training.proxy import PreparedData, ProxySettings, ProxyTask, trial_seed
+from tfnas.training.termination import ProgressiveTermination
 from tfnas.training.warmup import build_reference_model, reference_decoder, simple_head, warm_up
 
 __all__ = [
@@ -24,9 +27,11 @@ __all__ = [
     "FeatureCache",
     "NonFiniteLossError",
     "ParameterGroup",
+    "PreparedData",
     "ProgressiveTermination",
+    "ProxySettings",
+    "ProxyTask",
     "ProxyModel",
-    "atomic_write_json",
     "build_reference_model",
     "data_fingerprint",
     "evaluate_reward",
@@ -36,6 +41,7 @@ __all__ = [
     "run_stage",
     "set_batchnorm_momentum",
     "simple_head",
+    "trial_seed",
     "warm_up",
     "weights_fingerprint",
 ]

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from tfnas.preprocessing import preprocess
 from tfnas.training.stages import quiet_retracing
-from tfnas.training.termination import atomic_write_json
+from tfnas.io import atomic_write_json
 
 #: What `FeatureCache.load_or_compute` returns.
 CachedFeatures = collections.namedtuple(

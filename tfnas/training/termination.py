@@ -23,23 +23,10 @@ import os
 
 import numpy as np
 
+from tfnas.io import atomic_write_json, file_lock
+
 #: The authors' annealing of `delta`: after `n` decisions, multiply it by the factor.
 DEFAULT_ANNEALING = ((100, 0.9), (200, 0.8), (300, 0.7), (400, 0.6))
-
-
-def atomic_write_json(path, data):
-    """Writes `data` as JSON to `path` atomically (a temporary file renamed over it).
-
-    Args:
-        path: str, the destination file.
-        data: a JSON-serialisable object.
-    """
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class ProgressiveTermination:
@@ -102,10 +89,18 @@ class ProgressiveTermination:
         Returns:
             bool, True to continue to stage 2, False to terminate the trial.
         """
-        trial_id = str(trial_id)
+        if self.path is None:
+            return self._decide(str(trial_id), float(reward))
+        # Workers of a distributed search share the state file: decide on its latest state.
+        with file_lock(self.path + ".lock"):
+            if os.path.exists(self.path):
+                with open(self.path) as f:
+                    self.set_state(json.load(f))
+            return self._decide(str(trial_id), float(reward))
+
+    def _decide(self, trial_id, reward):
         if trial_id in self.decisions:
             return self.decisions[trial_id]
-        reward = float(reward)
         if not np.isfinite(reward):
             keep = False
         elif reward > self.average:

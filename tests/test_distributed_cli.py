@@ -1,0 +1,123 @@
+"""A distributed NASTuner search from the command line: a chief and workers, real trials.
+
+`tfnas search --workers 2` starts the chief and two workers (keras-tuner's chief/worker
+mode) on this machine. Checked: every trial runs once, the feature cache is computed once
+and shared, `tfnas export` works on the directory, a worker killed mid-trial is restarted
+and its trial counted once, and a worker without a chief gives up in bounded time.
+"""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tfnas.distributed import free_port
+
+TINY = ["--space", "auxcell", "--oracle", "random", "--scenes", "24", "--image-size", "32",
+        "--digits", "01", "--width", "8", "--alpha", "0.35", "--stage1-epochs", "1",
+        "--stage2-epochs", "1", "--warmup-epochs", "1", "--latency-runs", "0",
+        "--no-termination", "--verbose", "2", "--batch-size", "4"]
+
+
+def _trials(out):
+    found = {}
+    for path in glob.glob(os.path.join(out, "trial_*", "trial.json")):
+        with open(path) as f:
+            trial = json.load(f)
+        found[trial["trial_id"]] = trial
+    return found
+
+
+def _children(pid):
+    """PIDs of the processes whose parent is `pid` (from /proc)."""
+    kids = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = open(stat).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.split("/")[2]))
+    return kids
+
+
+def _tuner_id(pid):
+    try:
+        env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return None
+    for entry in env:
+        if entry.startswith(b"KERASTUNER_TUNER_ID="):
+            return entry.split(b"=", 1)[1].decode()
+    return None
+
+
+def _search(out, trials, log):
+    return subprocess.Popen(
+        [sys.executable, "-m", "tfnas.cli", "search", *TINY, "--trials", str(trials), "--workers", "2",
+         "--out", out], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+@pytest.mark.slow
+def test_chief_and_two_workers_run_every_trial_once_and_share_one_cache(tmp_path):
+    out = str(tmp_path / "run")
+    with open(tmp_path / "log.txt", "w") as log:
+        assert _search(out, 4, log).wait(timeout=1200) == 0
+    text = (tmp_path / "log.txt").read_text()
+    trials = _trials(out)
+    assert sorted(trials) == ["0", "1", "2", "3"]
+    assert all(t["status"] == "COMPLETED" for t in trials.values()), text[-3000:]
+    # One worker computed the cache, the other reused it; one entry per part on disk.
+    assert text.count("feature cache: computing encoder outputs") == 2, text[-3000:]  # train + val
+    assert text.count("feature cache: reusing") == 2
+    assert len(glob.glob(os.path.join(out, "cache", "train-*"))) == 1
+    run = json.load(open(os.path.join(out, "run.json")))
+    assert run["oracle"] == "NearBestRandomOracle" and run["cached_images"] > 0
+    ran = {line.split()[2] for line in text.splitlines() if line.startswith("tfnas: worker") and "done" in line}
+    assert ran == {"tuner0", "tuner1"}
+    export = subprocess.run([sys.executable, "-m", "tfnas.cli", "export", out, "--trial", "best",
+                             "--base", str(tmp_path / "exports")], capture_output=True, text=True)
+    assert export.returncode == 0, export.stderr
+    assert os.path.exists(tmp_path / "exports" / "run" / "1" / "saved_model.pb")
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_restarted_and_its_trial_counted_once(tmp_path):
+    out = str(tmp_path / "run")
+    with open(tmp_path / "log.txt", "w") as log:
+        launcher = _search(out, 3, log)
+        killed = None
+        deadline = time.monotonic() + 900
+        while killed is None and time.monotonic() < deadline and launcher.poll() is None:
+            time.sleep(0.5)
+            running = [t for t in _trials(out).values() if t["status"] == "RUNNING"]
+            if running:
+                workers = {_tuner_id(pid): pid for pid in _children(launcher.pid)}
+                if "tuner0" in workers:
+                    time.sleep(2)  # inside the trial
+                    os.kill(workers["tuner0"], signal.SIGKILL)
+                    killed = workers["tuner0"]
+        assert killed is not None, "no trial started"
+        assert launcher.wait(timeout=1200) == 0
+    text = (tmp_path / "log.txt").read_text()
+    assert "worker tuner0 ended with exit status -9; restarting it" in text
+    trials = _trials(out)
+    assert sorted(trials) == ["0", "1", "2"]
+    assert all(t["status"] == "COMPLETED" for t in trials.values()), text[-3000:]
+
+
+def test_a_worker_without_a_chief_gives_up_in_bounded_time(tmp_path):
+    env = dict(os.environ, KERASTUNER_TUNER_ID="tuner0", KERASTUNER_ORACLE_IP="127.0.0.1",
+               KERASTUNER_ORACLE_PORT=str(free_port()), TF_CPP_MIN_LOG_LEVEL="3")
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "tfnas.cli", "search", *TINY, "--trials", "1",
+                             "--chief-timeout", "2", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 1
+    assert "worker 'tuner0' cannot reach the chief at 127.0.0.1:" in result.stderr
+    assert "within 2 s" in result.stderr and "Traceback" not in result.stderr
+    assert time.monotonic() - start < 300  # TensorFlow's import, the data and 2 s; not an hour

@@ -1,0 +1,448 @@
+"""The proxy task that scores an architecture (Nekrasov et al., CVPR 2019, Sec. 3.2 and 4.1).
+
+`ProxyTask` is the search's measuring instrument, apart from keras-tuner: `NASTuner` calls
+`prepare` once per search and `run_trial` once per architecture, and the benchmarks call the
+same two methods.
+
+- `prepare(train, val)`: splits meta-train / meta-val, warms up the encoder when it has no
+  pretrained weights (the warmed model becomes the default distillation teacher), caches
+  the encoder's (and teacher's) outputs for stage 1, pads meta-val to whole batches, and
+  returns the `PreparedData` every trial reads.
+- `run_trial(values, trial_id)`: builds the architecture on the search's encoder, trains
+  the decoder on the cached features (stage 1: Adam 3e-3, 5 epochs, distillation 0.3,
+  Polyak 0.9), scores it on meta-val, applies progressive termination, trains end to end
+  (stage 2: SGD 1e-3 momentum 0.9 on the encoder, Adam on the decoder, 1 epoch, Polyak 0.99),
+  scores it again and profiles the inference model.
+
+The reward is the geometric mean of mIoU, frequency-weighted IoU and mean accuracy on
+meta-val, background left out (Sec. 4.1). Auxiliary outputs get the segmentation loss with
+weight 0.15 each (the authors' code).
+"""
+import dataclasses
+import gc
+import hashlib
+import os
+import time
+
+import keras
+import keras_tuner
+import numpy as np
+import tensorflow as tf
+
+from tfnas import profile
+from tfnas.data import count_examples, pipeline, split
+from tfnas.io import atomic_path
+from tfnas.preprocessing import IGNORE_LABEL
+from tfnas.search_dir import SearchDir
+from tfnas.training.cache import FeatureCache
+from tfnas.training.polyak import ParameterGroup, make_optimizer
+from tfnas.training.stages import (
+    ProxyModel,
+    evaluate_reward,
+    pad_to_batches,
+    run_stage,
+    set_batchnorm_momentum,
+)
+from tfnas.training.termination import ProgressiveTermination
+from tfnas.training.warmup import warm_up
+
+
+@dataclasses.dataclass
+class ProxySettings:
+    """Settings of the proxy task; saved whole into `run.json`.
+
+    Defaults are the CVPR 2019 paper's (Sec. 4.1) and, where it is silent, its authors'
+    code (`DrSleep/nas-segm-pytorch`).
+
+    Attributes:
+        seed: int, seeds the data split, weights, shuffling and termination. Default 0.
+        stage1_epochs: int >= 1, decoder epochs on cached features. Default 5.
+        stage2_epochs: int >= 0, end-to-end epochs (0 skips stage 2). Default 1.
+        batch_size: int >= 1. Default 16.
+        decoder_learning_rate: float, Adam learning rate of the decoder (both stages). 3e-3.
+        encoder_learning_rate: float, SGD learning rate of the encoder in stage 2. 1e-3.
+        encoder_momentum: float, SGD momentum. Default 0.9.
+        stage1_polyak: float or None, Polyak decay in stage 1. Default 0.9.
+        stage2_polyak: float or None, Polyak decay in stage 2. Default 0.99.
+        aux_weight: float, weight of each auxiliary output's loss. Default 0.15.
+        distillation_weight: float, weight of the l2 loss to the teacher logits in stage 1.
+            Default 0.3.
+        cache_images: int or None, meta-train images whose encoder outputs are cached for
+            stage 1 (None: all). Default 4000 (the paper's).
+        validation_fraction: float in (0, 1), share of the training data held out as
+            meta-val when no validation data is given. Default 0.1.
+        termination: bool, apply progressive termination after stage 1. Default True.
+        termination_decay: float, decay of the rewards' moving average. Default 0.99.
+        termination_delta: float, initial tolerance. Default 0.9.
+        warmup_epochs: int or None, encoder warm-up epochs before the search; None: 10 when
+            the space has no pretrained `encoder_weights`, else 0.
+        warmup_learning_rate: float, Adam learning rate of the warm-up. Default 1e-2.
+        bn_momentum: float, batch-norm momentum while training (PyTorch's 0.1). Default 0.9.
+        latency_runs: int >= 0, timed forward passes per trial (0: no latency). Default 10.
+        latency_warmup: int >= 0, untimed passes before them. Default 2.
+    """
+
+    seed: int = 0
+    stage1_epochs: int = 5
+    stage2_epochs: int = 1
+    batch_size: int = 16
+    decoder_learning_rate: float = 3e-3
+    encoder_learning_rate: float = 1e-3
+    encoder_momentum: float = 0.9
+    stage1_polyak: float = 0.9
+    stage2_polyak: float = 0.99
+    aux_weight: float = 0.15
+    distillation_weight: float = 0.3
+    cache_images: int = 4000
+    validation_fraction: float = 0.1
+    termination: bool = True
+    termination_decay: float = 0.99
+    termination_delta: float = 0.9
+    warmup_epochs: int = None
+    warmup_learning_rate: float = 1e-2
+    bn_momentum: float = 0.9
+    latency_runs: int = 10
+    latency_warmup: int = 2
+
+    def __post_init__(self):
+        for name, minimum in (("stage1_epochs", 1), ("stage2_epochs", 0), ("batch_size", 1),
+                              ("latency_runs", 0), ("latency_warmup", 0)):
+            value = getattr(self, name)
+            if int(value) != value or value < minimum:
+                raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+            setattr(self, name, int(value))
+        if self.cache_images is not None and (int(self.cache_images) < 1):
+            raise ValueError(f"cache_images={self.cache_images!r} must be a positive int or None")
+        if self.warmup_epochs is not None and int(self.warmup_epochs) < 0:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs!r} must be 0 or more, or None")
+        if not 0.0 < float(self.validation_fraction) < 1.0:
+            raise ValueError(f"validation_fraction={self.validation_fraction!r} must be between 0 and 1")
+        for name in ("stage1_polyak", "stage2_polyak"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= float(value) < 1.0:
+                raise ValueError(f"{name}={value!r} must be a decay in [0, 1) or None")
+
+    @classmethod
+    def field_names(cls):
+        """The names of the settings (the keyword arguments `NASTuner` forwards here)."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def to_json(self):
+        """The settings as a JSON-able dict (what `run.json` keeps under `settings`)."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class PreparedData:
+    """What `ProxyTask.prepare` computes once per search and every trial reads.
+
+    Attributes:
+        image_size: [height, width] of the search images.
+        encoder_weights: list of arrays, the encoder every trial starts from.
+        meta_train: unbatched tf.data of (image, mask), the stage-2 training data.
+        stage1_train: tf.data of (cached features, mask[, teacher logits]), unbatched.
+        stage1_count: int, number of cached stage-1 examples.
+        stage1_val: batched tf.data of (cached meta-val features, mask), padded.
+        stage2_val: batched tf.data of meta-val (image, mask), padded to whole batches.
+        termination: the `ProgressiveTermination` rule, with its state on disk.
+        meta_train_images, meta_val_images: ints, sizes of the split.
+        distillation: bool, whether teacher logits were cached.
+        encoder_source, teacher_source: str, which encoder and teacher the search uses.
+    """
+
+    image_size: list
+    encoder_weights: list
+    meta_train: tf.data.Dataset
+    stage1_train: tf.data.Dataset
+    stage1_count: int
+    stage1_val: tf.data.Dataset
+    stage2_val: tf.data.Dataset
+    termination: ProgressiveTermination
+    meta_train_images: int
+    meta_val_images: int
+    distillation: bool
+    encoder_source: str
+    teacher_source: str
+
+
+def trial_seed(seed, trial_id):
+    """A per-trial seed: the same trial id gives the same weights and order after a resume."""
+    digest = int(hashlib.sha256(str(trial_id).encode()).hexdigest()[:8], 16)
+    return (int(seed) * 1_000_003 + digest) % 2**31
+
+
+class ProxyTask:
+    """Scores architectures of a space with the two-stage proxy task (see the module doc).
+
+    Args:
+        space: a tfnas space (`tfnas.spaces.DecoderSpace`).
+        search_dir: str or `SearchDir`, where the warm-up, encoder weights, feature cache
+            and termination state live.
+        settings: `ProxySettings` (default: the paper's).
+        teacher: `"auto"` (the warmed-up model when the encoder is warmed up, else none),
+            None, a Keras model mapping images in [-1, 1] to logits (or a dict with
+            `"logits"`), or the path of a SavedModel (`serving_default`) or `.keras` file.
+        verbose: Keras verbosity of the stages (0, 1 or 2). Default 1.
+    """
+
+    def __init__(self, space, search_dir, settings=None, teacher="auto", verbose=1):
+        self.space = space
+        self.search_dir = search_dir if isinstance(search_dir, SearchDir) else SearchDir(search_dir)
+        settings = settings or ProxySettings()
+        if settings.warmup_epochs is None:  # warm up only an encoder without pretrained weights
+            pretrained = getattr(space, "encoder_weights", None) is not None
+            settings = dataclasses.replace(settings, warmup_epochs=0 if pretrained else 10)
+        self.settings = settings
+        self.teacher = teacher
+        self.verbose = verbose
+        # Trials start from the search's own encoder weights: a fresh space from the same
+        # config, without the pretrained-weights source, so that no trial re-reads or
+        # re-downloads them.
+        config = space.config()
+        if "encoder_weights" in config:
+            config["encoder_weights"] = None
+        self.trial_space = type(space)(**config)
+        self.data = None
+
+    # --- once per search ---------------------------------------------------------------------
+    def prepare(self, train, val=None):
+        """Splits the data, warms up the encoder, fills the feature cache.
+
+        Args:
+            train: unbatched tf.data of (uint8 image, int32 mask), one image size.
+            val: the same, or None to hold out `settings.validation_fraction` of `train`.
+
+        Returns:
+            `PreparedData` (also kept as `self.data`).
+
+        Raises:
+            ValueError: if meta-train or meta-val is empty, or the teacher is not usable.
+        """
+        s, run_dir = self.settings, self.search_dir
+        os.makedirs(run_dir.path, exist_ok=True)
+        if val is None:
+            train, val = split(train, fraction=s.validation_fraction, seed=s.seed)
+        image_spec = train.element_spec[0]
+        image_size = [int(d) if d is not None else None for d in image_spec.shape[:2]]
+        if None in image_size:
+            image, _ = next(iter(train.take(1)))
+            image_size = [int(d) for d in image.shape[:2]]
+        num_train, num_val = count_examples(train), count_examples(val)
+        if num_train < 1 or num_val < 1:
+            raise ValueError(f"the search needs meta-train and meta-val images; got {num_train} "
+                             f"and {num_val}")
+
+        warmed, teacher = None, self.teacher
+        if s.warmup_epochs and (teacher == "auto" or not os.path.exists(run_dir.encoder_weights)):
+            warmed, _ = warm_up(self.space, train, run_dir.path, epochs=s.warmup_epochs,
+                                batch_size=s.batch_size, learning_rate=s.warmup_learning_rate,
+                                aux_weight=s.aux_weight, bn_momentum=s.bn_momentum, seed=s.seed,
+                                verbose=self.verbose)
+        encoder = self.trial_space.build_encoder()
+        if os.path.exists(run_dir.encoder_weights):
+            encoder.load_weights(run_dir.encoder_weights)
+        else:
+            source = warmed.get_layer("encoder") if warmed is not None else self.space.build_encoder()
+            encoder.set_weights(source.get_weights())
+            with atomic_path(run_dir.encoder_weights) as tmp:
+                encoder.save_weights(tmp)
+        teacher = self._resolve_teacher(teacher, warmed)
+
+        cache = FeatureCache(run_dir.cache_dir, verbose=self.verbose)
+        stage1 = cache.load_or_compute("train", encoder, train, s.cache_images, teacher, s.batch_size)
+        val_cache = cache.load_or_compute("val", encoder, val, None, None, s.batch_size)
+        inputs = tuple(tf.constant(np.asarray(f)) for f in stage1.features)
+        targets = tf.constant(np.asarray(stage1.masks))
+        if stage1.teacher_logits is not None:
+            targets = (targets, tf.constant(np.asarray(stage1.teacher_logits)))
+        val_features, val_masks = pad_to_batches(
+            [np.asarray(f) for f in val_cache.features], np.asarray(val_cache.masks), s.batch_size)
+        self.data = PreparedData(
+            image_size=image_size,
+            encoder_weights=encoder.get_weights(),
+            meta_train=train,
+            stage1_train=tf.data.Dataset.from_tensor_slices((inputs, targets)),
+            stage1_count=len(stage1.masks),
+            stage1_val=tf.data.Dataset.from_tensor_slices(
+                (tuple(val_features), val_masks)).batch(s.batch_size),
+            stage2_val=pipeline(_pad_dataset(val, num_val, s.batch_size, image_size), s.batch_size),
+            termination=ProgressiveTermination(s.termination_decay, s.termination_delta,
+                                               seed=s.seed, path=run_dir.termination_file),
+            meta_train_images=num_train, meta_val_images=num_val,
+            distillation=stage1.teacher_logits is not None,
+            encoder_source=self._encoder_source(warmed),
+            teacher_source=self._teacher_source(teacher, warmed),
+        )
+        return self.data
+
+    def describe(self):
+        """What `run.json` records about the prepared search (JSON-able dict)."""
+        d = self.data
+        return {"image_size": d.image_size, "meta_train_images": d.meta_train_images,
+                "meta_val_images": d.meta_val_images, "cached_images": d.stage1_count,
+                "distillation": d.distillation, "encoder": d.encoder_source,
+                "teacher": d.teacher_source, "settings": self.settings.to_json()}
+
+    def _encoder_source(self, warmed):
+        weights = getattr(self.space, "encoder_weights", None)
+        if weights is not None:
+            return f"pretrained ({weights})"
+        if warmed is not None or os.path.exists(self.search_dir.warmup_weights):
+            return f"warmed up on the search data ({self.settings.warmup_epochs} epochs)"
+        return "random initialisation (no pretrained weights, no warm-up)"
+
+    def _teacher_source(self, teacher, warmed):
+        if teacher is None:
+            return "none"
+        if teacher is warmed:
+            return "the warmed-up model"
+        if isinstance(self.teacher, str) and self.teacher != "auto":
+            return f"file {self.teacher}"
+        return f"Keras model {getattr(teacher, 'name', type(teacher).__name__)!r}"
+
+    @staticmethod
+    def _resolve_teacher(teacher, warmed):
+        if teacher == "auto":
+            return warmed
+        if teacher is None or isinstance(teacher, keras.layers.Layer):
+            return teacher
+        if isinstance(teacher, str):
+            if teacher.endswith(".keras"):
+                return keras.models.load_model(teacher)
+            if os.path.isdir(teacher):
+                return keras.layers.TFSMLayer(teacher, call_endpoint="serving_default")
+            raise ValueError(f"teacher {teacher!r} is neither a .keras file nor a SavedModel "
+                             "folder; pass a Keras model, a path, 'auto' or None")
+        raise ValueError(f"teacher is a {type(teacher).__name__}; expected a Keras model, a "
+                         "SavedModel path, 'auto' or None")
+
+    # --- once per architecture ------------------------------------------------------------------
+    def run_trial(self, hp, trial_id, callbacks=(), log=print):
+        """Trains and scores one architecture.
+
+        Args:
+            hp: `keras_tuner.HyperParameters` holding the architecture's values.
+            trial_id: str, seeds the trial (`trial_seed`) and names its progress output.
+            callbacks: Keras callbacks for every stage's `fit`.
+            log: callable for one-line messages (termination). Default `print`.
+
+        Returns:
+            (metrics dict, trained training model). Metrics: `reward`, `stage1_reward`,
+            `miou`, `fwiou`, `mean_accuracy`, `terminated`, `params`, `training_params`,
+            `madds`, `latency_ms` / `latency_std_ms` (when timed), and seconds spent.
+
+        Raises:
+            RuntimeError: if `prepare` has not run.
+            keras_tuner.errors.FailedTrialError: when the architecture cannot be built.
+            NonFiniteLossError: when the loss or the weights stop being finite.
+        """
+        if self.data is None:
+            raise RuntimeError("run_trial needs the data of ProxyTask.prepare(train, val); call it first")
+        d, s, space = self.data, self.settings, self.trial_space
+        keras.backend.clear_session()
+        gc.collect()
+        seed = trial_seed(s.seed, trial_id)
+        keras.utils.set_random_seed(seed)
+        start = time.perf_counter()
+        encoder = space.build_encoder()
+        encoder.set_weights(d.encoder_weights)
+        try:
+            decoder = space.build_decoder(hp, space.feature_specs(encoder))
+        except Exception as err:  # any build error of a sampled architecture fails the trial
+            raise keras_tuner.errors.FailedTrialError(
+                f"trial {trial_id}: building the architecture {hp.values} failed: "
+                f"{type(err).__name__}: {err}") from err
+        network = space.assemble(encoder, decoder)
+
+        # Stage 1: the decoder alone on cached encoder outputs.
+        stage1 = self.stage1_model(decoder)
+        run_stage(stage1, self.stage1_batches(seed), s.stage1_epochs, f"trial {trial_id} stage 1",
+                  callbacks, self.verbose)
+        scores = evaluate_reward(stage1, d.stage1_val)
+        stage1_reward = scores["reward"]
+        stage1_seconds = time.perf_counter() - start
+
+        terminated = s.termination and not d.termination.should_continue(trial_id, stage1_reward)
+        stage2_start = time.perf_counter()
+        if terminated:
+            log(f"trial {trial_id}: terminated after stage 1 (reward {stage1_reward:.4f} vs "
+                f"moving average {d.termination.average:.4f})")
+        elif s.stage2_epochs:
+            # Stage 2: the whole network end to end, SGD on the encoder and Adam on the decoder.
+            stage2 = self.stage2_model(encoder, decoder, network)
+            run_stage(stage2, self.stage2_batches(seed), s.stage2_epochs,
+                      f"trial {trial_id} stage 2", callbacks, self.verbose)
+            scores = evaluate_reward(stage2, d.stage2_val)
+        stage2_seconds = time.perf_counter() - stage2_start
+
+        profile_start = time.perf_counter()
+        inference = space.inference_model(network)
+        shape = tuple(d.image_size) + (3,)
+        latency = {}
+        if s.latency_runs:
+            mean_ms, std_ms = profile.latency(inference, shape, runs=s.latency_runs,
+                                              warmup=s.latency_warmup)
+            latency = {"latency_ms": mean_ms, "latency_std_ms": std_ms}
+        metrics = {
+            "reward": scores["reward"], "stage1_reward": stage1_reward,
+            "miou": scores["miou"], "fwiou": scores["fwiou"],
+            "mean_accuracy": scores["mean_accuracy"], "terminated": float(terminated),
+            "params": profile.params(inference)["total"],
+            "training_params": profile.params(network)["total"],
+            "madds": profile.madds(inference, shape), **latency,
+            "stage1_seconds": stage1_seconds, "stage2_seconds": stage2_seconds,
+        }
+        metrics["profile_seconds"] = time.perf_counter() - profile_start
+        metrics["trial_seconds"] = time.perf_counter() - start
+        return metrics, network
+
+    def stage1_model(self, decoder):
+        """Stage 1's trainable: the decoder on cached features, Adam, Polyak `stage1_polyak`."""
+        s = self.settings
+        set_batchnorm_momentum(decoder, s.bn_momentum)
+        group = ParameterGroup(make_optimizer("adam", s.decoder_learning_rate, s.stage1_polyak),
+                               decoder.trainable_variables, name="decoder_parameters")
+        return ProxyModel(decoder, [group], self.space.num_classes, s.aux_weight,
+                          s.distillation_weight, name="stage1")
+
+    def stage1_batches(self, seed):
+        """Stage 1's data: the cached features (and teacher logits), shuffled by `seed`."""
+        d = self.data
+        return d.stage1_train.shuffle(d.stage1_count, seed=seed).batch(
+            min(self.settings.batch_size, d.stage1_count), drop_remainder=True)
+
+    def stage2_model(self, encoder, decoder, network):
+        """Stage 2's trainable: the whole network, SGD on the encoder, Adam on the decoder."""
+        s = self.settings
+        set_batchnorm_momentum(network, s.bn_momentum)
+        groups = [
+            ParameterGroup(make_optimizer("sgd", s.encoder_learning_rate, s.stage2_polyak,
+                                          momentum=s.encoder_momentum),
+                           encoder.trainable_variables, name="encoder_parameters"),
+            ParameterGroup(make_optimizer("adam", s.decoder_learning_rate, s.stage2_polyak),
+                           decoder.trainable_variables, name="decoder_parameters"),
+        ]
+        return ProxyModel(network, groups, self.space.num_classes, s.aux_weight, name="stage2")
+
+    def stage2_batches(self, seed):
+        """Stage 2's data: meta-train images, preprocessed, shuffled by `seed`."""
+        d = self.data
+        return pipeline(d.meta_train, min(self.settings.batch_size, d.meta_train_images),
+                        shuffle=True, seed=seed, drop_remainder=True)
+
+
+def _pad_dataset(dataset, count, batch_size, image_size):
+    """`dataset` followed by all-ignored filler examples up to a multiple of `batch_size`.
+
+    Meta-val is scored in whole batches (one traced shape); filler masks are `IGNORE_LABEL`,
+    so they change no score.
+    """
+    pad = -count % batch_size
+    if not pad:
+        return dataset
+    image_spec, mask_spec = dataset.element_spec
+    filler = tf.data.Dataset.from_tensors((
+        tf.zeros(list(image_size) + [3], image_spec.dtype),
+        tf.fill(list(image_size) + list(mask_spec.shape[2:]), tf.cast(IGNORE_LABEL, mask_spec.dtype)),
+    )).repeat(pad)
+    return dataset.concatenate(filler)

@@ -1,0 +1,72 @@
+"""tfnas' Oracles by name, all maximising the proxy task's `reward`."""
+import keras_tuner
+
+#: The objective every NASTuner Oracle must have.
+OBJECTIVE = keras_tuner.Objective("reward", "max")
+#: Names `make_oracle` (and `tfnas search --oracle`) accepts.
+ORACLES = ("ppo", "random", "reinforce")
+
+
+def make_oracle(name, max_trials, seed=0, **kwargs):
+    """One of tfnas' Oracles by name, with the `reward` (max) objective.
+
+    Args:
+        name: `"ppo"` (the CVPR 2019 paper's PPO controller), `"reinforce"` (the same
+            controller trained with REINFORCE) or `"random"` (random search with near-best
+            sampling, Chen et al. NeurIPS 2018).
+        max_trials: int >= 1.
+        seed: int. Default 0.
+        **kwargs: further Oracle arguments.
+
+    Returns:
+        A `keras_tuner.Oracle`.
+
+    Raises:
+        ValueError: for an unknown name or `max_trials < 1`.
+    """
+    if int(max_trials) < 1:
+        raise ValueError(f"max_trials={max_trials!r} must be at least 1")
+    if name in ("ppo", "reinforce"):
+        from tfnas.tuners.ppo import PPOOracle
+
+        return PPOOracle(objective=OBJECTIVE, max_trials=int(max_trials), seed=seed,
+                         algorithm=name, **kwargs)
+    if name == "random":
+        from tfnas.tuners.random_search import NearBestRandomOracle
+
+        return NearBestRandomOracle(objective=OBJECTIVE, max_trials=int(max_trials), seed=seed, **kwargs)
+    raise ValueError(f"unknown oracle {name!r}; expected one of {sorted(ORACLES)}")
+
+
+def save_oracle_json(oracle):
+    """Writes `oracle.get_state()` to the Oracle's `oracle.json` atomically.
+
+    keras-tuner's `Oracle.save` writes the file in place, so a search killed during the
+    write leaves a truncated `oracle.json` that `reload` cannot read; tfnas' Oracles call
+    this from their `save` instead.
+
+    Args:
+        oracle: a `keras_tuner.Oracle` with its project directory set.
+    """
+    from tfnas.io import atomic_write_json
+
+    atomic_write_json(oracle._get_oracle_fname(), oracle.get_state(), indent=None)
+
+
+def drop_finished_retries(oracle):
+    """Removes trials that ended since they were queued from keras-tuner's retry queue.
+
+    A chief restarted with `--resume` re-queues the trials that were running when it died;
+    a worker that kept running finishes such a trial and reports it. Without this, another
+    worker would be handed the finished trial and run it a second time. tfnas' Oracles call
+    it at the top of `create_trial`.
+
+    Args:
+        oracle: a `keras_tuner.Oracle`.
+    """
+    from keras_tuner.engine.trial import TrialStatus
+
+    queue = getattr(oracle, "_retry_queue", None)
+    if queue:
+        queue[:] = [trial_id for trial_id in queue if oracle.trials[trial_id].status
+                    not in (TrialStatus.COMPLETED, TrialStatus.FAILED)]
