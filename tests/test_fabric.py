@@ -173,3 +173,14 @@ def test_softmax_confidence_by_hand():
     logits = np.zeros((1, 1, 2, 2), np.float32)
     logits[0, 0, 0] = [0.0, np.log(3.0)]  # probabilities (0.25, 0.75)
     np.testing.assert_allclose(fabric.softmax_confidence(logits), [(0.75 + 0.5) / 2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("layer", [
+    fabric.FabricCell(8, [["identity", "csi"], ["zoomconv3x3"], ["se", "residual"]]),
+    fabric.Resample(16, "down"), fabric.Stem(8, channels=4, blocks=1), fabric.Fuse(8, 2),
+    fabric.Split((8, 16)), fabric.PoseHead(17, tag_dim=2), fabric.Bottleneck(4)])
+def test_layers_serialize_by_registered_name(layer):
+    config = keras.saving.serialize_keras_object(layer)
+    assert config["registered_name"] == f"tfnas>{type(layer).__name__}"
+    clone = keras.saving.deserialize_keras_object(config)
+    assert type(clone) is type(layer) and clone.get_config() == layer.get_config()

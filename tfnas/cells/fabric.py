@@ -344,7 +344,7 @@ class FabricCell(keras.layers.Layer):
         weights = edge_weights or [None] * len(EDGES)
         nodes = [inputs]
         for (source, target), ops, w in zip(EDGES, self.ops, weights):
-            y = mix([_call(op, nodes[source], training) for op in ops], w)
+            y = mix([op(nodes[source], training=training) for op in ops], w)
             if target < len(nodes):
                 nodes[target] = nodes[target] + y
             else:
@@ -356,12 +356,6 @@ class FabricCell(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "edges": [list(e) for e in self.edges]}
-
-
-def _call(layer, x, training):
-    if isinstance(layer, (ConvBN, SepConv, ResidualBlock, ZoomConv)):
-        return layer(x, training=training)
-    return layer(x)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
