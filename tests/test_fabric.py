@@ -74,6 +74,11 @@ def test_space_structure_follows_the_table_layout():
     assert space.candidates(9) == (1, 2)  # row 0: parallel and below
     assert space.candidates(11) == (0, 1, 2)
     assert len(space.op_sets) == 9 + 36
+    hp = space.hyperparameters()
+    assert len(hp.space) == 4 * 37 and hp.space[0].name == "cell0_inputs" and hp.space[1].name == "cell0_o0"
+    assert [len(p.values) for p in hp.space[:4]] == [1, 45, 45, 45]
+    assert len(hp.space[4 * 11].values) == 7  # 3 candidates: 7 subsets
+    assert FabricSpace(**space.config()).config() == space.config()
     assert FabricSpace(layout=[1, 2, 3] + [4] * 7).cells[:6] == [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
 
 
@@ -173,6 +178,8 @@ def test_softmax_confidence_by_hand():
     logits = np.zeros((1, 1, 2, 2), np.float32)
     logits[0, 0, 0] = [0.0, np.log(3.0)]  # probabilities (0.25, 0.75)
     np.testing.assert_allclose(fabric.softmax_confidence(logits), [(0.75 + 0.5) / 2], rtol=1e-6)
+    np.testing.assert_array_equal(fabric.SoftmaxExitGate(0.6)(logits), [True])
+    np.testing.assert_array_equal(fabric.SoftmaxExitGate(0.7)(logits), [False])
 
 
 @pytest.mark.parametrize("layer", [

@@ -20,7 +20,7 @@ Specification and readings: `/work/shared/3M-POSE.md` (sections in brackets belo
 - **Stem** [2]: `Stem`, HRNet's two 3x3 stride-2 convs and four bottlenecks, then a 1x1 conv
   to the fabric width.
 - **Dynamic inference** [11]: `heatmap_confidence` (skewness and kurtosis of the heatmaps),
-  `count_keypoints`, `ExitGate` (pose) and `softmax_confidence` (segmentation).
+  `count_keypoints`, `ExitGate` (pose), `softmax_confidence` and `SoftmaxExitGate` (segmentation).
 
 The one place where a cell combines candidates is `mix` (and its two users `FabricCell.call`
 and `mix_inputs`): the shared choice layer of the supernet work replaces it there.
@@ -739,3 +739,21 @@ def softmax_confidence(logits):
     """
     probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
     return tf.reduce_mean(tf.reduce_max(probs, axis=-1), axis=(1, 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftmaxExitGate:
+    """When a segmentation early exit answers: `softmax_confidence(logits) > threshold`.
+
+    The thesis gates pose only; this is the same rule for segmentation heads, with a
+    threshold that is a setting (no published value).
+
+    Args:
+        threshold: float in (0, 1), default 0.9.
+    """
+
+    threshold: float = 0.9
+
+    def __call__(self, logits):
+        """`(N,)` bool: whether each image leaves at this exit."""
+        return softmax_confidence(logits) > self.threshold

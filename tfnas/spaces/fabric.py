@@ -28,6 +28,7 @@ columns are never pruned). `genotype(values)` writes `None` for every pruned cel
 import itertools
 
 import keras
+import keras_tuner
 
 from tfnas.cells.fabric import (
     EDGES,
@@ -153,9 +154,15 @@ class FabricSpace(DecoderSpace):
     def __init__(self, num_joints=17, width=32, rows=4, columns=10, layout=None, eel_columns=(4, 7),
                  max_ops=2, max_inputs=3, stem_channels=64, stem_blocks=4, tag_dim=1,
                  input_shape=(None, None, 3), name="fabric", tunable=True):
-        super().__init__(num_joints, width, encoder="stem", encoder_weights=None,
-                         input_shape=input_shape, name=name, tunable=tunable)
-        self.num_joints = int(num_joints)
+        keras_tuner.HyperModel.__init__(self, name=name, tunable=tunable)  # DecoderSpace's checks are for classes
+        if int(num_joints) < 1 or int(width) < 1 or int(tag_dim) < 0:
+            raise ValueError(f"num_joints and width must be positive and tag_dim non-negative, got "
+                             f"num_joints={num_joints}, width={width}, tag_dim={tag_dim}")
+        self.num_joints, self.width, self.tag_dim = int(num_joints), int(width), int(tag_dim)
+        #: Channels of every head's output: heatmaps, then tags.
+        self.num_classes = self.num_joints * (1 + self.tag_dim)
+        self.encoder, self.encoder_weights, self.alpha, self.output_stride = "stem", None, 1.0, 4
+        self.input_shape = tuple(input_shape)
         self.rows, self.columns = int(rows), int(columns)
         if self.rows < 1 or self.columns < 1:
             raise ValueError(f"a fabric needs at least one row and one column, got rows={rows}, columns={columns}")
@@ -180,7 +187,6 @@ class FabricSpace(DecoderSpace):
                              f"got {max_ops} and {max_inputs}")
         self.stem_channels = int(stem_channels)
         self.stem_blocks = int(stem_blocks)
-        self.tag_dim = int(tag_dim)
         self.widths = tuple(self.width * 2 ** r for r in range(self.rows))
         #: (1-based column, row) of every cell, in cell order.
         self.cells = [(c + 1, r) for c in range(self.columns) for r in range(self.layout[c])]
