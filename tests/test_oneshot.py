@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfnas import oneshot
+from tfnas.cells.fabric import FabricCell
 from tfnas.spaces.fabric import FabricSpace
 
 
@@ -165,3 +166,35 @@ def test_rdm_loss_has_finite_gradients_with_duplicate_samples():
     with tf.GradientTape() as tape:
         loss = oneshot.teacher_guidance_loss([x], [tf.random.normal((4, 3), seed=3)])
     assert np.all(np.isfinite(tape.gradient(loss, x).numpy()))
+
+
+@pytest.mark.slow
+def test_supernet_with_a_genotypes_weights_computes_the_derived_network():
+    space = tiny_space()
+    genotype = [None, [[0], [1, 4], [5], [6, 8]], [[2], [0], [5], [1]], [[1], [3], [8], [4, 7]],
+                [[1, 2], [6], [0, 1], [2]], [[1], [4], [3, 5], [7]]]
+    assert space.genotype(space.values(genotype)) == genotype
+    derived = space.build_genotype(genotype)
+    net = oneshot.FabricSupernet(space)
+    images = keras.random.normal((2, 32, 32, 3), seed=4)
+    ops, inputs = oneshot.FabricCosts(space, (32, 32)).weights_of(genotype)
+    net(images, ops, inputs)  # builds every layer
+    net.stem.set_weights(derived.get_layer("encoder").get_layer("stem").get_weights())
+    for layer in derived.get_layer("decoder").layers:
+        if not layer.weights:
+            continue
+        if isinstance(layer, FabricCell):
+            twin = net.fabric_cells[int(layer.name[4:])]
+            for e, kept in enumerate(layer.ops):
+                for op in kept:
+                    [same] = [o for o in twin.ops[e] if o.name == op.name]
+                    same.set_weights(op.get_weights())
+            twin.project.set_weights(layer.project.get_weights())
+        else:
+            group = {**net.resamplers, **{f.name: f for f in (*net.fuses.values(), *net.splits.values(),
+                                                              *net.heads.values())}}
+            group[layer.name].set_weights(layer.get_weights())
+    expected = derived(images)
+    got = net(images, ops, inputs)
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-4, atol=1e-4)
