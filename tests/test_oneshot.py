@@ -1,4 +1,6 @@
 """One-shot search parts of 3M-Pose: temperature, Dyn-EGS, derivation, costs, teacher guidance, settings."""
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -138,6 +140,9 @@ def test_derivation_is_deterministic_and_follows_the_rule():
     params.beta.assign(beta)
     first = params.derive()
     assert first == params.derive()
+    restored = oneshot.ArchitectureParameters(space)
+    restored.set_state(json.loads(json.dumps(params.get_state())))
+    assert restored.derive() == first
     assert first[5] == [[0], [0], [0], [4, 7]]  # inputs: a tie, the lower index (above)
     assert first[4] == [[2], [0], [0], [0]]
     # Ties go to the lower index: cell 2 (row 0) takes "parallel" and cell 3 (row 1) "above",

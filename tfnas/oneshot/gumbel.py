@@ -12,6 +12,11 @@ from tfnas.cells.fabric import EDGES, FABRIC_OPS, INPUTS
 _ABSENT = -1e9
 
 
+def _next_seed(seed, offset):
+    """A second seed from `seed`: an int is offset; a `SeedGenerator` (or None) draws again."""
+    return seed + offset if isinstance(seed, int) else seed
+
+
 # --- Gumbel-softmax and its temperature ------------------------------------------------------
 def sample_gumbel(shape, seed=None):
     """Standard Gumbel noise, -log(-log(U)) with U uniform in (0, 1).
@@ -110,7 +115,7 @@ def dyn_egs(logits, density, temperature, noise=None, density_noise=None, seed=N
     if noise is None:
         noise = sample_gumbel(tf.shape(logits), seed)
     if density_noise is None:
-        density_noise = sample_gumbel(tf.shape(density), None if seed is None else seed + 1)
+        density_noise = sample_gumbel(tf.shape(density), _next_seed(seed, 1))
     y, perturbed = gumbel_softmax(logits, temperature, noise)
     states = density.shape[-1]
     rank = _rank(perturbed)
@@ -184,15 +189,35 @@ class ArchitectureParameters:
 
         Args:
             temperature: tau.
-            seed: optional int for reproducible noise.
+            seed: optional int or `keras.random.SeedGenerator` (use one inside a `tf.function`).
 
         Returns:
             `(op_weights (cells, 3, 9), input_weights (cells, 3))`.
         """
         ops = dyn_egs(self.alpha, self.m_alpha, temperature, seed=seed)
         inputs = dyn_egs(self.beta + self._absent_inputs, self.m_beta + self._absent_states, temperature,
-                         seed=None if seed is None else seed + 2)
+                         seed=_next_seed(seed, 2))
         return ops, inputs
+
+    def get_state(self):
+        """The four parameters as JSON-able nested lists (to resume a search)."""
+        return {v.name: np.asarray(v).tolist() for v in self.variables}
+
+    def set_state(self, state):
+        """Restores `get_state()`'s output.
+
+        Raises:
+            ValueError: naming a missing parameter or a shape that does not fit this space.
+        """
+        for v in self.variables:
+            if v.name not in state:
+                raise ValueError(f"architecture state lacks {v.name!r}; expected the keys "
+                                 f"{[w.name for w in self.variables]}")
+            value = np.asarray(state[v.name], np.float32)
+            if value.shape != tuple(v.shape):
+                raise ValueError(f"architecture state {v.name!r} has shape {value.shape}, but this space needs "
+                                 f"{tuple(v.shape)}")
+            v.assign(value)
 
     def derive(self):
         """The derived genotype (`derive_topk` per edge and per cell, pruned by the space)."""
