@@ -8,7 +8,7 @@ exit (column 4, 7 and 10), at 512x512 and 640x640, and checks the count against 
 `tfnas.oneshot.FabricCosts`. Writes benchmarks/results/fabric.json and prints a markdown table.
 
     python benchmarks/bench_fabric.py                     # 512 and 640, width 32
-    python benchmarks/bench_fabric.py --sizes 64 --width 8  # smoke run
+    python benchmarks/bench_fabric.py --quick              # smoke run: 64x64, width 8
 """
 import argparse
 import datetime
@@ -58,8 +58,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 640])
     parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "fabric.json"))
+    parser.add_argument("--output", default=os.path.join(HERE, "results", "fabric.json"))
+    parser.add_argument("--quick", action="store_true", help="64x64 at width 8 (a smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.width = [64], 8
 
     from tfnas.oneshot import FabricCosts
     from tfnas.profile import madds, params
@@ -94,10 +97,10 @@ def main():
             print(f"| {key} | {g:.2f} | {t if t else '-'} | {diff} |")
         print(f"all heads, counted {row['counted_all_heads']}, analytic {row['analytic_all_heads']}")
     print("param groups:", result["param_groups"])
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
-    print("wrote", args.out)
+    print("wrote", args.output)
 
 
 if __name__ == "__main__":

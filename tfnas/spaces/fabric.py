@@ -125,7 +125,7 @@ class FabricSpace(DecoderSpace):
     """The 3M-Pose fabric space (4r10d32w by default), a `keras_tuner.HyperModel`.
 
     Decisions, in cell order: `cell{k}_inputs` (index into the cell's input subsets,
-    `input_subsets(k)`), then `cell{k}_o0`, `cell{k}_o1`, `cell{k}_o2` (index into `OP_SETS`, the
+    `input_subsets(k)`), then `cell{k}_o0`, `cell{k}_o1`, `cell{k}_o2` (index into `op_sets`, the
     sets of 1..`max_ops` op indices). The stem is the space's "encoder" (`build_encoder`), so
     `DecoderSpace`'s assembly, `build_genotype` and `inference_model` apply; unlike the other
     spaces' encoders it is trained with the fabric.
@@ -172,10 +172,11 @@ class FabricSpace(DecoderSpace):
         if len(self.layout) != self.columns or any(not 1 <= n <= self.rows for n in self.layout):
             raise ValueError(f"layout {list(self.layout)} must give 1..{self.rows} rows for each of the "
                              f"{self.columns} columns")
-        for c in range(1, self.columns):
-            if self.layout[c] > self.layout[c - 1] + 1:
-                raise ValueError(f"layout {list(self.layout)}: column {c + 1} adds more than one row; a new row "
-                                 f"can only be reached from the row above it in the previous column")
+        for c in range(self.columns):
+            if self.layout[c] > (self.layout[c - 1] if c else 1) + 1:
+                raise ValueError(f"layout {list(self.layout)}: column {c + 1} adds more than one row to the "
+                                 f"previous column (the stem, before column 1, has one); a new row can only be "
+                                 f"reached from the row above it")
         self.eel_columns = tuple(sorted(int(c) for c in eel_columns))
         if any(not 1 <= c < self.columns for c in self.eel_columns):
             raise ValueError(f"eel_columns {list(self.eel_columns)} must lie in 1..{self.columns - 1} "
