@@ -191,3 +191,16 @@ def test_layers_serialize_by_registered_name(layer):
     assert config["registered_name"] == f"tfnas>{type(layer).__name__}"
     clone = keras.saving.deserialize_keras_object(config)
     assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
+
+
+@pytest.mark.slow
+def test_derived_network_saves_loads_and_strips_the_early_exits(tmp_path):
+    space = tiny_space(width=4, stem_channels=4, num_joints=2)
+    model = space.build(space.hyperparameters(space.random_values(2)))
+    images = keras.random.normal((1, 32, 32, 3), seed=5)
+    model.save(tmp_path / "fabric.keras")
+    loaded = keras.saving.load_model(tmp_path / "fabric.keras")
+    for key, value in model(images).items():
+        np.testing.assert_array_equal(loaded(images)[key], value)
+    deployable = space.inference_model(model)
+    np.testing.assert_array_equal(deployable(images), model(images)["logits"])
