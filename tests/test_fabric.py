@@ -204,3 +204,17 @@ def test_derived_network_saves_loads_and_strips_the_early_exits(tmp_path):
         np.testing.assert_array_equal(loaded(images)[key], value)
     deployable = space.inference_model(model)
     np.testing.assert_array_equal(deployable(images), model(images)["logits"])
+
+
+def test_ppo_controller_decisions_decode_to_valid_genotypes():
+    from tfnas.tuners.controller import Controller, decision_values
+
+    space = tiny_space()
+    hp = space.hyperparameters()
+    choices = [decision_values(p) for p in hp.space]
+    controller = Controller([len(c) for c in choices], units=8, layers=1, seed=0)
+    actions, _ = controller.sample(np.random.default_rng(0))
+    values = {p.name: c[a] for p, c, a in zip(hp.space, choices, actions)}
+    genotype = space.genotype(values)
+    assert len(genotype) == len(space.cells)
+    assert space.genotype(space.values(genotype)) == genotype
