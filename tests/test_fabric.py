@@ -7,7 +7,7 @@ import tensorflow as tf
 from tfnas import profile
 from tfnas.cells import fabric
 from tfnas.oneshot import FabricCosts
-from tfnas.spaces.fabric import TABLE_A1, FabricSpace, table_genotype
+from tfnas.spaces.fabric import TABLE_A1, FabricSpace, genotype_table, table_genotype
 
 
 def tiny_space(**kwargs):
@@ -89,6 +89,10 @@ def test_published_genotype_settles_the_table():
     assert genotype[3] == [[0, 1], [0, 4], [0, 5], [0, 4]]  # "below" dropped, Identity+Residual, ...
     assert genotype[0] == [[1], [2, 3], [2, 3], [0]]
     assert space.genotype(space.values(genotype)) == genotype
+    table = genotype_table(genotype)
+    assert table[3] == ("parallel+above", "Identity+Residual", "Identity+SepConv", "Identity+Residual")
+    assert table[2] == ("-",) * 4 and table[0] == ("parallel", "Avg+Max", "Avg+Max", "Identity")
+    assert table_genotype(table) == genotype
     literal = table_genotype(TABLE_A1)  # without settling cell 3
     with pytest.raises(ValueError, match=r"genotype cell 3 \(column 2, row 1\) reads inputs \[0, 1, 2\]"):
         space.values(literal)

@@ -116,6 +116,26 @@ def table_genotype(table, clashes=None):
     return genotype
 
 
+def genotype_table(genotype):
+    """A genotype in Table A.1's text form (the inverse of `table_genotype`), e.g. to print a derived network.
+
+    Args:
+        genotype: a fabric genotype.
+
+    Returns:
+        tuple of `(inputs, O0, O1, O2)` strings per cell; a pruned cell is all "-".
+    """
+    rows = []
+    for cell in genotype:
+        if cell is None:
+            rows.append(("-", "-", "-", "-"))
+            continue
+        inputs = sorted(cell[0], key=lambda i: (i != 1, i))  # the table writes "parallel" first
+        rows.append(("+".join(INPUTS[i] for i in inputs), *("+".join(TABLE_OP_NAMES[o] for o in ops)
+                                                             for ops in cell[1:])))
+    return tuple(rows)
+
+
 def _subsets(items, largest):
     """Non-empty subsets of `items` with at most `largest` elements, by size then order."""
     return [tuple(c) for n in range(1, min(largest, len(items)) + 1) for c in itertools.combinations(items, n)]
