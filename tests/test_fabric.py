@@ -119,15 +119,15 @@ def test_tiny_network_outputs_and_cost_equal_counted_madds():
     genotype = [[[1], [1, 4], [5], [6, 8]], [[0], [7], [2, 3], [0]], [[2], [0], [5], [1]],
                 [[0, 1], [3], [8], [4, 7]], [[1, 2], [6], [0, 1], [2]], [[1], [4], [3, 5], [7]]]
     model = space.build_genotype(genotype)
-    outputs = model(keras.random.normal((1, 32, 32, 3)))
+    outputs = model(keras.random.normal((1, 36, 44, 3)))
     assert list(outputs) == ["logits", "eel_2"]
-    assert tuple(outputs["logits"].shape) == (1, 8, 8, 34)
-    costs = FabricCosts(space, (32, 32))
-    assert costs.madds(genotype) == profile.madds(model, (32, 32, 3))
+    assert tuple(outputs["logits"].shape) == (1, 9, 11, 34)
+    costs = FabricCosts(space, (36, 44))  # odd row sizes: 9x11, 5x6
+    assert costs.madds(genotype) == profile.madds(model, (36, 44, 3))
     pruned = space.genotype(space.values([[[1], [0], [0], [0]]] + genotype[1:2]
                                          + [[[2], [1], [1], [1]], [[1], [0], [0], [0]]] + genotype[4:]))
     assert pruned[0] is None
-    assert costs.madds(pruned) == profile.madds(space.build_genotype(pruned), (32, 32, 3))
+    assert costs.madds(pruned) == profile.madds(space.build_genotype(pruned), (36, 44, 3))
 
 
 @pytest.mark.slow
