@@ -4,7 +4,8 @@ Each scene is a small room seen by a pinhole camera (focal length 0.8 x the imag
 1.2 m above the floor, horizon at 35-55 % of the height): a chequered floor whose depth
 follows from the camera height, a textured back wall at 4-8 m, and 1..`max_objects`
 objects standing on the floor at 1 m to just before the wall: boxes (constant depth) and
-balls (depth rising from the centre to the rim). Sizes follow perspective (1/depth), and
+balls (depth rising from the centre to the rim; a ball's
+front is up to 0.6 m nearer than its centre). Sizes follow perspective (1/depth), and
 every surface is mixed towards a grey haze with `1 - exp(-depth / 6 m)`, so that the image
 carries the usual monocular cues: height in the image, size, texture gradient, haze and
 occlusion (nearer objects are drawn over farther ones through a depth buffer).
