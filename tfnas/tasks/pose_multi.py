@@ -434,6 +434,7 @@ class COCOKeypointAP(keras.metrics.Metric):
                                                                self.stride)
         added = tf.py_function(self._add, [keypoints, y_true["area"], scores, positions,
                                            tag_values], tf.int64)
+        added.set_shape([])
         self.images.assign_add(added)
 
     def reset_state(self):
