@@ -225,7 +225,8 @@ def heatmap_candidates(heatmaps, tags, k=30, stride=4, nms_kernel=5):
         heatmaps: float tensor `(N, h, w, J)`.
         tags: float tensor `(N, h, w, J)` or `(N, h, w, J, D)` (D tag values per joint,
             e.g. 2 after flip testing).
-        k: int, peaks kept per joint. Default 30 (HigherHRNet's `max_num_people`).
+        k: int, peaks kept per joint (at most the number of heatmap pixels). Default 30
+            (HigherHRNet's `max_num_people`).
         stride: int, image pixels per heatmap pixel. Default 4.
         nms_kernel: odd int, NMS window. Default 5 (HigherHRNet).
 
@@ -242,7 +243,7 @@ def heatmap_candidates(heatmaps, tags, k=30, stride=4, nms_kernel=5):
     shape = tf.shape(heatmaps)
     height, width = shape[1], shape[2]
     flat = tf.reshape(tf.transpose(peaks, [0, 3, 1, 2]), [shape[0], shape[3], -1])
-    scores, index = tf.math.top_k(flat, k=k)
+    scores, index = tf.math.top_k(flat, k=tf.minimum(k, height * width))
     x, y = index % width, index // width
     raw = tf.reshape(tf.transpose(heatmaps, [0, 3, 1, 2]), [shape[0], shape[3], -1])
     dx, dy = _quarter_offset(raw, index, x, y, width, height)

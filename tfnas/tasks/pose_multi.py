@@ -275,7 +275,6 @@ def decode(heatmaps, tags, stride=4, k=30, nms_kernel=5, **group_kwargs):
     Returns:
         list of N pairs `(people (Q, J, 3), person_scores (Q,))`.
     """
-    k = min(int(k), int(np.prod(np.shape(heatmaps)[1:3])))
     scores, positions, tag_values = kp.heatmap_candidates(heatmaps, tags, k, stride,
                                                            nms_kernel)
     return [group(s, p, t, **group_kwargs) for s, p, t in
