@@ -138,3 +138,26 @@ def test_validate_dataset_names_the_bad_element():
     with pytest.raises(ValueError, match="element 1 of the depth data: .*negative depth -1"):
         task.validate_dataset(dataset)
     assert issubclass(type(task), Task)
+
+
+def _stack(targets):
+    if isinstance(targets[0], dict):
+        return {key: np.stack([t[key] for t in targets]) for key in targets[0]}
+    return np.stack(targets)
+
+
+@pytest.mark.parametrize("name", ["segmentation", "depth", "pose", "pose-multi"])
+def test_padding_targets_change_no_score(name):
+    task = get_task(name)
+    data = task.builtin_data("validation", image_size=32, num_samples=3, seed=2)
+    images, targets = zip(*data.as_numpy_iterator())
+    targets = list(targets)
+    rng = np.random.default_rng(0)
+    outputs = rng.uniform(0, 1, (4, 8, 8, task.output_channels)).astype(np.float32)
+    if name == "depth":
+        outputs = outputs * 8
+    plain, padded = task.metric(), task.metric()
+    plain.update_state(_stack(targets), outputs[:3])
+    people = {"people": targets[0]["keypoints"].shape[0]} if name == "pose-multi" else {}
+    padded.update_state(_stack(targets + [task.padding_target((32, 32), **people)]), outputs)
+    assert task.scores(padded) == task.scores(plain)

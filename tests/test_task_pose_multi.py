@@ -142,6 +142,11 @@ def test_streaming_metric_and_postprocess():
     scores = task.scores(metric)
     assert scores["ap"] == pytest.approx(1.0) and scores["reward"] == scores["ap"]
     assert float(metric.result()) == pytest.approx(1.0)
+    # A padding image (areas -1) with strong junk peaks changes nothing.
+    pad = task.padding_target((96, 96), people=3)
+    junk = np.random.default_rng(0).uniform(0, 1, outputs.shape).astype(np.float32)
+    metric.update_state({k: v[None] for k, v in pad.items()}, junk)
+    assert task.scores(metric)["ap"] == pytest.approx(1.0)
     metric.reset_state()
     with pytest.raises(ValueError, match="seen no image"):
         metric.scores()

@@ -154,7 +154,7 @@ def _count(split, num):
     return num
 
 
-def _place(rng, joints, centre, angle):
+def _place(joints, centre, angle):
     centre_of_box = (joints.min(axis=0) + joints.max(axis=0)) / 2
     local = joints - centre_of_box
     c, s = np.cos(angle), np.sin(angle)
@@ -187,7 +187,7 @@ def figure_crop_arrays(split, image_size=64, num_crops=None, seed=0, noise_std=6
         height = rng.uniform(0.7, 0.95) * rows / 0.95
         joints = _skeleton(rng, height)
         centre = np.array([cols, rows]) / 2 - 0.5 + rng.uniform(-0.05, 0.05, 2) * [cols, rows]
-        joints = _place(rng, joints, centre, rng.uniform(-0.35, 0.35))
+        joints = _place(joints, centre, rng.uniform(-0.35, 0.35))
         owner = np.full((rows, cols), -1, np.int32)
         _, radius = _draw_figure(rng, images[i], owner, 0, joints, height)
         keypoints[i] = _keypoints(joints, owner, 0)
@@ -242,7 +242,7 @@ def figure_scene_arrays(split, image_size=96, num_scenes=None, seed=0, max_peopl
             height = rng.uniform(0.3, 0.7) * rows
             joints = _skeleton(rng, height)
             centre = rng.uniform([0.15 * cols, 0.25 * rows], [0.85 * cols, 0.75 * rows])
-            joints = _place(rng, joints, centre, rng.uniform(-0.35, 0.35))
+            joints = _place(joints, centre, rng.uniform(-0.35, 0.35))
             areas[i, p], _ = _draw_figure(rng, images[i], owner, p, joints, height)
             people.append(joints)
         for p, joints in enumerate(people):

@@ -66,8 +66,8 @@ class Task:
     """Base class of the dense prediction tasks (see the module docstring).
 
     Subclasses set `name`, `output_stride`, `activation`, implement `output_channels`,
-    `target_spec`, `validate_target`, `_make_loss`, `metric`, `reward`, `builtin_data`,
-    `postprocess` and, when targets are not per-pixel maps, `flip`.
+    `target_spec`, `validate_target`, `padding_target`, `_make_loss`, `metric`, `reward`,
+    `builtin_data`, `postprocess` and, when targets are not per-pixel maps, `flip`.
     """
 
     #: Registry name of the task.
@@ -140,6 +140,17 @@ class Task:
 
         Returns:
             the target, converted to the spec's dtypes.
+        """
+        raise NotImplementedError
+
+    def padding_target(self, image_size):
+        """One target that no metric counts, to pad an evaluation set to whole batches.
+
+        Args:
+            image_size: `(height, width)` of the padding image.
+
+        Returns:
+            numpy array or dict of arrays, as in `target_spec`.
         """
         raise NotImplementedError
 

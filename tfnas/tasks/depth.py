@@ -300,6 +300,10 @@ class DepthTask(Task):
             )
         return depth.astype(np.float32)
 
+    def padding_target(self, image_size):
+        """A depth map without measurements (all 0)."""
+        return np.zeros(tuple(image_size), np.float32)
+
     def _make_loss(self):
         return BerHuLoss(self.threshold)
 

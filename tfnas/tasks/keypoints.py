@@ -261,7 +261,8 @@ def check_keypoints(keypoints, num_joints, image_size=None, what="keypoints"):
     Args:
         keypoints: array `(..., J, 3)` of `(x, y, v)`.
         num_joints: int, expected J.
-        image_size: optional `(height, width)`; labelled joints must lie inside.
+        image_size: optional `(height, width)`; labelled joints must lie inside the image,
+            `[-0.5, width - 0.5] x [-0.5, height - 0.5]` (pixel centres at integers).
         what: name used in messages (e.g. a file name).
 
     Returns:
@@ -296,7 +297,8 @@ def check_keypoints(keypoints, num_joints, image_size=None, what="keypoints"):
         height, width = image_size
         labelled = array[..., 2] > 0
         x, y = array[..., 0], array[..., 1]
-        outside = labelled & ((x < 0) | (x > width - 1) | (y < 0) | (y > height - 1))
+        # The image spans [-0.5, W - 0.5] with pixel centres at integers.
+        outside = labelled & ((x < -0.5) | (x > width - 0.5) | (y < -0.5) | (y > height - 0.5))
         if outside.any():
             where = tuple(int(i) for i in np.argwhere(outside)[0])
             raise ValueError(

@@ -244,7 +244,6 @@ class PoseTask(Task):
     """
 
     name = "pose"
-    activation = None
 
     def __init__(self, num_joints=17, flip_pairs=kp.COCO_FLIP_PAIRS, joint_names=None,
                  stride=4, sigma=2.0):
@@ -283,6 +282,11 @@ class PoseTask(Task):
         if not head_size > 0:
             raise ValueError(f"head_size is {head_size:g}; PCKh needs a positive head size")
         return {"keypoints": keypoints, "head_size": np.float32(head_size)}
+
+    def padding_target(self, image_size):
+        """No labelled joint (v = 0 everywhere), head size 1."""
+        return {"keypoints": np.zeros((self.num_joints, 3), np.float32),
+                "head_size": np.float32(1.0)}
 
     def _make_loss(self):
         return JointsMSELoss(self.output_stride, self.sigma)

@@ -392,6 +392,8 @@ class COCOKeypointAP(keras.metrics.Metric):
     Peaks are found in the graph (`heatmap_candidates`); targets and peaks are handed to
     Python with `tf.py_function` (so run it without XLA: `jit_compile=False`), grouped
     there, and `scores()` runs `coco_keypoint_eval` on everything seen since the last reset.
+    Images whose people all have a negative area (`PoseMultiTask.padding_target`) are
+    skipped, so an evaluation set can be padded to whole batches.
 
     Args:
         num_joints: int, J. Default 17.
@@ -420,6 +422,8 @@ class COCOKeypointAP(keras.metrics.Metric):
         for args in zip(keypoints.numpy(), areas.numpy(), scores.numpy(), positions.numpy(),
                         tags.numpy()):
             people, area, s, p, t = args
+            if len(area) and (area < 0).all():
+                continue  # a padding image (`PoseMultiTask.padding_target`)
             self._store.append(((people, area), group(s, p, t, **self.group_kwargs)))
         return np.int64(len(keypoints.numpy()))
 
@@ -525,6 +529,16 @@ class PoseMultiTask(Task):
         if (area[labelled] <= 0).any():
             raise ValueError("a labelled person has area <= 0; OKS needs each person's area")
         return {"keypoints": keypoints, "area": area}
+
+    def padding_target(self, image_size, people=1):
+        """An image that `COCOKeypointAP` skips: unlabelled people with area -1.
+
+        Args:
+            image_size: `(height, width)` (unused: the target has no map).
+            people: int, P of the padded target (the data set's). Default 1.
+        """
+        return {"keypoints": np.zeros((people, self.num_joints, 3), np.float32),
+                "area": np.full((people,), -1.0, np.float32)}
 
     def _make_loss(self):
         return AssociativeEmbeddingLoss(self.num_joints, self.output_stride, self.sigma,

@@ -485,6 +485,10 @@ class SegmentationTask(Task):
             )
         return mask.astype(np.int32)
 
+    def padding_target(self, image_size):
+        """A class map of `ignore_label` (as `tfnas.training.stages.pad_to_batches`)."""
+        return np.full(tuple(image_size), self.ignore_label, np.int32)
+
     def _make_loss(self):
         return SegmentationLoss(ignore_label=self.ignore_label)
 
