@@ -161,3 +161,18 @@ def test_padding_targets_change_no_score(name):
     people = {"people": targets[0]["keypoints"].shape[0]} if name == "pose-multi" else {}
     padded.update_state(_stack(targets + [task.padding_target((32, 32), **people)]), outputs)
     assert task.scores(padded) == task.scores(plain)
+
+
+def test_paper_learning_rate_schedules():
+    pose = get_task("pose").learning_rate(steps_per_epoch=10)
+    assert [float(pose(s)) for s in (0, 899, 900, 1199, 1200)] == pytest.approx(
+        [1e-3, 1e-3, 1e-4, 1e-4, 1e-5])
+    depth = get_task("depth")
+    decoder = depth.learning_rate(steps_per_epoch=10)
+    assert float(decoder(0)) == pytest.approx(7e-3)
+    assert float(decoder(2000)) == pytest.approx(7e-3 * 0.5 ** 0.9)  # epoch 200 of 400
+    assert float(depth.learning_rate(10, group="encoder")(0)) == pytest.approx(1e-3)
+    multi = get_task("pose-multi").learning_rate(steps_per_epoch=1)
+    assert float(multi(260)) == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="no training recipe"):
+        get_task("segmentation").learning_rate(10)

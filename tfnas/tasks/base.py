@@ -78,8 +78,46 @@ class Task:
     #: Activation of the head (a Keras activation name) or None for a linear head.
     activation = None
 
+    #: The paper's training recipe for the task (a dict, source named in it) or None; read
+    #: by `learning_rate` and meant for `tfnas train`.
+    TRAINING = None
+
     def __init__(self):
         self._loss = None
+
+    def learning_rate(self, steps_per_epoch, group="decoder"):
+        """The learning-rate schedule of `TRAINING` as a Keras schedule (per optimizer step).
+
+        `"step"` recipes divide the rate by `1 / drop_factor` at each of `drop_epochs`;
+        `"poly"` recipes follow `lr * (1 - epoch / poly_epochs) ** poly_power` (per step).
+
+        Args:
+            steps_per_epoch: int, optimizer steps per epoch.
+            group: `"encoder"` or `"decoder"` when the recipe gives one rate per group.
+                Default `"decoder"`.
+
+        Returns:
+            a `keras.optimizers.schedules.LearningRateSchedule`.
+
+        Raises:
+            ValueError: if the task has no recipe or `group` is not in it.
+        """
+        recipe = self.TRAINING
+        if recipe is None:
+            raise ValueError(f"the {self.name} task has no training recipe of its paper")
+        rate = recipe["learning_rate"]
+        if isinstance(rate, dict):
+            if group not in rate:
+                raise ValueError(f"group {group!r} is not in the recipe; use one of {sorted(rate)}")
+            rate = rate[group]
+        steps = int(steps_per_epoch)
+        if recipe["schedule"] == "step":
+            # Keras switches after a boundary: epoch e (0-based) starts at step e * steps.
+            boundaries = [int(e) * steps - 1 for e in recipe["drop_epochs"]]
+            values = [rate * recipe["drop_factor"] ** i for i in range(len(boundaries) + 1)]
+            return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+        return keras.optimizers.schedules.PolynomialDecay(
+            rate, recipe["poly_epochs"] * steps, end_learning_rate=0.0, power=recipe["poly_power"])
 
     # ---- what the network predicts -------------------------------------------------------
     @property

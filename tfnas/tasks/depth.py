@@ -260,6 +260,14 @@ class DepthTask(Task):
     """
 
     name = "depth"
+    TRAINING = {
+        "source": "seed 000, App. B (NYUDv2)",
+        "optimizer": "sgd", "momentum": 0.9,
+        "learning_rate": {"encoder": 1e-3, "decoder": 7e-3},
+        "schedule": "poly", "poly_epochs": 400, "poly_power": 0.9, "epochs": 300,
+        "batch_size": 32,
+        "augment": {"scale": [0.5, 2.0], "flip": True, "crop": 500},
+    }
 
     def __init__(self, max_depth=100.0, min_depth=1e-3, threshold=0.2):
         super().__init__()

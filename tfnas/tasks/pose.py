@@ -244,6 +244,15 @@ class PoseTask(Task):
     """
 
     name = "pose"
+    TRAINING = {
+        "source": "seed 000, App. B (protocol of Xiao et al.)",
+        "optimizer": "adam", "learning_rate": 1e-3,
+        "schedule": "step", "drop_epochs": [90, 120], "drop_factor": 0.1, "epochs": 140,
+        "batch_size": 128,
+        "augment": {"mpii": {"scale": 0.25, "rotation": 30, "flip": True},
+                    "coco": {"scale": 0.30, "rotation": 40, "flip": True}},
+        "crop": {"mpii": [256, 256], "coco": [256, 192]},
+    }
 
     def __init__(self, num_joints=17, flip_pairs=kp.COCO_FLIP_PAIRS, joint_names=None,
                  stride=4, sigma=2.0):

@@ -490,6 +490,14 @@ class PoseMultiTask(Task):
     """
 
     name = "pose-multi"
+    TRAINING = {
+        "source": "3M-Pose, section 15 and 13 of 3M-POSE.md",
+        "optimizer": "adam", "learning_rate": 1e-3,
+        "schedule": "step", "drop_epochs": [200, 260], "drop_factor": 0.1, "epochs": 300,
+        "loss_weights": {"heatmap": 1.0, "grouping": 1e-3},
+        "augment": {"scale": [0.75, 1.25], "rotation": 30, "translation": 40, "flip": True,
+                    "crop": 512},
+    }
 
     def __init__(self, num_joints=17, flip_pairs=kp.COCO_FLIP_PAIRS, stride=4, sigma=2.0,
                  tag_weight=1e-3, max_people=30, sigmas=None):
