@@ -11,6 +11,12 @@ meta-validation part when no validation data is given.
 - `tfds_dataset(name, split, ...)`: a TensorFlow Datasets data set by name.
 - `split(dataset, fraction, seed)`, `pipeline(dataset, batch_size, ...)`,
   `count_examples`, `as_examples` (the data forms a search accepts).
+
+Data of the other tasks (`tfnas.tasks`), with their own targets:
+- depth: `depth_scenes(split, ...)` (built-in RGB-D rooms, float32 metres, 0 = missing) and
+  `image_depth_folder(images_dir, depths_dir, depth_scale)` (16-bit PNG depth, NYUDv2 style);
+- pose: `figure_crops(split, ...)` (one stick figure per crop, 17 COCO joints, top-down),
+  `figure_scenes(split, ...)` (several figures, bottom-up) and `coco_keypoints(json, images_dir)`.
 """
 from tfnas.data.digits import (
     num_classes,
@@ -21,6 +27,10 @@ from tfnas.data.digits import (
     digit_scene_arrays,
     digit_scenes,
 )
+from tfnas.data.coco_keypoints import coco_keypoints
+from tfnas.data.depth_folders import image_depth_folder, read_depth
+from tfnas.data.depth_scenes import depth_scene_arrays, depth_scenes
+from tfnas.data.figures import figure_crop_arrays, figure_crops, figure_scene_arrays, figure_scenes
 from tfnas.data.folders import image_mask_folder
 from tfnas.data.pipelines import as_examples, count_examples, pipeline, split
 from tfnas.data.tfds_datasets import tfds_dataset
@@ -30,13 +40,22 @@ __all__ = [
     "NUM_CLASSES",
     "Placement",
     "as_examples",
+    "coco_keypoints",
     "count_examples",
+    "depth_scene_arrays",
+    "depth_scenes",
     "digit_pools",
     "digit_scene_arrays",
     "digit_scenes",
+    "figure_crop_arrays",
+    "figure_crops",
+    "figure_scene_arrays",
+    "figure_scenes",
+    "image_depth_folder",
     "image_mask_folder",
     "num_classes",
     "pipeline",
+    "read_depth",
     "split",
     "tfds_dataset",
 ]

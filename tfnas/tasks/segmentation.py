@@ -30,10 +30,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfnas.preprocessing import IGNORE_LABEL
+from tfnas.tasks.base import Task
 
 __all__ = [
     "ConfusionMatrix",
     "SegmentationLoss",
+    "SegmentationTask",
     "confusion_matrix",
     "distillation_loss",
     "resize_logits",
@@ -425,3 +427,99 @@ def distillation_loss(student_logits, teacher_logits):
         resize_logits(teacher_logits, _spatial_size(student_logits)), tf.float32
     )
     return tf.reduce_mean(tf.square(student_logits - teacher_logits))
+
+
+class SegmentationTask(Task):
+    """Semantic segmentation as a `tfnas.tasks.base.Task` (seed 000, Sec. 4.1).
+
+    Wraps the functions of this module unchanged: the loss is `SegmentationLoss`, the
+    metric `ConfusionMatrix`, the reward the geometric mean of mIoU, fwIoU and mean
+    accuracy (background left out). A target is an int32 `(H, W)` class map, `ignore_label`
+    marking pixels to skip; the built-in data are the digit scenes. An exported model
+    returns `classes` (int32 `(N, H, W)`) and `probabilities` (`(N, H, W, C)`) at the input
+    size, as `serving/savedmodel.py` does.
+
+    Args:
+        num_classes: int, number of classes (at least 2). Default 11 (digit scenes).
+        ignore_label: int, mask value of pixels to skip. Default 255.
+        omit: classes left out of the reward's averages. Default `(0,)`, background.
+    """
+
+    name = "segmentation"
+
+    def __init__(self, num_classes=11, ignore_label=IGNORE_LABEL, omit=(0,)):
+        super().__init__()
+        if isinstance(num_classes, bool) or int(num_classes) < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        self.ignore_label = int(ignore_label)
+        self.omit = tuple(int(i) for i in omit)
+
+    @property
+    def output_channels(self):
+        return self.num_classes
+
+    @property
+    def target_spec(self):
+        return tf.TensorSpec([None, None], tf.int32, name="mask")
+
+    def validate_target(self, target, image_size=None):
+        """Check a class map: integer dtype, `(H, W)`, labels in range (see `Task`)."""
+        mask = np.asarray(target)
+        if mask.ndim == 3 and mask.shape[-1] == 1:
+            mask = mask[..., 0]
+        if not np.issubdtype(mask.dtype, np.integer):
+            raise ValueError(
+                f"segmentation targets are integer class maps, got dtype {mask.dtype}; a float "
+                "map looks like depth: use the depth task for depth maps"
+            )
+        if mask.ndim != 2:
+            raise ValueError(f"a class map has shape (H, W), got {mask.shape}")
+        if image_size is not None and tuple(mask.shape) != tuple(image_size):
+            raise ValueError(f"class map is {mask.shape} but its image is {tuple(image_size)}")
+        bad = ((mask < 0) | (mask >= self.num_classes)) & (mask != self.ignore_label)
+        if bad.any():
+            raise ValueError(
+                f"class map has label {int(mask[bad][0])}, but num_classes={self.num_classes} "
+                f"allows 0..{self.num_classes - 1} and the ignore label {self.ignore_label}"
+            )
+        return mask.astype(np.int32)
+
+    def padding_target(self, image_size):
+        """A class map of `ignore_label` (as `tfnas.training.stages.pad_to_batches`)."""
+        return np.full(tuple(image_size), self.ignore_label, np.int32)
+
+    def _make_loss(self):
+        return SegmentationLoss(ignore_label=self.ignore_label)
+
+    def metric(self, name="confusion_matrix"):
+        return ConfusionMatrix(self.num_classes, ignore_label=self.ignore_label, omit=self.omit,
+                               name=name)
+
+    def reward(self, scores):
+        """The geometric mean of `miou`, `fwiou` and `mean_accuracy` (seed 000, Sec. 4.1)."""
+        return float((scores["miou"] * scores["fwiou"] * scores["mean_accuracy"]) ** (1 / 3))
+
+    def builtin_data(self, split, image_size=64, num_samples=None, seed=0, **kwargs):
+        """The digit scenes (`tfnas.data.digit_scenes`); `kwargs` go to it."""
+        from tfnas.data.digits import digit_scenes, num_classes
+
+        classes = num_classes(kwargs.get("digits"))
+        if classes != self.num_classes:
+            raise ValueError(
+                f"the digit scenes have {classes} classes but the task "
+                f"has num_classes={self.num_classes}; pass digits=... with "
+                f"{self.num_classes - 1} digits"
+            )
+        return digit_scenes(split, image_size=image_size, num_scenes=num_samples, seed=seed,
+                            **kwargs)
+
+    def postprocess(self, outputs, image_size):
+        """`classes` and `probabilities` at the input size (logits resized bilinearly)."""
+        logits = tf.image.resize(outputs, image_size, method="bilinear")
+        return {"classes": tf.argmax(logits, axis=-1, output_type=tf.int32),
+                "probabilities": tf.nn.softmax(logits, axis=-1)}
+
+    def config(self):
+        return {"num_classes": self.num_classes, "ignore_label": self.ignore_label,
+                "omit": list(self.omit)}
