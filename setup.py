@@ -2,7 +2,7 @@
 import os
 import re
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -22,10 +22,9 @@ setup(
     long_description=_read("README.md"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[
-        "tfnas", "tfnas.cells", "tfnas.spaces", "tfnas.tasks", "tfnas.training", "tfnas.data",
-        "tfnas.tuners", "tfnas.serving",
-    ],
+    # tfnas/ and its subpackages, plus tuners/ and serving/ installed as tfnas.tuners and
+    # tfnas.serving (docs/architecture.md, "Layout of the source tree").
+    packages=find_packages(include=["tfnas", "tfnas.*"]) + ["tfnas.tuners", "tfnas.serving"],
     package_dir={"tfnas.tuners": "tuners", "tfnas.serving": "serving"},
     package_data={"tfnas.serving": ["docker-compose.yml"]},
     # TensorFlow itself is a requirement: the `tensorflow` wheel runs on CPUs, and it is what
