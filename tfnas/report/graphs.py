@@ -14,14 +14,11 @@ paper's figure of that space, then `draw_genotype` lays it out left to right wit
 """
 import dataclasses
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-from matplotlib.figure import Figure  # noqa: E402
-
-from tfnas.cells.auxcell import loose_ends  # noqa: E402
-from tfnas.cells.template import AGGREGATIONS, TEMPLATE_OPS  # noqa: E402
-from tfnas.ops import CELL_OPS  # noqa: E402
+from tfnas.cells.auxcell import loose_ends
+from tfnas.cells.template import AGGREGATIONS, TEMPLATE_OPS
+from tfnas.ops import CELL_OPS
 
 _COLOURS = {"input": "#dbe9f6", "op": "#fde2c4", "sum": "#e2e2e2", "block": "#d5efd5",
             "output": "#f6d5d5"}

@@ -1,4 +1,4 @@
-"""The plots of a search report, as matplotlib Figures (Agg, no display needed).
+"""The plots of a search report, as matplotlib Figures (no pyplot, no display needed).
 
 - `rewards_figure`: the reward of every trial in search order with the best so far, and
   the stage-1 reward against the final one (Nekrasov et al. CVPR 2019, Fig. 2: a good
@@ -12,15 +12,17 @@
 Every function returns the Figure; its axes hold the plotted data (`Line2D.get_xydata`,
 `PathCollection.get_offsets`, bar heights), which the tests read back.
 """
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-from matplotlib.figure import Figure  # noqa: E402
-
-from tfnas.report.pareto import COSTS, pareto_front  # noqa: E402
-from tfnas.report.runs import class_ious  # noqa: E402
+from tfnas.report.pareto import COSTS, pareto_front
+from tfnas.report.runs import class_ious
 
 _DONE, _STOPPED, _BEST = "#1f77b4", "#d62728", "#2ca02c"
+
+
+def _empty(ax, message):
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#777777")
 
 
 def rewards_figure(trials):
@@ -52,12 +54,15 @@ def rewards_figure(trials):
         line.append((t.order + 1, best))
     if line:
         left.step(*zip(*line), where="post", color=_BEST, label="best so far", gid="best so far")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_xlabel("trial (search order)")
     left.set_ylabel("reward (meta-val)")
     left.set_title(f"reward of {len(scored)} scored trial(s)", fontsize=10)
     left.grid(alpha=0.3)
     if scored:
-        left.legend(fontsize=8, loc="lower right")
+        left.legend(fontsize=8, loc="best")
+    else:
+        _empty(left, "no trial has a reward yet")
 
     pairs = [(t.metrics["stage1_reward"], t.metrics["reward"]) for t in scored
              if not t.terminated and "stage1_reward" in t.metrics]
@@ -67,6 +72,8 @@ def rewards_figure(trials):
         high = max(max(p) for p in pairs)
         right.plot([low, high], [low, high], color="#999999", lw=0.8, ls="--", label="y = x")
         right.legend(fontsize=8)
+    else:
+        _empty(right, "no trial has reached stage 2 yet\n(all stopped after stage 1 or running)")
     right.set_xlabel("stage-1 reward (decoder only)")
     right.set_ylabel("final reward (after stage 2)")
     right.set_title("stage 1 vs final (CVPR 2019 Fig. 2)", fontsize=10)
@@ -85,7 +92,8 @@ def pareto_figure(trials, score="reward", costs=tuple(COSTS), include_terminated
         include_terminated: bool, whether terminated trials count. Default False.
 
     Returns:
-        `Figure`; each axes holds the scatters with gids `"trials"` and `"front"` and the
+        `Figure`; each axes holds the scatters with gids `"trials"`, `"front"` and
+        `"terminated"` (trials stopped after stage 1, drawn for context) and the
         front's line (gid `"front line"`). `figure.fronts` maps cost -> the front's trials.
     """
     fig = Figure(figsize=(4 * len(costs), 3.6), layout="constrained")
@@ -99,6 +107,12 @@ def pareto_figure(trials, score="reward", costs=tuple(COSTS), include_terminated
         if points:
             ax.scatter([t.metrics[cost] for t in points], [t.metrics[score] for t in points],
                        color="#bbbbbb", label="trials", gid="trials")
+        stopped = [t for t in trials if t.completed and t.terminated and not include_terminated
+                   and score in t.metrics and cost in t.metrics]
+        if stopped:  # shown for context, never on the front: their reward is a stage-1 reward
+            ax.scatter([t.metrics[cost] for t in stopped], [t.metrics[score] for t in stopped],
+                       color=_STOPPED, marker="x", alpha=0.5, label="terminated (not on the front)",
+                       gid="terminated")
         if front:
             xs, ys = [t.metrics[cost] for t in front], [t.metrics[score] for t in front]
             ax.step(xs, ys, where="post", color=_BEST, gid="front line")
@@ -106,9 +120,10 @@ def pareto_figure(trials, score="reward", costs=tuple(COSTS), include_terminated
             for t in front:
                 ax.annotate(t.trial_id, (t.metrics[cost], t.metrics[score]), fontsize=7,
                             xytext=(3, 3), textcoords="offset points")
-            ax.legend(fontsize=8, loc="lower right")
-        else:
-            ax.text(0.5, 0.5, f"no completed trial with {cost}", ha="center", transform=ax.transAxes)
+        if points or stopped:
+            ax.legend(fontsize=8, loc="best")
+        if not front:
+            _empty(ax, f"no trial has completed both stages\nwith {cost} recorded yet")
         if cost in ("madds", "params"):
             ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
         ax.set_xlabel(COSTS.get(cost, cost))
