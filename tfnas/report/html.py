@@ -167,7 +167,7 @@ def write_report(run_dir, out=None, top=3):
             fig = draw_genotype(space_name, t.genotype)
             body.append(_save(fig, out, f"arch_{rank}_trial_{t.trial_id}.png", images))
         else:
-            body.append(f'<p class="note">No drawing for space {_e(space_name)!s}: its values are shown.</p>')
+            body.append(f'<p class="note">No drawing for space {_e(space_name)}: its values are shown.</p>')
 
     body.append("<h2>Per-class IoU of the best</h2>")
     if best and class_ious(best[0]):

@@ -16,7 +16,7 @@ import time
 from tfnas.report.runs import format_genotype
 
 
-def _parts(trial):
+def trial_parts(trial):
     """(trial_id, status, values, metrics dict, message) of a keras-tuner or tfnas.report trial."""
     metrics = trial.metrics
     if not isinstance(metrics, dict):  # keras_tuner.engine.metrics_tracking.MetricsTracker
@@ -81,7 +81,7 @@ class ProgressPrinter:
         Returns:
             str, the line printed.
         """
-        trial_id, status, values, metrics, message = _parts(trial)
+        trial_id, status, values, metrics, message = trial_parts(trial)
         self.done += 1
         start = self._starts.pop(trial_id, None)
         seconds = self.clock() - start if start is not None else metrics.get("trial_seconds")

@@ -20,17 +20,13 @@ import os
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp_api
 
+from tfnas.report.progress import trial_parts
 from tfnas.report.runs import format_genotype
 
 #: The metrics shown in the HParams dashboard: (metric name, display name).
 HPARAMS_METRICS = (("reward", "reward"), ("stage1_reward", "stage-1 reward"), ("miou", "mIoU"),
                    ("params", "parameters"), ("madds", "multiply-adds"), ("latency_ms", "latency (ms)"),
                    ("terminated", "terminated after stage 1"), ("trial_seconds", "trial seconds"))
-
-
-def _trial_parts(trial):
-    from tfnas.report.progress import _parts
-    return _parts(trial)
 
 
 class HParamsWriter:
@@ -74,7 +70,7 @@ class HParamsWriter:
         Returns:
             str, the trial's session directory.
         """
-        trial_id, status, values, metrics, _ = _trial_parts(trial)
+        trial_id, status, values, metrics, _ = trial_parts(trial)
         if not self._configured:
             self._configure(values)
         genotype = getattr(trial, "genotype", None)
