@@ -250,6 +250,8 @@ def test_template_and_dpc_graphs():
     blocks = graphs[-1]
     assert blocks.labels()["p2"] == "block 0\ntemplate 0 x1, stride 2"
     assert ("p0", "p2", "1") in blocks.edges and ("p1", "p2", "2") in blocks.edges
+    # block 3 of arch0 reads [1, 1]: one edge for both inputs.
+    assert [e for e in blocks.edges if e[1] == "p5"] == [("p1", "p5", "1, 2")]
     (graph,) = dpc_graphs(DPCSpace.PUBLISHED["top1_cityscapes"])
     assert graph.labels()["b2"] == "branch 1\nsep3x3_18x15"
     assert ("b1", "b2", "") in graph.edges and sum(dst == "out" for _, dst, _ in graph.edges) == 5

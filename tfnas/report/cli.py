@@ -9,6 +9,7 @@ directory as it is on disk, so they work while the search runs and after it was 
     tfnas report runs/search --out report/         # report/index.html with its plots
 """
 import argparse
+import os
 import sys
 
 from tfnas.report.pareto import COSTS
@@ -54,6 +55,12 @@ def run_report(args):
     from tfnas.report.html import write_report
     path = write_report(args.run_dir, args.out, top=args.top)
     print(f"wrote {path}")
+    if args.tensorboard:
+        from tfnas.report.runs import load_run
+        from tfnas.report.tensorboard import HParamsWriter
+        logdir = args.tensorboard if args.tensorboard is not True else os.path.join(args.run_dir, "tensorboard")
+        sessions = HParamsWriter(logdir).write_run(load_run(args.run_dir))
+        print(f"wrote {len(sessions)} trial(s) for TensorBoard's HParams tab: tensorboard --logdir {logdir}")
     return 0
 
 
@@ -111,6 +118,9 @@ def register(subparsers):
     report.add_argument("run_dir", metavar="RUN_DIR", help="search directory (the --out of tfnas search)")
     report.add_argument("--out", default=None, help="folder of the page (default: RUN_DIR/report)")
     report.add_argument("--top", type=int, default=3, help="how many of the best architectures to draw")
+    report.add_argument("--tensorboard", nargs="?", const=True, default=None, metavar="LOGDIR",
+                        help="also write the trials for TensorBoard's HParams tab (default LOGDIR: "
+                             "RUN_DIR/tensorboard)")
     report.set_defaults(func=_guard(run_report, "report"))
     return {"results": results, "report": report}
 

@@ -106,7 +106,10 @@ def template_graphs(genotype, num_stem_outputs=2):
         key = f"p{num_stem_outputs + b}"
         label = f"block {b}\ntemplate {t} x{repeats + 1}" + (f", stride {2 ** log2_stride}" if log2_stride else "")
         net.nodes.append((key, label, "block"))
-        net.edges += [(f"p{loc1}", key, "1"), (f"p{loc2}", key, "2")]
+        if loc1 == loc2:  # the template's both inputs read the same entry
+            net.edges.append((f"p{loc1}", key, "1, 2"))
+        else:
+            net.edges += [(f"p{loc1}", key, "1"), (f"p{loc2}", key, "2")]
         used.update((loc1, loc2))
     net.nodes.append(("out", "concat, 1x1\nlogits", "output"))
     for i in range(num_stem_outputs, num_stem_outputs + len(blocks)):
@@ -213,7 +216,7 @@ def draw_genotype(space_name, genotype, title=None):
     widths = [max(layout(g)[k][0] for k, _, _ in g.nodes) + 1.2 for g in graphs]
     heights = [max(abs(y) for _, y in layout(g).values()) * 2 + 1.4 for g in graphs]
     if space_name == "template":  # small template panels on top, the blocks below
-        fig = Figure(figsize=(max(9.0, 1.4 * widths[-1]), 2.0 + 0.75 * heights[-1]))
+        fig = Figure(figsize=(max(4.2 * (len(graphs) - 1), 1.6 * widths[-1]), 2.0 + 0.75 * heights[-1]))
         grid = fig.add_gridspec(2, len(graphs) - 1, height_ratios=[1.6, heights[-1]])
         for t, g in enumerate(graphs[:-1]):
             draw_graph(fig.add_subplot(grid[0, t]), g)
