@@ -55,6 +55,7 @@ def rewards_figure(trials):
     if line:
         left.step(*zip(*line), where="post", color=_BEST, label="best so far", gid="best so far")
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.margins(0.08)
     left.set_xlabel("trial (search order)")
     left.set_ylabel("reward (meta-val)")
     left.set_title(f"reward of {len(scored)} scored trial(s)", fontsize=10)
@@ -126,6 +127,7 @@ def pareto_figure(trials, score="reward", costs=tuple(COSTS), include_terminated
             _empty(ax, f"no trial has completed both stages\nwith {cost} recorded yet")
         if cost in ("madds", "params"):
             ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+        ax.margins(0.1)  # markers at the extremes stay whole
         ax.set_xlabel(COSTS.get(cost, cost))
         ax.set_ylabel(score)
         ax.grid(alpha=0.3)
