@@ -1,4 +1,5 @@
-"""The `tfnas` command: `search` and `demo` here, `export` / `convert` / `serve` from tfnas.serving.
+"""The `tfnas` command: `search` and `demo` here, `results` / `report` from tfnas.report,
+`export` / `convert` / `serve` from tfnas.serving.
 
     tfnas search --space auxcell --oracle ppo --trials 20 --out runs/voc \\
         --images data/images --masks data/masks --num-classes 21
@@ -172,6 +173,9 @@ def build_parser():
                     "table of the best architectures.")
     _add_search_options(demo, demo=True)
     demo.set_defaults(func=run_search)
+    from tfnas.report.cli import register as register_report
+
+    register_report(subparsers)
     try:
         from tfnas.serving.cli import register
     except ImportError as err:

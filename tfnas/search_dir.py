@@ -12,6 +12,7 @@ and the reports read it; all of them go through `SearchDir`.
     warmup.weights.h5      the warmed-up model (encoder + reference decoder), the default teacher
     termination.json       the progressive-termination rule's state
     cache/                 encoder (and teacher) outputs of the stage-1 and meta-val images
+    tensorboard/           TensorBoard's HParams view of the trials (`tensorboard --logdir`)
     trial_<id>/trial.json  keras-tuner's trial: hyperparameters, metrics, status, score
     trial_<id>/model.weights.h5   the trial's trained training model
 """
@@ -24,6 +25,7 @@ ENCODER_WEIGHTS = "encoder.weights.h5"
 WARMUP_WEIGHTS = "warmup.weights.h5"
 TERMINATION_FILE = "termination.json"
 CACHE_DIR = "cache"
+TENSORBOARD_DIR = "tensorboard"
 MODEL_WEIGHTS = "model.weights.h5"
 TRIAL_FILE = "trial.json"
 
@@ -64,6 +66,10 @@ class SearchDir:
     @property
     def cache_dir(self):
         return self.file(CACHE_DIR)
+
+    @property
+    def tensorboard_dir(self):
+        return self.file(TENSORBOARD_DIR)
 
     def trial_dir(self, trial_id):
         """`trial_<id>/`, the folder keras-tuner's `Tuner.get_trial_dir` gives."""

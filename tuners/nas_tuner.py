@@ -4,7 +4,8 @@
 al., CVPR 2019, Sec. 3.2): `search` prepares the data once (split, encoder warm-up,
 feature cache), `run_trial` hands the trial's hyperparameters to the proxy task and reports
 its metrics, `save_model` / `load_model` keep the trained weights in the search directory
-(`tfnas.search_dir.SearchDir`). A trial whose build fails or whose loss or weights stop
+(`tfnas.search_dir.SearchDir`), and `on_trial_end` prints one line per trial and writes
+TensorBoard's HParams entry (`SEARCH_DIR/tensorboard`). A trial whose build fails or whose loss or weights stop
 being finite is recorded as FAILED with the reason in its `trial.json`, and the search goes
 on.
 
@@ -23,6 +24,8 @@ from keras_tuner.src.distribute import utils as dist_utils
 import tfnas
 from tfnas.data import as_examples
 from tfnas.distributed import preparation_lock
+from tfnas.report.progress import ProgressPrinter
+from tfnas.report.tensorboard import HParamsWriter
 from tfnas.search_dir import SearchDir
 from tfnas.training.proxy import ProxySettings, ProxyTask
 from tfnas.tuners.oracles import drop_finished_retries, make_oracle
@@ -69,6 +72,8 @@ class NASTuner(keras_tuner.Tuner):
         super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory,
                          project_name=project_name, overwrite=overwrite, **kwargs)
         self.search_dir = SearchDir(self.project_dir)
+        self._hparams = HParamsWriter(self.search_dir.tensorboard_dir, space=hypermodel)
+        self._progress = None
         self.proxy = ProxyTask(hypermodel, self.search_dir, settings, teacher,
                                verbose=self._verbosity())
 
@@ -125,7 +130,10 @@ class NASTuner(keras_tuner.Tuner):
                                as_examples(validation_data, "validation_data"))
             self._write_run_file()
         self.save()  # so that a search killed in its first trial resumes rather than restarts
-        return super().search(callbacks=callbacks, verbose=verbose)
+        # One readable line per trial instead of keras-tuner's table of raw decision names.
+        self._progress = ProgressPrinter(self.oracle.max_trials, space=self.hypermodel,
+                                         done=self._ended_trials()) if verbose else None
+        return super().search(callbacks=callbacks, verbose=0)
 
     def reload(self):
         """Reloads the search; trials that completed are never queued to run again.
@@ -135,6 +143,25 @@ class NASTuner(keras_tuner.Tuner):
         """
         super().reload()
         drop_finished_retries(self.oracle)
+
+    def _ended_trials(self):
+        if not isinstance(self.oracle, keras_tuner.Oracle):  # a worker's client of the chief
+            return 0
+        return sum(t.status in (TrialStatus.COMPLETED, TrialStatus.FAILED)
+                   for t in self.oracle.trials.values())
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        if self._progress is not None:
+            self._progress.on_trial_begin(trial)
+
+    def on_trial_end(self, trial):
+        """Records the trial (keras-tuner), then its TensorBoard HParams entry and progress line."""
+        super().on_trial_end(trial)
+        ended = self.oracle.get_trial(trial.trial_id)  # with its metrics, also on a worker
+        self._hparams.write_trial(ended)
+        if self._progress is not None:
+            self._progress.on_trial_end(ended)
 
     def run_trial(self, trial, callbacks=None, **kwargs):
         """Trains and scores one architecture with the proxy task; returns its metrics.

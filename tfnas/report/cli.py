@@ -64,17 +64,6 @@ def run_report(args):
     return 0
 
 
-def _guard(handler, command):
-    """Wraps a handler so that a bad directory or value is one line on stderr, status 2."""
-    def run(args):
-        try:
-            return handler(args)
-        except (FileNotFoundError, ValueError) as err:
-            print(f"tfnas {command}: error: {err}", file=sys.stderr)
-            return 2
-    return run
-
-
 def register(subparsers):
     """Adds the `results` and `report` subcommands to a `tfnas` argparse parser.
 
@@ -108,7 +97,7 @@ def register(subparsers):
     results.add_argument("--include-terminated", action="store_true",
                          help="let trials stopped after stage 1 join the front (their reward is the "
                               "stage-1 reward)")
-    results.set_defaults(func=_guard(run_results, "results"))
+    results.set_defaults(func=run_results)
 
     report = subparsers.add_parser(
         "report", formatter_class=fmt, help="an HTML page with the plots of a search",
@@ -121,17 +110,5 @@ def register(subparsers):
     report.add_argument("--tensorboard", nargs="?", const=True, default=None, metavar="LOGDIR",
                         help="also write the trials for TensorBoard's HParams tab (default LOGDIR: "
                              "RUN_DIR/tensorboard)")
-    report.set_defaults(func=_guard(run_report, "report"))
+    report.set_defaults(func=run_report)
     return {"results": results, "report": report}
-
-
-def main(argv=None):
-    """Runs the two commands on their own (`python -m tfnas.report.cli ...`)."""
-    parser = argparse.ArgumentParser(prog="tfnas")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
