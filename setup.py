@@ -46,6 +46,9 @@ setup(
         "tf2onnx==1.17.0",
         "onnx==1.23.2",
         "onnxruntime==1.31.1",
+        "matplotlib",          # tfnas report
+        "pycocotools==2.0.11",  # COCO keypoint AP of the bottom-up pose task
+        "scipy",               # people grouping of the bottom-up pose task
     ],
     extras_require={
         "cpu": [],  # kept so that `pip install tfnas[cpu]` keeps working: the base install is CPU

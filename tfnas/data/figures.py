@@ -17,8 +17,10 @@ image (then x = y = 0, as in COCO files).
   MPII's 0.6 x the diagonal of the head box (a square around the head disk).
 - `figure_scenes` (bottom-up, `pose-multi` task): 1..`max_people` figures per scene, 30-70 %
   of its height, overlapping freely; targets `{"keypoints": (max_people, 17, 3),
-  "area": (max_people,)}`, padded with unlabelled people of area 0, `area` being the
-  figure's pixel count.
+  "area": (max_people,)}`, padded with unlabelled people of area 0. `area`, the OKS
+  scale, is half the area of the figure's drawn bounding box: a stick figure's own pixel
+  count is far below the segment area of a real person of the same size (COCO segments
+  fill about half their box), and would make OKS much stricter than on COCO.
 
 Example:
     >>> ds = figure_crops("train", image_size=64)   # (uint8 64x64x3, {"keypoints", "head_size"})
@@ -104,7 +106,8 @@ def _draw_figure(rng, image, owner, index, joints, height):
     """Draw a figure into `image` (float RGB) and `owner` (int map of who is on top).
 
     Returns:
-        the figure's pixel count (its full area, before later figures cover it).
+        `(area, head_radius)`: the figure's OKS area, half of its drawn bounding box (in
+        the image, before later figures cover it), and the head disk's radius.
     """
     rows, cols = owner.shape
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
@@ -127,7 +130,11 @@ def _draw_figure(rng, image, owner, index, joints, height):
         image[mask] = colour
         full |= mask
     owner[full] = index
-    return int(full.sum()), radius
+    rows_on, cols_on = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+    if not len(rows_on):
+        return 0.0, radius
+    box = (rows_on[-1] - rows_on[0] + 1) * (cols_on[-1] - cols_on[0] + 1)
+    return 0.5 * float(box), radius
 
 
 def _keypoints(joints, owner, index):

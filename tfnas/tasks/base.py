@@ -300,9 +300,3 @@ class Task:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
-
-
-def check_split(split, splits=("train", "validation", "test")):
-    """Raise a ValueError unless `split` is one of `splits`."""
-    if split not in splits:
-        raise ValueError(f"split {split!r} is unknown; use one of {', '.join(splits)}")
