@@ -328,8 +328,9 @@ class ProxyTask:
 
         Returns:
             (metrics dict, trained training model). Metrics: `reward`, `stage1_reward`,
-            `miou`, `fwiou`, `mean_accuracy`, `terminated`, `params`, `training_params`,
-            `madds`, `latency_ms` / `latency_std_ms` (when timed), and seconds spent.
+            `miou`, `fwiou`, `mean_accuracy`, `iou_class_<k>`, `terminated`, `params`,
+            `training_params`, `madds`, `latency_ms` / `latency_std_ms` (when timed), and
+            seconds spent.
 
         Raises:
             RuntimeError: if `prepare` has not run.
@@ -391,6 +392,8 @@ class ProxyTask:
             "training_params": profile.params(network)["total"],
             "madds": profile.madds(inference, shape), **latency,
             "stage1_seconds": stage1_seconds, "stage2_seconds": stage2_seconds,
+            # per-class IoU on meta-val (classes absent from it have none), for the reports
+            **{f"iou_class_{k}": v for k, v in enumerate(scores.get("per_class_iou", [])) if v == v},
         }
         metrics["profile_seconds"] = time.perf_counter() - profile_start
         metrics["trial_seconds"] = time.perf_counter() - start
