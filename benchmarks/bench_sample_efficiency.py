@@ -42,7 +42,9 @@ DEFAULT_OUTPUT = os.path.join(HERE, "results", "sample_efficiency.json")
 
 #: Oracle names -> (description, constructor arguments). Built in `make_oracle`.
 ORACLES = {
-    "ppo_lr1e-4": "PPOOracle, Adam lr 1e-4 (paper), clip 0.1, baseline decay 0.95",
+    "ppo_lr1e-4": "PPOOracle with the authors' settings: rollout buffer 100, 1 epoch in 100 "
+                  "minibatches (100 Adam steps per architecture), Adam lr 1e-4, clip 0.1, "
+                  "baseline decay 0.95, grad-norm clip 2.0",
     "ppo_lr3e-3": "PPOOracle, Adam lr 3e-3, otherwise as the paper",
     "random_tfnas": "tfnas NearBestRandomOracle: uniform, or (p = 0.5) a mutation of a top-5 trial",
     "random_uniform": "keras-tuner NearBestRandomOracle (uniform)",
@@ -54,8 +56,8 @@ ORACLES = {
 MODES = {
     "quick": {"seeds": [1], "budgets": [3, 6], "bayesian_seeds": [1], "bayesian_max": 4,
               "oracles": list(ORACLES)},
-    "default": {"seeds": [1, 2, 3], "budgets": [25, 50, 100], "bayesian_seeds": [1],
-                "bayesian_max": 70, "oracles": list(ORACLES)},
+    "default": {"seeds": [1, 2, 3], "budgets": [25, 50, 100, 300], "bayesian_seeds": [1],
+                "bayesian_max": 70, "oracles": ["ppo_lr1e-4", "random_tfnas", "random_uniform"]},
     "full": {"seeds": [1, 2, 3, 4, 5], "budgets": [50, 100, 200], "bayesian_seeds": [1, 2, 3],
              "bayesian_max": 100, "oracles": list(ORACLES)},
 }
@@ -118,12 +120,35 @@ def run_synthetic(name, seed, max_trials, objective_seed=0):
         oracle = make_oracle(name, max_trials, seed, synthetic.OBJECTIVE)
         tuner = synthetic.SyntheticTuner(objective, oracle, space, directory=directory,
                                          project_name="search")
-        start = time.perf_counter()
+        oracle_times = _time_oracle(oracle)
+        start, cpu = time.perf_counter(), time.process_time()
         tuner.search(verbose=0)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    return {"name": name, "seed": seed, "rewards": tuner.rewards, "seconds": seconds}
+    return {"name": name, "seed": seed, "rewards": tuner.rewards, "seconds": seconds,
+            "cpu_seconds": cpu, "oracle_times": oracle_times}
+
+
+def _time_oracle(oracle):
+    """Wraps `populate_space` and `end_trial` to record their wall and CPU seconds.
+
+    Returns:
+        dict `{"populate_space": [[wall, cpu], ...], "end_trial": [...]}` filled as the
+        search runs (`end_trial` includes the controller update and keras-tuner's saving).
+    """
+    times = {"populate_space": [], "end_trial": []}
+    for method in times:
+        original = getattr(oracle, method)
+
+        def timed(*args, _original=original, _record=times[method], **kwargs):
+            start, cpu = time.perf_counter(), time.process_time()
+            result = _original(*args, **kwargs)
+            _record.append([time.perf_counter() - start, time.process_time() - cpu])
+            return result
+
+        setattr(oracle, method, timed)
+    return times
 
 
 def best_at(rewards_by_seed, budgets):
@@ -147,16 +172,28 @@ def best_at(rewards_by_seed, budgets):
     return table
 
 
-def synthetic_part(mode, jobs, log=print):
-    """Runs the synthetic part and returns its JSON entry."""
-    settings = MODES[mode]
+def synthetic_part(mode, jobs, log=print, oracles=None, trials=None):
+    """Runs the synthetic part and returns its JSON entry.
+
+    Args:
+        mode: a key of `MODES`.
+        jobs: int, parallel searches.
+        log: callable for progress lines.
+        oracles: optional list of `ORACLES` keys replacing the mode's.
+        trials: optional dict oracle name -> trials per seed, replacing the mode's largest
+            budget for that Oracle (budgets above it are then not reported for it).
+    """
+    settings = dict(MODES[mode])
+    if oracles:
+        settings["oracles"] = list(oracles)
     budgets = settings["budgets"]
+    trials = trials or {}
     tasks = []
     for name in settings["oracles"]:
         if name == "bayesian":
             tasks += [(name, s, settings["bayesian_max"]) for s in settings["bayesian_seeds"]]
         else:
-            tasks += [(name, s, max(budgets)) for s in settings["seeds"]]
+            tasks += [(name, s, trials.get(name, max(budgets))) for s in settings["seeds"]]
     # Longest first, so parallel workers finish together.
     tasks.sort(key=lambda t: -(t[2] * (20 if t[0] == "bayesian" else 1)))
     results = []
@@ -190,14 +227,23 @@ def synthetic_part(mode, jobs, log=print):
     for name in settings["oracles"]:
         runs = [r for r in results if r["name"] == name]
         rewards = {r["seed"]: r["rewards"] for r in runs}
-        trials = sum(len(r["rewards"]) for r in runs)
+        trials_run = sum(len(r["rewards"]) for r in runs)
         entry["oracles"][name] = {
             "description": ORACLES[name],
             "seeds": sorted(rewards),
             "max_trials": max(len(r) for r in rewards.values()),
             "best_at": best_at(rewards, budgets + ([len(next(iter(rewards.values())))]
                                                    if name == "bayesian" else [])),
-            "seconds_per_trial": sum(r["seconds"] for r in runs) / trials,
+            "seconds_per_trial": sum(r["seconds"] for r in runs) / trials_run,
+            "cpu_seconds_per_trial": sum(r["cpu_seconds"] for r in runs) / trials_run,
+            # populate_space + end_trial (controller update, keras-tuner bookkeeping) over
+            # the last 10 trials of each seed, when the buffer is (nearly) full.
+            "oracle_last10": {
+                kind: sum(p[i] + e[i] for r in runs
+                          for p, e in zip(r["oracle_times"]["populate_space"][-10:],
+                                          r["oracle_times"]["end_trial"][-10:]))
+                / sum(len(r["oracle_times"]["end_trial"][-10:]) for r in runs)
+                for i, kind in enumerate(["wall_seconds", "cpu_seconds"])},
             "rewards": {str(s): r for s, r in rewards.items()},
         }
     return entry
@@ -308,6 +354,11 @@ def main(argv=None):
     parser.add_argument("--real", action="store_true",
                         help="run the real NASTuner part instead of the synthetic one")
     parser.add_argument("--jobs", type=int, default=2, help="parallel searches (default 2)")
+    parser.add_argument("--oracles", nargs="+", choices=sorted(ORACLES),
+                        help="synthetic part: the Oracles to run instead of the mode's")
+    parser.add_argument("--trials", nargs="+", default=[], metavar="ORACLE=N",
+                        help="synthetic part: trials per seed for an Oracle, e.g. "
+                             "ppo_lr1e-4=100, instead of the mode's largest budget")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="JSON file to update")
     args = parser.parse_args(argv)
     if args.jobs < 1:
@@ -329,7 +380,14 @@ def main(argv=None):
             print(f"{name:>15}  {cells}  ({result['seconds_per_trial']:.1f} s/trial)")
     else:
         print(f"synthetic part, mode {mode}, {args.jobs} job(s)")
-        entry = synthetic_part(mode, args.jobs)
+        trials = {}
+        for item in args.trials:
+            name, _, count = item.partition("=")
+            if name not in ORACLES or not count.isdigit() or int(count) < 1:
+                parser.error(f"--trials {item!r}: expected ORACLE=N with ORACLE one of "
+                             f"{sorted(ORACLES)} and N >= 1")
+            trials[name] = int(count)
+        entry = synthetic_part(mode, args.jobs, oracles=args.oracles, trials=trials)
         entry.update(mode=mode, date=datetime.date.today().isoformat(),
                      seconds=time.perf_counter() - start)
         data["synthetic"] = entry

@@ -78,7 +78,9 @@ def test_same_seed_same_architectures(tmp_path, kind):
 
 
 def test_ppo_learns_the_best_choices(tmp_path):
-    oracle = worker.make_oracle("ppo", 60, 1, learning_rate=3e-3)
+    # A 10-architecture buffer in 10 minibatches keeps the test fast (up to 10 steps each).
+    oracle = worker.make_oracle("ppo", 60, 1, learning_rate=3e-3, buffer_size=10,
+                                minibatches=10, units=32)
     tuner = worker.make_tuner(oracle, tmp_path, overwrite=True)
     before = oracle.controller_probabilities(worker.BEST)
     tuner.search(verbose=0)
@@ -229,7 +231,11 @@ def test_killed_search_resumes(tmp_path, kind):
         with np.load(project / f"controller_{updates:06d}.npz") as data:
             for i, variable in enumerate(oracle._controller.weights):
                 np.testing.assert_array_equal(variable.numpy(), data[f"weight_{i}"])
-        assert int(oracle._optimizer.iterations.numpy()) == updates
+        # PPO made one Adam step per buffered architecture (minibatches of one): 1+2+3+4.
+        assert int(oracle._optimizer.iterations.numpy()) == sum(range(1, updates + 1))
+        assert [entry["trial_id"] for entry in oracle.buffer] == [
+            entry["trial_id"] for entry in saved["controller"]["buffer"]]
+        assert len(oracle.buffer) == updates
     tuner.search(verbose=0)
 
     log = read_log(tmp_path)

@@ -8,6 +8,12 @@ a keras-tuner search space in the order the HyperModel declares them, so one con
 serves any HyperModel made of `hp.Choice`, `hp.Int`, `hp.Boolean` (and `hp.Fixed`, a
 decision with one choice).
 
+Sampling runs as one `tf.function` traced once per controller: the numpy generator the
+caller passes draws one uniform number per decision and the graph turns each into a choice
+by inverting the decision's cumulative distribution, so the generator alone fixes the
+sequence of architectures (and a saved generator state resumes it) while no Python runs
+per decision.
+
 Example:
 
     controller = Controller([3, 2, 4])
@@ -48,9 +54,19 @@ def decision_values(hp):
     )
 
 
+#: Logit given to the choices of other decisions: exp() of it underflows to exactly 0.
+_MASKED = -1e9
+
+
 @keras.saving.register_keras_serializable(package="tfnas")
 class Controller(keras.Model):
     """Autoregressive LSTM policy over a sequence of categorical decisions.
+
+    The heads of all decisions are one `Dense` layer over the concatenated choices (decision
+    i reads its own slice; the others are masked out of its softmax), and the embeddings
+    of all fed-back decisions are one table (decision i's choices at their offset), which
+    is the same policy as one head and one embedding per decision with a handful of
+    variables instead of dozens: the Adam step and the gradient clip then cost a few ops.
 
     Args:
         num_choices: List of ints, the number of choices of each decision, in the order the
@@ -84,13 +100,19 @@ class Controller(keras.Model):
         self.num_layers = int(layers)
         self.init_range = float(init_range)
         self.seed = seed
+        self.offsets = np.concatenate([[0], np.cumsum(num_choices)[:-1]]).astype("int32")
+        total = int(sum(num_choices))
+        # mask[i, j]: column j of the heads belongs to decision i.
+        self.mask = np.zeros((len(num_choices), total), bool)
+        for i, (offset, n) in enumerate(zip(self.offsets, num_choices)):
+            self.mask[i, offset : offset + n] = True
         self.cells = [keras.layers.LSTMCell(self.units, name=f"lstm_{i}") for i in range(layers)]
-        # The last decision is never fed back, so it has no embedding.
-        self.embeddings = [
-            keras.layers.Embedding(n, self.units, name=f"embedding_{i}")
-            for i, n in enumerate(num_choices[:-1])
-        ]
-        self.heads = [keras.layers.Dense(n, name=f"head_{i}") for i, n in enumerate(num_choices)]
+        # The last decision is never fed back, so the table has no rows for it.
+        self.embedding = keras.layers.Embedding(
+            max(1, total - num_choices[-1]), self.units, name="embedding"
+        )
+        self.head = keras.layers.Dense(total, name="heads")
+        self._sample_function = None
 
     def build(self, input_shape=None):
         """Creates the weights and draws them from U(-init_range, init_range).
@@ -101,10 +123,8 @@ class Controller(keras.Model):
         self.start = self.add_weight(shape=(1, self.units), name="start")
         for cell in self.cells:
             cell.build((None, self.units))
-        for embedding in self.embeddings:
-            embedding.build((None,))
-        for head in self.heads:
-            head.build((None, self.units))
+        self.embedding.build((None,))
+        self.head.build((None, self.units))
         rng = np.random.default_rng(self.seed)
         for variable in self.weights:
             variable.assign(
@@ -117,14 +137,19 @@ class Controller(keras.Model):
         """Int, the number of decisions in one architecture."""
         return len(self.num_choices)
 
-    def _step(self, inputs, states, index):
-        """Runs the stacked cells once and returns decision `index`'s logits and new states."""
+    def _cells(self, inputs, states):
+        """Runs the stacked cells once; returns the top output and the new states."""
         x = inputs
         new_states = []
         for cell, state in zip(self.cells, states):
             x, state = cell(x, state)
             new_states.append(state)
-        return self.heads[index](x), new_states
+        return x, new_states
+
+    def _masked_logits(self, outputs, index):
+        """Heads on LSTM outputs `(..., units)`, all but decision `index`'s columns masked."""
+        mask = tf.gather(tf.constant(self.mask), index)
+        return tf.where(mask, self.head(outputs), _MASKED)
 
     def _initial(self, batch_size):
         zeros = tf.zeros((batch_size, self.units))
@@ -134,21 +159,56 @@ class Controller(keras.Model):
     def call(self, actions):
         """Teacher-forced pass: the logits of every decision given the earlier actions.
 
+        The embeddings of the fed-back actions are looked up at once, the stacked cells
+        run over the decisions in a `tf.while_loop` (one loop body, however many
+        decisions), and the heads apply to all outputs at once.
+
         Args:
             actions: Int tensor `(batch, num_decisions)` of choice indices.
 
         Returns:
-            A list of `num_decisions` float tensors; item i is `(batch, num_choices[i])`.
+            Float tensor `(batch, num_decisions, sum(num_choices))`: row i holds decision
+            i's logits in its columns (`offsets[i]` onwards) and -1e9 elsewhere.
         """
         actions = tf.cast(actions, tf.int32)
-        x, states = self._initial(tf.shape(actions)[0])
-        logits = []
-        for i in range(self.num_decisions):
-            step_logits, states = self._step(x, states, i)
-            logits.append(step_logits)
-            if i < len(self.embeddings):
-                x = self.embeddings[i](actions[:, i])
-        return logits
+        first, states = self._initial(tf.shape(actions)[0])
+        inputs = first[None]
+        if self.num_decisions > 1:
+            fed = self.embedding(actions[:, :-1] + self.offsets[:-1])
+            inputs = tf.concat([inputs, tf.transpose(fed, [1, 0, 2])], axis=0)
+
+        def body(step, states, outputs):
+            output, states = self._cells(inputs[step], states)
+            return step + 1, states, outputs.write(step, output)
+
+        _, _, outputs = tf.while_loop(
+            lambda step, *_: step < self.num_decisions,
+            body,
+            (tf.constant(0), states, tf.TensorArray(tf.float32, size=self.num_decisions)),
+            maximum_iterations=self.num_decisions,
+        )
+        outputs = tf.transpose(outputs.stack(), [1, 0, 2])
+        return tf.where(tf.constant(self.mask), self.head(outputs), _MASKED)
+
+    def evaluate_actions(self, actions):
+        """Log-probability and entropy of whole architectures under the current weights.
+
+        One teacher-forced pass serves both (the PPO loss needs the first, its entropy
+        bonus the second).
+
+        Args:
+            actions: Int tensor `(batch, num_decisions)` of choice indices.
+
+        Returns:
+            A tuple of float tensors `(batch,)`: the sum over decisions of
+            log pi(action_i | earlier actions), and the sum over decisions of the entropy of
+            each decision's distribution given the earlier actions.
+        """
+        actions = tf.cast(actions, tf.int32)
+        log_p = tf.nn.log_softmax(self(actions))  # masked columns get probability 0
+        taken = tf.gather(log_p, actions + self.offsets, axis=2, batch_dims=2)
+        entropy = -tf.reduce_sum(tf.exp(log_p) * log_p, axis=[1, 2])
+        return tf.reduce_sum(taken, axis=1), entropy
 
     def log_prob(self, actions):
         """Log-probability of whole architectures under the current weights.
@@ -159,12 +219,7 @@ class Controller(keras.Model):
         Returns:
             Float tensor `(batch,)`: the sum over decisions of log pi(action_i | earlier).
         """
-        actions = tf.cast(actions, tf.int32)
-        total = 0.0
-        for i, logits in enumerate(self(actions)):
-            log_p = tf.nn.log_softmax(logits)
-            total += tf.gather(log_p, actions[:, i], axis=1, batch_dims=1)
-        return total
+        return self.evaluate_actions(actions)[0]
 
     def entropy(self, actions):
         """Entropy of the policy along given architectures.
@@ -176,14 +231,12 @@ class Controller(keras.Model):
             Float tensor `(batch,)`: the sum over decisions of the entropy of each
             decision's distribution given the earlier actions.
         """
-        total = 0.0
-        for logits in self(actions):
-            log_p = tf.nn.log_softmax(logits)
-            total += -tf.reduce_sum(tf.exp(log_p) * log_p, axis=1)
-        return total
+        return self.evaluate_actions(actions)[1]
 
     def decide(self, choose):
         """Emits one architecture, letting `choose` pick each decision from its distribution.
+
+        Runs eagerly (`choose` is Python); `sample` is the traced path for search.
 
         Args:
             choose: Callable `(index, probs) -> int`: given the decision index and its
@@ -198,8 +251,10 @@ class Controller(keras.Model):
         x, states = self._initial(1)
         actions, log_probs, all_probs = [], [], []
         for i, n in enumerate(self.num_choices):
-            logits, states = self._step(x, states, i)
-            log_p = tf.nn.log_softmax(logits)[0].numpy().astype("float64")
+            output, states = self._cells(x, states)
+            offset = self.offsets[i]
+            log_p = tf.nn.log_softmax(self._masked_logits(output, i))[0, offset : offset + n]
+            log_p = log_p.numpy().astype("float64")
             probs = np.exp(log_p)
             probs /= probs.sum()
             action = int(choose(i, probs))
@@ -208,23 +263,74 @@ class Controller(keras.Model):
             actions.append(action)
             log_probs.append(float(log_p[action]))
             all_probs.append(probs)
-            if i < len(self.embeddings):
-                x = self.embeddings[i](tf.constant([action]))
+            if i < self.num_decisions - 1:
+                x = self.embedding(tf.constant([offset + action]))
         return actions, log_probs, all_probs
 
-    def sample(self, rng):
-        """Samples one architecture from the policy.
+    def sample_from_uniforms(self, uniforms):
+        """Samples one architecture, decision i taken by inverting its CDF at `uniforms[i]`.
+
+        Plain TensorFlow (a `tf.while_loop` over the decisions), so it runs inside
+        `tf.function` (see `sample`). With `u` drawn from U(0, 1), the chosen index is the
+        number of the decision's cumulative probabilities below `u`, which is a draw from
+        its distribution.
 
         Args:
-            rng: A `numpy.random.Generator`; its state advances, so a saved and restored
-                generator continues the same sequence.
+            uniforms: Float tensor `(num_decisions,)` of numbers in [0, 1).
 
         Returns:
-            A tuple `(actions, log_probs)`: per decision, the sampled index and its
-            log-probability under the current weights.
+            A tuple `(actions, log_probs)` of tensors `(num_decisions,)`: int32 choice
+            indices and float32 log-probabilities of each choice given the earlier ones.
         """
-        actions, log_probs, _ = self.decide(lambda i, probs: rng.choice(len(probs), p=probs))
-        return actions, log_probs
+        uniforms = tf.cast(tf.reshape(uniforms, [-1]), tf.float32)
+        first, states = self._initial(1)
+        offsets = tf.constant(self.offsets)
+        sizes = tf.constant(self.num_choices, tf.int32)
+        mask = tf.constant(self.mask)
+        feedable = max(1, self.embedding.input_dim) - 1
+
+        def body(step, inputs, states, actions, log_probs):
+            output, states = self._cells(inputs, states)
+            log_p = tf.nn.log_softmax(self._masked_logits(output, step))[0]
+            below = tf.logical_and(mask[step], tf.math.cumsum(tf.exp(log_p)) < uniforms[step])
+            # Rounding can leave the last cumulative probability just under u.
+            action = tf.minimum(tf.reduce_sum(tf.cast(below, tf.int32)), sizes[step] - 1)
+            column = offsets[step] + action
+            inputs = self.embedding(tf.minimum(column, feedable)[None])
+            return (step + 1, inputs, states, actions.write(step, action),
+                    log_probs.write(step, log_p[column]))
+
+        _, _, _, actions, log_probs = tf.while_loop(
+            lambda step, *_: step < self.num_decisions,
+            body,
+            (tf.constant(0), first, states, tf.TensorArray(tf.int32, size=self.num_decisions),
+             tf.TensorArray(tf.float32, size=self.num_decisions)),
+            maximum_iterations=self.num_decisions,
+        )
+        return actions.stack(), log_probs.stack()
+
+    def sample(self, rng):
+        """Samples one architecture from the policy (one call of a traced `tf.function`).
+
+        Args:
+            rng: A `numpy.random.Generator`; it draws `num_decisions` uniform numbers, so
+                its state advances and a saved and restored generator continues the same
+                sequence.
+
+        Returns:
+            A tuple `(actions, log_probs)`: lists with, per decision, the sampled index
+            (int) and its log-probability (float) under the current weights.
+        """
+        if not self.built:
+            self.build()
+        if self._sample_function is None:
+            self._sample_function = tf.function(
+                self.sample_from_uniforms,
+                input_signature=[tf.TensorSpec([self.num_decisions], tf.float32)],
+            )
+        uniforms = rng.random(self.num_decisions).astype("float32")
+        actions, log_probs = self._sample_function(tf.constant(uniforms))
+        return [int(a) for a in actions.numpy()], [float(p) for p in log_probs.numpy()]
 
     def get_config(self):
         """Returns the constructor arguments."""
