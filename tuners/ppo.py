@@ -41,7 +41,6 @@ tuner registers by building the HyperModel once); hyperparameters that appear la
 their default values. Conditional scopes are not modelled: the controller emits every
 decision and the values of inactive ones are left out of the trial.
 """
-import json
 import os
 import warnings
 
@@ -52,29 +51,11 @@ import tensorflow as tf
 from keras_tuner.engine import trial as trial_module
 
 from tfnas.tuners._settings import check_settings
+from tfnas.io import atomic_path
 from tfnas.tuners.controller import Controller, decision_values
+from tfnas.tuners.oracles import drop_finished_retries, save_oracle_json
 
 ALGORITHMS = ("ppo", "reinforce")
-
-
-def _atomic_write(path, write):
-    """Calls `write(file)` on a temporary file, then renames it to `path`."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def save_oracle_json(oracle):
-    """Writes `oracle.get_state()` to the oracle's `oracle.json` atomically.
-
-    Args:
-        oracle: A `keras_tuner.Oracle` with its project directory set.
-    """
-    data = json.dumps(oracle.get_state()).encode("utf-8")
-    _atomic_write(oracle._get_oracle_fname(), lambda f: f.write(data))
 
 
 class PPOOracle(keras_tuner.Oracle):
@@ -228,6 +209,7 @@ class PPOOracle(keras_tuner.Oracle):
         self._rewards = {}
         self.buffer = []
         self.baseline = None
+        self.history = []
         self.updates = 0
         self.last_update = None
 
@@ -317,7 +299,7 @@ class PPOOracle(keras_tuner.Oracle):
 
         def train(actions, old_log_probs, advantages, order, num_steps):
             zero = tf.constant(0.0)
-            loss_sum, outside, binding, count = zero, zero, zero, zero
+            loss_sum, entropy_sum, outside, binding, count = zero, zero, zero, zero, zero
             ratio_min, ratio_max = tf.constant(np.inf, tf.float32), tf.constant(-np.inf, tf.float32)
             for step in tf.range(num_steps):
                 index = order[step]
@@ -343,6 +325,7 @@ class PPOOracle(keras_tuner.Oracle):
                 # Statistics, over the real (unpadded) entries.
                 real = mask > 0
                 loss_sum += loss
+                entropy_sum += tf.reduce_sum(mask * entropy) / tf.reduce_sum(mask)
                 count += tf.reduce_sum(mask)
                 outside += tf.reduce_sum(mask * tf.cast(tf.not_equal(ratio, clipped), tf.float32))
                 binding += tf.reduce_sum(
@@ -352,6 +335,7 @@ class PPOOracle(keras_tuner.Oracle):
             steps_run = tf.cast(num_steps, tf.float32)
             return {
                 "loss": loss_sum / steps_run,
+                "entropy": entropy_sum / steps_run,
                 "ratio_min": ratio_min,
                 "ratio_max": ratio_max,
                 "clip_fraction": outside / count,
@@ -374,7 +358,8 @@ class PPOOracle(keras_tuner.Oracle):
         arrays.update(
             {f"optimizer_{i}": np.asarray(v) for i, v in enumerate(self._optimizer.variables)}
         )
-        _atomic_write(self._checkpoint_path(self.updates), lambda f: np.savez(f, **arrays))
+        with atomic_path(self._checkpoint_path(self.updates)) as tmp:
+            np.savez(tmp, **arrays)
 
     def controller_probabilities(self, values=None):
         """The controller's current distribution of every decision.
@@ -545,6 +530,10 @@ class PPOOracle(keras_tuner.Oracle):
         )
         self.last_update = {"steps": len(order), **{k: float(v) for k, v in stats.items()}}
         self.updates += 1
+        # What `tfnas report` plots: the baseline and the policy's entropy after each update.
+        self.history.append({"update": self.updates, "baseline": self.baseline,
+                             "entropy": self.last_update["entropy"], "loss": self.last_update["loss"],
+                             "trial_ids": trial_ids})
         for trial_id in trial_ids:
             del self._samples[trial_id]
             del self._rewards[trial_id]
@@ -569,6 +558,7 @@ class PPOOracle(keras_tuner.Oracle):
             "buffer": self.buffer,
             "baseline": self.baseline,
             "updates": self.updates,
+            "history": self.history,
             "rng": self._rng.bit_generator.state,
         }
         return state
@@ -587,6 +577,7 @@ class PPOOracle(keras_tuner.Oracle):
         self.buffer = controller.get("buffer", [])  # absent in states written before it existed
         self.baseline = controller["baseline"]
         self.updates = controller["updates"]
+        self.history = controller.get("history", [])
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = controller["rng"]
         self._controller = None
@@ -601,3 +592,9 @@ class PPOOracle(keras_tuner.Oracle):
                 index = name[len("controller_") : -len(".npz")]
                 if index.isdigit() and int(index) < self.updates:
                     os.remove(os.path.join(self._project_dir, name))
+
+    @keras_tuner.synchronized
+    def create_trial(self, tuner_id):
+        """keras-tuner's `create_trial`, never re-running a trial that ended (see `drop_finished_retries`)."""
+        drop_finished_retries(self)
+        return super().create_trial(tuner_id)
