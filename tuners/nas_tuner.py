@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 from keras_tuner.src.distribute import utils as dist_utils
 
-from tfnas import profile
+from tfnas import profile, retention
 from tfnas.data import pipeline, split
 from tfnas.preprocessing import IGNORE_LABEL
 from tfnas.training import (
@@ -173,6 +173,9 @@ class NASTuner(keras_tuner.Tuner):
         latency_warmup: int, untimed passes before them. Default 2.
         metadata: optional dict merged into `run.json`.
         verbose: Keras verbosity of the stages (0, 1, 2 or "auto"). Default "auto".
+        keep_weights: int or None: after each trial, keep the weights of only the best
+            `keep_weights` completed trials and the running ones (`tfnas.retention`); None
+            keeps every trial's weights. Default None.
         directory, project_name, overwrite, **kwargs: as `keras_tuner.Tuner`; the search
             directory is `directory/project_name`.
 
@@ -187,7 +190,8 @@ class NASTuner(keras_tuner.Tuner):
                  cache_images=4000, validation_fraction=0.1, termination=True,
                  termination_decay=0.99, termination_delta=0.9, warmup_epochs=None,
                  warmup_learning_rate=1e-2, bn_momentum=0.9, latency_runs=10, latency_warmup=2, metadata=None,
-                 verbose="auto", directory=None, project_name=None, overwrite=False, **kwargs):
+                 verbose="auto", keep_weights=None, directory=None, project_name=None,
+                 overwrite=False, **kwargs):
         if oracle is None:
             oracle = make_oracle(getattr(hypermodel, "DEFAULT_ORACLE", "ppo"), max_trials, seed)
         objective = oracle.objective
@@ -221,6 +225,10 @@ class NASTuner(keras_tuner.Tuner):
         self.latency_runs, self.latency_warmup = int(latency_runs), int(latency_warmup)
         self.metadata = dict(metadata or {})
         self.verbose = verbose
+        if keep_weights is not None and int(keep_weights) < 1:
+            raise ValueError(f"keep_weights={keep_weights!r} must be at least 1 (or None to keep "
+                             "every trial's weights)")
+        self.keep_weights = None if keep_weights is None else int(keep_weights)
         self._context = None
         super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory,
                          project_name=project_name, overwrite=overwrite, **kwargs)
@@ -287,6 +295,15 @@ class NASTuner(keras_tuner.Tuner):
         queue = getattr(self.oracle, "_retry_queue", None)
         if queue:
             queue[:] = [trial_id for trial_id in queue if trial_id not in done]
+
+    def on_trial_end(self, trial):
+        """Records the trial (keras-tuner), then prunes weights beyond the best `keep_weights`."""
+        super().on_trial_end(trial)
+        if self.keep_weights is not None:
+            retention.prune_trial_weights(
+                self.project_dir, self.keep_weights, self.oracle.trials.values(),
+                running_trial_ids=self.oracle.ongoing_trials.values(),
+                direction=self.oracle.objective.direction)
 
     def run_trial(self, trial, callbacks=None, **kwargs):
         """Trains and scores one architecture with the proxy task; returns its metrics.
@@ -384,10 +401,15 @@ class NASTuner(keras_tuner.Tuner):
         """Builds the trial's training model (`space.build(hp)`) and loads its weights.
 
         Raises:
-            FileNotFoundError: if the trial saved no weights (it failed).
+            FileNotFoundError: if the trial saved no weights (it failed) or they were pruned
+                (`keep_weights`).
         """
         path = os.path.join(self.get_trial_dir(trial.trial_id), MODEL_WEIGHTS)
         if not os.path.exists(path):
+            pruned = retention.pruned_message(self.project_dir, trial.trial_id,
+                                              self.oracle.trials.values())
+            if pruned:
+                raise FileNotFoundError(pruned)
             raise FileNotFoundError(f"trial {trial.trial_id} has no weights at {path!r} "
                                     f"(status {trial.status}); pick a completed trial")
         model = self.trial_space.build(trial.hyperparameters.copy())
@@ -504,7 +526,7 @@ class NASTuner(keras_tuner.Tuner):
             "encoder_learning_rate", "encoder_momentum", "stage1_polyak", "stage2_polyak",
             "aux_weight", "distillation_weight", "cache_images", "validation_fraction",
             "termination", "termination_decay", "termination_delta", "warmup_epochs",
-            "warmup_learning_rate", "bn_momentum", "latency_runs")}
+            "warmup_learning_rate", "bn_momentum", "latency_runs", "keep_weights")}
         run = {**previous, **self.metadata,
                "space": self._space_name(), "space_config": self.hypermodel.config(),
                "image_size": image_size, "num_classes": self.hypermodel.num_classes,
