@@ -427,6 +427,9 @@ class NASTuner(keras_tuner.Tuner):
         """Splits the data, warms up the encoder, fills the feature cache, writes run.json."""
         verbose = self._verbosity()
         space, run_dir = self.hypermodel, self.project_dir
+        # run.json first (settings and metadata, e.g. the CLI's arguments), so that a search
+        # killed during the warm-up or the feature cache can be resumed.
+        self._write_run_file()
         if val is None:
             train, val = split(train, fraction=self.validation_fraction, seed=self.seed)
         image_spec = train.element_spec[0]
@@ -515,7 +518,8 @@ class NASTuner(keras_tuner.Tuner):
                 return name
         return self.hypermodel.name
 
-    def _write_run_file(self, image_size, num_train, num_val, stage1_data):
+    def _write_run_file(self, image_size=None, num_train=None, num_val=None, stage1_data=None):
+        """Writes run.json; the data's sizes are added once the feature cache is ready."""
         path = os.path.join(self.project_dir, RUN_FILE)
         previous = {}
         if os.path.exists(path):
@@ -529,13 +533,14 @@ class NASTuner(keras_tuner.Tuner):
             "warmup_learning_rate", "bn_momentum", "latency_runs", "keep_weights")}
         run = {**previous, **self.metadata,
                "space": self._space_name(), "space_config": self.hypermodel.config(),
-               "image_size": image_size, "num_classes": self.hypermodel.num_classes,
+               "num_classes": self.hypermodel.num_classes,
                "objective": {"name": "reward", "direction": "max"},
                "oracle": type(self.oracle).__name__, "max_trials": self.oracle.max_trials,
-               "meta_train_images": num_train, "meta_val_images": num_val,
-               "cached_images": len(stage1_data.masks),
-               "distillation": stage1_data.teacher_logits is not None,
                "settings": settings, "tfnas_version": _version()}
+        if stage1_data is not None:
+            run.update({"image_size": image_size, "meta_train_images": num_train,
+                        "meta_val_images": num_val, "cached_images": len(stage1_data.masks),
+                        "distillation": stage1_data.teacher_logits is not None})
         atomic_write_json(path, run)
 
 
