@@ -17,7 +17,8 @@ then samples
   fragmentation, not a leak;
 - `objects`: live objects by kind found with `gc.get_objects()`: Keras models, layers,
   variables, optimizers, `tf.function`s, concrete functions, `FuncGraph`s, `tf.data`
-  datasets, eager tensors, keras-tuner trials;
+  datasets, eager tensors, keras-tuner trials, and the functions registered in TensorFlow's
+  eager context (`runtime_functions`);
 - with `--tracemalloc`: the ten Python allocation sites that grew most since the previous
   trial (`tracemalloc` snapshot diffs, by line).
 
@@ -49,6 +50,7 @@ import keras_tuner  # noqa: E402
 import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.python.eager import polymorphic_function  # noqa: E402
+from tensorflow.python.eager.polymorphic_function import atomic_function  # noqa: E402
 from tensorflow.python.framework import func_graph  # noqa: E402
 
 from tfnas.data import digit_scenes, num_classes  # noqa: E402
@@ -127,7 +129,11 @@ def count_objects():
                     counts[kind] += 1
             except Exception:  # objects half torn down by gc can refuse isinstance
                 pass
-    return {kind: counts.get(kind, 0) for kind in KINDS}
+    result = {kind: counts.get(kind, 0) for kind in KINDS}
+    # Functions registered in TensorFlow's eager context (each traced function that was
+    # called, with its gradient functions); removed when their last Python owner dies.
+    result["runtime_functions"] = len(atomic_function.RUNTIME_FUNCTION_REFS)
+    return result
 
 
 class MemoryTuner(NASTuner):
@@ -139,9 +145,10 @@ class MemoryTuner(NASTuner):
         **kwargs: `NASTuner` arguments.
     """
 
-    def __init__(self, *args, samples, trace=False, **kwargs):
+    def __init__(self, *args, samples, trace=False, on_sample=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.samples, self.trace, self._snapshot = samples, trace, None
+        self.on_sample = on_sample
         self._start = time.perf_counter()
 
     def on_trial_end(self, trial):
@@ -162,13 +169,17 @@ class MemoryTuner(NASTuner):
                     for stat in snapshot.compare_to(self._snapshot, "lineno")[:10]]
             self._snapshot = snapshot
         self.samples.append(sample)
+        if self.on_sample is not None:
+            self.on_sample(self.samples)
         print(f"trial {sample['trial']:3d} ({trial.status}): rss {sample['rss_mb']:.0f} MB, "
               f"malloc in use {sample.get('malloc_in_use_mb', float('nan')):.0f} MB, "
               f"objects {sample['objects']}", flush=True)
 
 
-def run(trials, directory, trace=False):
-    """Runs the issue's tiny search for `trials` trials; returns the per-trial samples."""
+def run(trials, directory, trace=False, on_sample=None):
+    """Runs the issue's tiny search for `trials` trials; returns the per-trial samples.
+
+    `on_sample(samples)` is called after each trial (to save partial results)."""
     if trace:
         tracemalloc.start(1)
     digits = DIGITS
@@ -176,9 +187,73 @@ def run(trials, directory, trace=False):
     space = get_space("auxcell")(num_classes=num_classes(digits))
     oracle = make_oracle("random", trials, seed=SETTINGS["seed"])
     samples = []
-    tuner = MemoryTuner(space, oracle=oracle, samples=samples, trace=trace, directory=directory,
+    tuner = MemoryTuner(space, oracle=oracle, samples=samples, trace=trace, on_sample=on_sample,
+                        directory=directory,
                         project_name="search", **SETTINGS)
     tuner.search(train)
+    return samples
+
+
+def stage_loop(iterations, without_fix=False, on_sample=None):
+    """What a trial does to memory, without the search: a fast loop that shows the same leak.
+
+    Each iteration, like a trial, clears the Keras session, builds a small decoder (six 3x3
+    convs on 8x8x32 features, 3 classes at 32x32), trains it one epoch with `run_stage`
+    (ProxyModel, ParameterGroup, Adam with Polyak averaging), scores it with
+    `evaluate_reward` and counts its multiply-adds with `profile.madds`, then drops it and
+    samples memory (and RSS again after glibc's `malloc_trim(0)`), passing the samples so far
+    to `on_sample`. With `without_fix` the
+    `release_custom_gradients` block of `run_stage` is replaced by a no-op, which is the
+    code before the fix.
+    """
+    import contextlib
+
+    import numpy as np
+
+    from tfnas import profile
+    from tfnas.training import ParameterGroup, ProxyModel, evaluate_reward, make_optimizer, run_stage
+    from tfnas.training import stages
+
+    if without_fix:
+        stages.release_custom_gradients = contextlib.nullcontext
+    rng = np.random.default_rng(0)
+    features = tf.constant(rng.random((64, 8, 8, 32), dtype=np.float32))
+    masks = tf.constant(rng.integers(0, 3, (64, 32, 32)).astype(np.int32))
+    train = tf.data.Dataset.from_tensor_slices(((features,), masks))
+    val = tf.data.Dataset.from_tensor_slices(((features[:32],), masks[:32])).batch(16)
+
+    def build():
+        x = inputs = keras.Input((8, 8, 32))
+        for _ in range(6):
+            x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+        x = keras.layers.UpSampling2D(4)(x)
+        return keras.Model([inputs], {"logits": keras.layers.Conv2D(3, 1)(x)})
+
+    trim = ctypes.CDLL("libc.so.6").malloc_trim
+    samples, start = [], time.perf_counter()
+    for i in range(iterations):
+        keras.backend.clear_session()
+        gc.collect()
+        network = build()
+        group = ParameterGroup(make_optimizer("adam", 1e-3, 0.9), network.trainable_variables)
+        model = ProxyModel(network, [group], 3)
+        run_stage(model, train.shuffle(64, seed=i).batch(16, drop_remainder=True), 1, "loop",
+                  verbose=0)
+        evaluate_reward(model, val)
+        profile.madds(network, (8, 8, 32))
+        del network, group, model
+        gc.collect()
+        sample = {"trial": i + 1, "seconds": round(time.perf_counter() - start, 1),
+                  "rss_mb": psutil.Process().memory_info().rss / 2**20, **_mallinfo(),
+                  "objects": count_objects()}
+        trim(0)
+        sample["rss_after_malloc_trim_mb"] = psutil.Process().memory_info().rss / 2**20
+        samples.append(sample)
+        if on_sample is not None:
+            on_sample(samples)
+        print(f"iteration {i + 1}: rss {sample['rss_mb']:.0f} MB, malloc in use "
+              f"{sample.get('malloc_in_use_mb', float('nan')):.0f} MB, func graphs "
+              f"{sample['objects']['func_graphs']}", flush=True)
     return samples
 
 
@@ -214,37 +289,52 @@ def main(argv=None):
     parser.add_argument("--tracemalloc", action="store_true", help="record Python allocation diffs")
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
     parser.add_argument("--keep", default=None, help="keep the search folder here")
+    parser.add_argument("--loop", type=int, default=0,
+                        help="instead of the search, run `stage_loop` for this many iterations")
+    parser.add_argument("--without-fix", action="store_true",
+                        help="with --loop: run_stage without release_custom_gradients (the code before the fix)")
     args = parser.parse_args(argv)
     directory = args.keep or tempfile.mkdtemp(prefix="tfnas-memory-")
     start = time.perf_counter()
+
+    def save(samples, disk=None, settings=None):
+        result = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([os.path.basename(sys.argv[0])] + list(argv or sys.argv[1:])),
+            "settings": settings or {"space": "auxcell", "oracle": "random", "scenes": SCENES,
+                                     "image_size": IMAGE_SIZE, "digits": DIGITS, **SETTINGS},
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                        "tensorflow": tf.__version__, "keras": keras.__version__,
+                        "keras_tuner": keras_tuner.__version__,
+                        "malloc_env": {k: v for k, v in os.environ.items()
+                                       if k.startswith(("MALLOC", "LD_PRELOAD"))}},
+            "seconds": round(time.perf_counter() - start, 1), "finished": disk is not None,
+            "summary": summarize(samples), "disk": disk, "samples": samples,
+        }
+        results = {}
+        if os.path.exists(args.output):
+            with open(args.output) as f:
+                results = json.load(f)
+        results[args.label] = result
+        os.makedirs(os.path.dirname(args.output), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=1)
+        return result
+
+    if args.loop:
+        settings = {"mode": "stage_loop", "iterations": args.loop, "without_fix": args.without_fix}
+        samples = stage_loop(args.loop, args.without_fix,
+                             on_sample=lambda done: save(done, settings=settings))
+        result = save(samples, disk={}, settings=settings)
+        print(json.dumps(result["summary"], indent=1))
+        return
     try:
-        samples = run(args.trials, directory, trace=args.tracemalloc)
-        disk = disk_usage(os.path.join(directory, "search"))
+        samples = run(args.trials, directory, trace=args.tracemalloc, on_sample=save)
+        result = save(samples, disk_usage(os.path.join(directory, "search")))
     finally:
         if args.keep is None:
             shutil.rmtree(directory, ignore_errors=True)
-    result = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([os.path.basename(sys.argv[0])] + list(argv or sys.argv[1:])),
-        "settings": {"space": "auxcell", "oracle": "random", "scenes": SCENES,
-                     "image_size": IMAGE_SIZE, "digits": DIGITS, **SETTINGS},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "tensorflow": tf.__version__, "keras": keras.__version__,
-                    "keras_tuner": keras_tuner.__version__,
-                    "malloc_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC", "LD_PRELOAD"))}},
-        "seconds": round(time.perf_counter() - start, 1),
-        "summary": summarize(samples), "disk": disk, "samples": samples,
-    }
-    results = {}
-    if os.path.exists(args.output):
-        with open(args.output) as f:
-            results = json.load(f)
-    results[args.label] = result
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(results, f, indent=1)
     print(json.dumps(result["summary"], indent=1))
-
 
 if __name__ == "__main__":
     main()
