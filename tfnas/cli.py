@@ -143,6 +143,9 @@ def _add_search_options(parser, demo=False):
     dist.add_argument("--chief-timeout", type=float, default=120.0,
                       help="seconds a worker waits for the chief (KERASTUNER_ORACLE_IP/PORT) "
                            "before it gives up")
+    parser.add_argument("--keep-weights", type=_positive_int, default=None, metavar="K",
+                        help="keep the trained weights of only the best K trials (and the running "
+                             "ones), so disk stays bounded; default: every trial's")
     parser.add_argument("--top", type=_positive_int, default=5, help="rows of the final table")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch; "
@@ -199,7 +202,7 @@ _SAVED = ("space", "oracle", "seed", "images", "masks", "val_images", "val_masks
           "tfds_split", "label_offset", "num_classes", "scenes", "digits", "min_digit_size", "max_digit_size",
           "image_size", "val_fraction",
           "width", "alpha", "encoder_weights", "stage1_epochs", "stage2_epochs", "batch_size",
-          "cache_images", "warmup_epochs", "teacher", "no_termination", "latency_runs")
+          "cache_images", "warmup_epochs", "teacher", "no_termination", "latency_runs", "keep_weights")
 
 
 def _check_out(args, joining=False):
@@ -352,7 +355,8 @@ def run_search(args):
         stage2_epochs=args.stage2_epochs, batch_size=args.batch_size,
         cache_images=args.cache_images, validation_fraction=args.val_fraction,
         warmup_epochs=args.warmup_epochs, teacher=teacher, termination=not args.no_termination,
-        latency_runs=args.latency_runs, verbose="auto" if args.verbose is None else args.verbose,
+        latency_runs=args.latency_runs, keep_weights=args.keep_weights,
+        verbose="auto" if args.verbose is None else args.verbose,
         metadata={"cli": cli}, directory=os.path.dirname(out), project_name=os.path.basename(out))
     if role == "worker":
         print(f"tfnas: worker {os.environ[distributed.TUNER_ID]} joining the chief at "

@@ -182,6 +182,11 @@ class SearchDir:
         info = trials[trial_id]
         weights = self.trial_weights(trial_id)
         if not os.path.exists(weights):
+            from tfnas.retention import pruned_message
+
+            pruned = pruned_message(self.path, trial_id, trials.values())
+            if pruned:
+                raise FileNotFoundError(pruned)
             raise FileNotFoundError(f"trial {trial_id} of {self.path!r} has no trained weights "
                                     f"({weights} is missing; status {info.get('status')}); pick a "
                                     "COMPLETED trial")

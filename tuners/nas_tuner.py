@@ -22,6 +22,7 @@ from keras_tuner.engine.trial import TrialStatus
 from keras_tuner.src.distribute import utils as dist_utils
 
 import tfnas
+from tfnas import retention
 from tfnas.data import as_examples
 from tfnas.distributed import preparation_lock
 from tfnas.report.progress import ProgressPrinter
@@ -43,6 +44,9 @@ class NASTuner(keras_tuner.Tuner):
             (`stage1_epochs=3, batch_size=8, ...`). Default: the paper's.
         teacher: the distillation teacher: `"auto"` (the warmed-up model when the encoder is
             warmed up, else none), None, a Keras model, or a SavedModel / `.keras` path.
+        keep_weights: int or None: after each trial keep the weights of only the best
+            `keep_weights` completed trials and the running ones (`tfnas.retention`), so
+            disk stays bounded; None keeps every trial's. Default None.
         metadata: optional dict merged into `run.json` (the CLI keeps its arguments there).
         verbose: Keras verbosity of the stages (0, 1, 2 or "auto": 1 on a terminal, else 2).
         directory, project_name, overwrite, **kwargs: as `keras_tuner.Tuner`; the search
@@ -53,8 +57,8 @@ class NASTuner(keras_tuner.Tuner):
     """
 
     def __init__(self, hypermodel, oracle=None, max_trials=10, settings=None, teacher="auto",
-                 metadata=None, verbose="auto", directory=None, project_name=None,
-                 overwrite=False, **kwargs):
+                 keep_weights=None, metadata=None, verbose="auto", directory=None,
+                 project_name=None, overwrite=False, **kwargs):
         given = {name: kwargs.pop(name) for name in ProxySettings.field_names() if name in kwargs}
         if settings is not None and given:
             raise ValueError(f"pass the proxy settings either as settings= or as keyword "
@@ -67,6 +71,10 @@ class NASTuner(keras_tuner.Tuner):
             raise ValueError(f"the oracle's objective is {objective!r}; NASTuner reports "
                              "'reward' to maximise: create the oracle with "
                              "objective=keras_tuner.Objective('reward', 'max')")
+        if keep_weights is not None and int(keep_weights) < 1:
+            raise ValueError(f"keep_weights={keep_weights!r} must be at least 1 (or None to keep "
+                             "every trial's weights)")
+        self.keep_weights = None if keep_weights is None else int(keep_weights)
         self.metadata = dict(metadata or {})
         self.verbose = verbose
         super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory,
@@ -123,6 +131,7 @@ class NASTuner(keras_tuner.Tuner):
         if dist_utils.is_chief_oracle():  # serves the Oracle to the workers, runs no trial
             self._write_run_file()
             return super().search(verbose=verbose)
+        self._write_run_file()  # first, so that a search killed while preparing can be resumed
         # One process prepares (warm-up, feature cache); the workers of a distributed search
         # that come later wait, then reuse what it wrote.
         with preparation_lock(self.project_dir):
@@ -158,6 +167,13 @@ class NASTuner(keras_tuner.Tuner):
     def on_trial_end(self, trial):
         """Records the trial (keras-tuner), then its TensorBoard HParams entry and progress line."""
         super().on_trial_end(trial)
+        if self.keep_weights is not None:
+            # The trials as recorded on disk, so that a worker prunes too; trials not ended
+            # (running elsewhere) keep their weights.
+            trials = self.search_dir.trials()
+            running = [tid for tid, t in trials.items() if t.get("status") not in ("COMPLETED", "FAILED")]
+            retention.prune_trial_weights(self.project_dir, self.keep_weights, trials.values(),
+                                          running_trial_ids=running)
         ended = self.oracle.get_trial(trial.trial_id)  # with its metrics, also on a worker
         self._hparams.write_trial(ended)
         if self._progress is not None:
@@ -191,6 +207,9 @@ class NASTuner(keras_tuner.Tuner):
         """
         path = self.search_dir.trial_weights(trial.trial_id)
         if not os.path.exists(path):
+            pruned = retention.pruned_message(self.project_dir, trial.trial_id)
+            if pruned:
+                raise FileNotFoundError(pruned)
             raise FileNotFoundError(f"trial {trial.trial_id} has no weights at {path!r} "
                                     f"(status {trial.status}); pick a completed trial")
         model = self.proxy.trial_space.build(trial.hyperparameters.copy())
@@ -221,4 +240,5 @@ class NASTuner(keras_tuner.Tuner):
             run.update(oracle=type(self.oracle).__name__, max_trials=self.oracle.max_trials)
         if self.proxy.data is not None:
             run.update(self.proxy.describe())
+        run["keep_weights"] = self.keep_weights
         self.search_dir.update_run(run)

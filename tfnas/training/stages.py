@@ -11,7 +11,9 @@ the proxy loss
 (the teacher term only when the data carry teacher logits, i.e. in stage 1) and updates
 each group of variables with its own optimizer (stage 2: SGD on the encoder, Adam on the
 decoder). `run_stage` trains with `model.fit` (one trace per stage: batches have a fixed
-size), applies Polyak averaging, and raises `NonFiniteLossError` when the loss or the
+size), drops the gradient functions TensorFlow registers globally while tracing it (they
+would keep every trial's graph and weights in memory, see `release_custom_gradients`),
+applies Polyak averaging, and raises `NonFiniteLossError` when the loss or the
 weights stop being finite. `evaluate_reward` accumulates a confusion matrix on the
 meta-validation set (padded to whole batches with ignored pixels, so it traces once) and
 returns the reward: the geometric mean of mIoU, frequency-weighted IoU and mean accuracy,
@@ -24,6 +26,7 @@ import keras
 import keras_tuner
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import ops
 
 from tfnas.preprocessing import IGNORE_LABEL
 from tfnas.spaces.base import MAIN_OUTPUT
@@ -178,6 +181,35 @@ def quiet_retracing():
         logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def release_custom_gradients():
+    """Drops the gradient functions that `tf.custom_gradient` registers inside the block.
+
+    In graph mode (inside a traced `tf.function`) `tf.custom_gradient` registers the
+    gradient as `CustomGradient-<n>` in TensorFlow's global gradient registry, which is
+    never cleared, and that closure holds tensors of the traced graph, so the whole graph
+    and every variable it captures (the trial's weights, optimizer slots and Polyak
+    averages) stay in memory after the model is gone. Keras' TensorFlow optimizer adds one
+    per traced train step (its `all_reduce` of the gradients goes through a custom
+    gradient), so a search kept every trial's training graphs (issue 16: ~170 MB per trial
+    on a tiny search; see `benchmarks/bench_memory.py` and benchmarks/RESULTS.md). Upstream:
+    tensorflow/tensorflow#27492 and #97697, keras-team/tf-keras#286 and PR #898.
+
+    The registry is read only while a gradient is being built (at trace time), so once
+    `fit` has returned the entries added by its traces are never used again. Only entries
+    added inside the block are removed; the block must not run concurrently with other
+    tracing in the process.
+    """
+    registry = ops._gradient_registry._registry  # noqa: SLF001 (no public way to unregister)
+    before = set(registry)
+    try:
+        yield
+    finally:
+        for name in [key for key in registry if key not in before]:
+            if name.startswith("CustomGradient-"):
+                del registry[name]
+
+
 def _check_finite(model, history, stage):
     losses = history.history.get("loss", [])
     bad_loss = [i for i, value in enumerate(losses) if not np.isfinite(value)]
@@ -215,7 +247,7 @@ def run_stage(model, dataset, epochs, stage, callbacks=(), verbose=1):
         group.sync()
     if verbose:
         print(f"{stage}: {epochs} epoch(s)")
-    with quiet_retracing():
+    with quiet_retracing(), release_custom_gradients():
         history = model.fit(dataset, epochs=int(epochs), verbose=verbose, shuffle=False,
                             callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks])
     _check_finite(model, history, stage)
