@@ -114,6 +114,18 @@ def _import(graph_def):
     return graph
 
 
+def inlined_graph(concrete_function):
+    """A concrete function with its nested functions inlined and variables frozen, as a `tf.Graph`.
+
+    Importing the GraphDef runs TensorFlow's shape inference on every op, so a function traced
+    at a fixed input size has static shapes throughout (see `network_stride`).
+    """
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(concrete_function, aggressive_inlining=True)
+    return _import(frozen.graph.as_graph_def())
+
+
 def network_stride(graph, input_size):
     """The output stride of a network: how many input pixels one of its deepest features spans.
 
