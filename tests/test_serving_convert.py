@@ -202,3 +202,23 @@ def test_quantize_errors(trained, tmp_path):
 def test_tensorrt_int8_needs_qdq_on_tensorrt_10(tmp_path):
     # No TensorRT here: the version rule is checked on its own.
     assert needs_explicit_quantization("10.3.0") and not needs_explicit_quantization("8.6.2")
+
+
+def test_trtexec_script_and_builder_for_the_fixed_size_qdq_model(trained, tmp_path, digits):
+    x, _ = digits
+    fixed = str(tmp_path / "logits.onnx")
+    to_onnx(trained, fixed, signature="logits", input_size=(32, 32))
+    qdq = quantize_onnx(fixed, str(tmp_path / "int8.onnx"), x[:8])["path"]
+    text = open(write_trtexec_script(qdq, str(tmp_path / "jetson"), "int8")).read()
+    # the shape is in the model (trtexec rejects --shapes for static models); scales come from Q/DQ
+    assert '--saveEngine="$HERE/model_int8.engine" --int8 --fp16 --memPoolSize' in text
+    assert "--shapes" not in text and "--calib" not in text and "placeholders" not in text
+    assert "Input images: 1x32x32x3 (fixed in the model)" in text and "explicit quantization" in text
+    subprocess.run(["sh", "-n", str(tmp_path / "jetson" / "build_engine.sh")], check=True)
+    with pytest.raises(ValueError, match=r"fixed input shape \(1, 32, 32, 3\), not \(1, 64, 64, 3\)"):
+        write_trtexec_script(fixed, str(tmp_path / "j2"), "fp16", (1, 64, 64, 3))
+    # a float model without calibration data: quantize it (checked before TensorRT is imported)
+    with pytest.raises(ValueError, match="int8 needs a Q/DQ model.*quantize_onnx"):
+        build_engine(fixed, str(tmp_path / "m.engine"), precision="int8")
+    with pytest.raises(RuntimeError, match="TensorRT is not installed here"):
+        build_engine(qdq, str(tmp_path / "m.engine"), precision="int8")  # Q/DQ needs no calibration data
