@@ -2,8 +2,9 @@
 
 Converts the `logits` signature of an exported SavedModel (float32 images in [-1, 1] -> raw
 logits) with `tf.lite.TFLiteConverter`, at the deployment size (`input_size=(H, W)`: input
-`(batch_size, H, W, 3)`, dilated convolutions kept as one `CONV_2D` / `DEPTHWISE_CONV_2D` with
-dilation, resizes as one `RESIZE_BILINEAR`) or with dynamic height and width (`input_size=None`):
+`(batch_size, H, W, 3)`, size computations folded, resizes as one `RESIZE_BILINEAR`; the converter
+merges a dilated convolution into one op only where its feature map is a multiple of the rate)
+or with dynamic height and width (`input_size=None`):
 
 - "none": float32, the reference.
 - "float16": weights stored as float16 (half the size), computed in float32 on CPUs.

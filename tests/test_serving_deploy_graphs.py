@@ -17,8 +17,8 @@ DECOMPOSITIONS = ("SpaceToDepth", "DepthToSpace", "Split", "Shape", "ConstantOfS
 
 @pytest.fixture(scope="module")
 def arch0(tmp_path_factory):
-    """arch0 at a small width and alpha: the same ops (atrous 3x3 rate 3, sep 5x5 rate 6, conv 3x3
-    rate 12, global pooling, resizes) as the published model."""
+    """arch0 at a small width and alpha: the same ops (conv 3x3 rate 3, sep 5x5 rate 6, global
+    pooling, resizes) as the published model."""
     space = AuxCellSpace(num_classes=5, width=16, alpha=0.35)
     model = space.inference_model(space.build_genotype("arch0"))
     saved = export(model, str(tmp_path_factory.mktemp("arch0")), "arch0",
@@ -39,7 +39,7 @@ def test_arch0_fixed_size_onnx_has_native_ops_and_matches_keras(arch0, tmp_path)
     assert census["Transpose"] <= 2
     dilations = sorted({tuple(a.ints) for node in onnx.load(path).graph.node if node.op_type == "Conv"
                         for a in node.attribute if a.name == "dilations"} - {(1, 1)})
-    assert dilations == [(3, 3), (6, 6), (12, 12)]  # arch0's atrous ops, each one Conv node
+    assert dilations == [(3, 3), (6, 6)]  # arch0's conv3x3_rate3 and sep5x5_rate6, each one Conv node
     assert census["Resize"] >= 1 and census["GlobalAveragePool"] >= 1
     want = np.asarray(model(preprocess(batch), training=False))
     got = onnx_predict(path, preprocess(batch).numpy())["logits"]
@@ -52,8 +52,10 @@ def test_arch0_fixed_size_tflite_has_native_ops_and_matches_keras(arch0, tmp_pat
     model, saved = arch0
     path = to_tflite(saved, str(tmp_path / "arch0.tflite"), input_size=SIZE)
     census = tflite_op_census(path)
-    assert census["SPACE_TO_BATCH_ND"] == census["BATCH_TO_SPACE_ND"] == 0, dict(census)
-    assert census["DEPTHWISE_CONV_2D"] > 0 and census["RESIZE_BILINEAR"] >= 1
+    # every size computation folded; the TFLite converter keeps SPACE_TO_BATCH_ND around a dilated
+    # conv whose feature map is not a multiple of its rate (docs/serving.md), so those are not counted
+    assert census["SHAPE"] == census["STRIDED_SLICE"] == census["PACK"] == 0, dict(census)
+    assert census["DEPTHWISE_CONV_2D"] > 0 and census["RESIZE_BILINEAR"] >= 1 and census["MEAN"] >= 1
     batch = np.random.default_rng(2).integers(0, 256, (1, *SIZE, 3), dtype=np.uint8)
     want = np.asarray(model(preprocess(batch), training=False))
     assert np.max(np.abs(tflite_predict(path, batch) - want)) <= 1e-4
