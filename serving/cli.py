@@ -287,8 +287,9 @@ def register(subparsers):
                          help="precision for tensorrt/tftrt (default fp16), tflite (default fp32; fp16 = float16 "
                               "weights, int8 = full-integer) and onnx (default fp32; int8 = Q/DQ model)")
     convert.add_argument("--input-size", default="512x512", metavar="HxW",
-                         help="deployment image size the onnx, tensorrt and tflite graphs are converted for (a multiple of the network's "
-                              "output stride), or 'dynamic' (onnx, tflite: any size, a larger and slower graph)")
+                         help="deployment image size the onnx, tensorrt and tflite graphs are converted for "
+                              "(a multiple of the network's output stride), or 'dynamic' (onnx, tflite: any "
+                              "size, a larger and slower graph)")
     convert.add_argument("--batch", type=int, default=1, help="fixed batch size with --input-size HxW")
     convert.add_argument("--out", default=None,
                          help="output file (onnx, tflite) or folder (tensorrt, tftrt); default: "

@@ -5,7 +5,7 @@ favour of explicit quantization: the ONNX model carries QuantizeLinear/Dequantiz
 pairs with the scales, and `trtexec --int8` / the builder's INT8 flag use them as they are.
 `quantize_onnx` writes such a model with `onnxruntime.quantization.quantize_static` in QDQ format,
 calibrated on the user's images, following TensorRT's rules for Q/DQ models: signed int8
-activations and weights, symmetric (zero point 0), weights per output channel.
+activations and weights, symmetric (zero point 0), weights per output channel, biases in float.
 
 The same Q/DQ model runs in onnxruntime (CPU), which is how its accuracy is checked here before
 it goes to the device.
@@ -167,8 +167,11 @@ def quantize_onnx(onnx_path, out_path, calibration_data, method="minmax", per_ch
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
         calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                           "percentile": CalibrationMethod.Percentile}[method],
-        # TensorRT's explicit quantization: symmetric int8 (zero point 0) for activations and weights.
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        # TensorRT's explicit quantization: symmetric int8 (zero point 0) for activations and weights,
+        # float biases (TensorRT folds them into the convolution). Relu/Clip stay in the graph: with
+        # symmetric ranges removing them would let negative values through (onnxruntime #11660).
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                       "QDQKeepRemovableActivations": True})
     census = op_census(out_path)
     if not census["QuantizeLinear"]:
         raise ValueError(f"onnxruntime quantized nothing in {onnx_path} (ops: {dict(census)})")
