@@ -177,6 +177,8 @@ def run_convert(args):
         print(to_tftrt(args.saved_model, out, precision.upper(), _calibration(args, precision == "int8")))
         return 0
     size, batch = _deployment_shape(args)
+    if precision == "int8":  # before the (slow) conversion
+        _require_calibration_images(args)
     if args.to == "onnx":
         from tfnas.serving.onnx_export import to_onnx
 
@@ -189,7 +191,6 @@ def run_convert(args):
         if precision == "int8":
             from tfnas.serving.quantize import quantize_onnx
 
-            _require_calibration_images(args)
             report["int8"] = quantize_onnx(float_out, out, args.calibration_images)
         print(json.dumps(report, indent=2))
     elif args.to == "tflite":
@@ -215,7 +216,6 @@ def _convert_tensorrt(args, precision, stem, size, batch):
     if precision == "int8":  # explicit quantization: what TensorRT 10 builds INT8 from
         from tfnas.serving.quantize import quantize_onnx
 
-        _require_calibration_images(args)
         float_path = os.path.join(out, "model_fp32.onnx")
         os.replace(onnx_path, float_path)
         quantize_onnx(float_path, onnx_path, args.calibration_images)
