@@ -25,10 +25,15 @@ def run_export(args):
     return 0
 
 
+def _require_calibration_images(args):
+    if not args.calibration_images:
+        raise ValueError("int8 needs --calibration-images DIR (a few dozen of your own images)")
+
+
 def _calibration(args, needed):
     if not args.calibration_images:
         if needed:
-            raise ValueError("int8 needs --calibration-images DIR (a few dozen of your own images)")
+            _require_calibration_images(args)
         return None
     from tfnas.serving.tftrt import load_images
 
@@ -40,55 +45,83 @@ def _stem(saved_model):
     return f"{parts[-2]}_v{parts[-1]}" if parts[-1].isdigit() else parts[-1]
 
 
+def _deployment_shape(args):
+    """(input_size or None, batch) from --input-size/--batch (or the older --input-shape NxHxWx3)."""
+    from tfnas.serving.onnx_export import parse_input_size
+
+    if args.input_shape:
+        dims = args.input_shape.lower().split("x")
+        if len(dims) != 4 or not all(d.isdigit() for d in dims):
+            raise ValueError(f"--input-shape {args.input_shape!r} must be NxHxWx3, e.g. 1x512x512x3")
+        return (int(dims[1]), int(dims[2])), int(dims[0])
+    size = parse_input_size(args.input_size)
+    if size is None and args.to == "tensorrt":
+        raise ValueError("--to tensorrt needs a fixed --input-size HxW (a TensorRT engine has fixed shapes)")
+    if args.batch < 1:
+        raise ValueError(f"--batch {args.batch} must be a positive integer")
+    return size, args.batch
+
+
 def run_convert(args):
-    """Handler of `tfnas convert`: ONNX, TensorRT (script or engine), TF-TRT or TFLite."""
-    precision = (args.precision or {"tflite": "fp32"}.get(args.to, "fp16")).lower()
+    """Handler of `tfnas convert`: ONNX (float or INT8 Q/DQ), TensorRT (script or engine), TF-TRT or TFLite."""
+    precision = (args.precision or {"tflite": "fp32", "onnx": "fp32"}.get(args.to, "fp16")).lower()
     stem = _stem(args.saved_model)
+    if args.to == "tftrt":
+        from tfnas.serving.tftrt import to_tftrt
+
+        out = args.out or f"{stem}_tftrt_{precision}"
+        print(to_tftrt(args.saved_model, out, precision.upper(), _calibration(args, precision == "int8")))
+        return 0
+    size, batch = _deployment_shape(args)
+    if precision == "int8":  # before the (slow) conversion
+        _require_calibration_images(args)
     if args.to == "onnx":
         from tfnas.serving.onnx_export import to_onnx
 
-        report = to_onnx(args.saved_model, args.out or f"{stem}.onnx", opset=args.opset, signature=args.signature)
+        if precision == "fp16":
+            raise ValueError("--to onnx writes fp32 or int8 (Q/DQ); fp16 is a TensorRT build option")
+        out = args.out or f"{stem}{'_int8' if precision == 'int8' else ''}.onnx"
+        float_out = out[:-len(".onnx")] + "_fp32.onnx" if precision == "int8" else out
+        report = to_onnx(args.saved_model, float_out, opset=args.opset, signature=args.signature,
+                         input_size=size, batch_size=batch)
+        if precision == "int8":
+            from tfnas.serving.quantize import quantize_onnx
+
+            report["int8"] = quantize_onnx(float_out, out, args.calibration_images)
         print(json.dumps(report, indent=2))
     elif args.to == "tflite":
         from tfnas.serving.tflite import to_tflite
 
         quantization = {"fp32": "none", "fp16": "float16", "int8": "int8"}[precision]
         out = args.out or f"{stem}_{precision}.tflite"
-        print(to_tflite(args.saved_model, out, quantization, _calibration(args, precision == "int8")))
-    elif args.to == "tftrt":
-        from tfnas.serving.tftrt import to_tftrt
-
-        out = args.out or f"{stem}_tftrt_{precision}"
-        print(to_tftrt(args.saved_model, out, precision.upper(), _calibration(args, precision == "int8")))
+        print(to_tflite(args.saved_model, out, quantization, _calibration(args, precision == "int8"),
+                        input_size=size, batch_size=batch))
     else:
-        return _convert_tensorrt(args, precision, stem)
+        return _convert_tensorrt(args, precision, stem, size, batch)
     return 0
 
 
-def _convert_tensorrt(args, precision, stem):
-    import numpy as np
-
+def _convert_tensorrt(args, precision, stem, size, batch):
     from tfnas.serving import tensorrt
     from tfnas.serving.onnx_export import to_onnx
 
-    shape = tuple(int(d) for d in args.input_shape.lower().split("x"))
     out = args.out or f"{stem}_tensorrt_{precision}"
     os.makedirs(out, exist_ok=True)
     onnx_path = os.path.join(out, "model.onnx")
-    to_onnx(args.saved_model, onnx_path, opset=args.opset, signature="logits")
-    script = tensorrt.write_trtexec_script(onnx_path, out, precision, shape)
+    to_onnx(args.saved_model, onnx_path, opset=args.opset, signature="logits", input_size=size, batch_size=batch)
+    if precision == "int8":  # explicit quantization: what TensorRT 10 builds INT8 from
+        from tfnas.serving.quantize import quantize_onnx
+
+        float_path = os.path.join(out, "model_fp32.onnx")
+        os.replace(onnx_path, float_path)
+        quantize_onnx(float_path, onnx_path, args.calibration_images)
+    script = tensorrt.write_trtexec_script(onnx_path, out, precision)
     try:
         tensorrt._import_tensorrt()  # noqa: SLF001 - same check and message as build_engine
     except RuntimeError as e:
         print(f"wrote {onnx_path} and {script}\n{e}", file=sys.stderr)
         return 0
-    data = _calibration(args, precision == "int8")
-    if data is not None:
-        import tensorflow as tf
-
-        data = [tf.image.resize(d, shape[1:3]).numpy().astype(np.uint8) for d in data]
-    engine = tensorrt.build_engine(onnx_path, os.path.join(out, f"model_{precision}.engine"), precision,
-                                   data, input_shape=shape)
+    engine = tensorrt.build_engine(onnx_path, os.path.join(out, f"model_{precision}.engine"), precision)
     print(engine)
     print(json.dumps(tensorrt.time_engine(engine)))
     return 0
@@ -136,23 +169,34 @@ def register(subparsers):
 
     convert = subparsers.add_parser(
         "convert", formatter_class=fmt, help="convert an exported SavedModel to ONNX, TensorRT, TF-TRT or TFLite",
-        description="Convert an exported SavedModel version directory for edge devices. tensorrt writes the "
-                    "ONNX model (logits signature) and a trtexec script, and builds the engine where TensorRT "
-                    "is installed (on the Jetson).")
+        description="Convert an exported SavedModel version directory for edge devices, at the deployment size "
+                    "(--input-size, --batch). A fixed size gives every op its native form (dilated convolutions "
+                    "as one Conv, no layout transposes inside the graph, one Resize per resize); "
+                    "'--input-size dynamic' (onnx, tflite) keeps any height and width at a cost: about 6x the "
+                    "ONNX nodes and 2.5x the onnxruntime latency (docs/serving.md). tensorrt writes the "
+                    "fixed-size ONNX model (logits signature; INT8: its Q/DQ copy calibrated on "
+                    "--calibration-images) and a trtexec script, and builds the engine where TensorRT is "
+                    "installed (on the Jetson).")
     convert.add_argument("saved_model", metavar="SAVED_MODEL", help="SavedModel version directory, e.g. exports/NAME/1")
     convert.add_argument("--to", required=True, choices=CONVERT_TARGETS, help="target format")
     convert.add_argument("--precision", default=None, choices=("fp32", "fp16", "int8"),
-                         help="precision for tensorrt/tftrt (default fp16) and tflite (default fp32; "
-                              "fp16 = float16 weights, int8 = full-integer)")
+                         help="precision for tensorrt/tftrt (default fp16), tflite (default fp32; fp16 = float16 "
+                              "weights, int8 = full-integer) and onnx (default fp32; int8 = Q/DQ model)")
+    convert.add_argument("--input-size", default="512x512", metavar="HxW",
+                         help="deployment image size the onnx, tensorrt and tflite graphs are converted for "
+                              "(a multiple of the network's output stride), or 'dynamic' (onnx, tflite: any "
+                              "size, a larger and slower graph)")
+    convert.add_argument("--batch", type=int, default=1, help="fixed batch size with --input-size HxW")
     convert.add_argument("--out", default=None,
                          help="output file (onnx, tflite) or folder (tensorrt, tftrt); default: "
                               "<name>_v<version>[_<precision>] in the current directory")
     convert.add_argument("--calibration-images", default=None,
-                         help="folder of your images for int8 calibration (required for int8)")
+                         help="folder of your images for int8 calibration (required for int8; resized to the "
+                              "input size)")
     convert.add_argument("--signature", default="serving_default",
                          choices=("serving_default", "serving_float", "logits"), help="signature converted to ONNX")
     convert.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    convert.add_argument("--input-shape", default="1x512x512x3", help="TensorRT engine input shape NxHxWx3")
+    convert.add_argument("--input-shape", default=None, help=argparse.SUPPRESS)  # older NxHxWx3 form
     convert.set_defaults(func=run_convert)
 
     serve = subparsers.add_parser(

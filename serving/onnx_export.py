@@ -1,4 +1,4 @@
-"""ONNX export of a tfnas SavedModel with tf2onnx, checked against TensorFlow in onnxruntime.
+"""ONNX export of a tfnas SavedModel with tf2onnx, at the deployment size or with dynamic shapes.
 
 The ONNX model keeps the signature's tensor names:
 
@@ -8,22 +8,73 @@ The ONNX model keeps the signature's tensor names:
 | `serving_float` | `images` float32 in [0, 255] | same |
 | `logits` | `images` float32 in [-1, 1] | `logits` float32 `(N, h, w, C)` |
 
-All dimensions but the channels stay dynamic. `serving_default` converts whole (preprocessing,
-bilinear resize, softmax, argmax), which is the simplest graph to deploy with onnxruntime;
-`logits` is the one to feed TensorRT (float input, no argmax, smallest output).
+**Fixed size** (`input_size=(H, W)`, the deployment size): the signature is re-traced with
+the input shape `(batch_size, H, W, 3)`, every shape computation the graph does is folded to
+a constant, and tf2onnx then writes each searched op in its native form: a dilated
+convolution is one `Conv` with `dilations` (not SpaceToBatch / BatchToSpace decompositions),
+layout transposes cancel except at the input and output, a bilinear resize is one `Resize`.
+This is what TensorRT builds from (an engine has fixed shapes anyway) and the fastest graph
+in onnxruntime.
+
+**Dynamic** (`input_size=None`): N, H and W stay free. tf2onnx cannot fold the dilated
+convolutions or the layout transposes then; the graph has several times the nodes and runs
+slower in onnxruntime (issue 17 measured the CVPR 2019 arch0 at 512x512: 2,511 nodes and 161 ms
+dynamic, 378 nodes and 65 ms fixed).
+
+`serving_default` converts whole (preprocessing, bilinear resize, softmax, argmax), the
+simplest graph to deploy with onnxruntime; `logits` is the one to feed TensorRT (float input,
+no argmax, smallest output).
 """
+import collections
 import os
+import tempfile
 
 import numpy as np
 
+#: Convolution and pooling ops whose strides set the network's output stride.
+_STRIDED_OPS = ("Conv2D", "DepthwiseConv2dNative", "MaxPool", "AvgPool")
 
-def _sample_inputs(dtype, seed=0):
+
+class ParityError(RuntimeError):
+    """The converted model's outputs differ from TensorFlow's beyond the tolerances."""
+
+
+def parse_input_size(value):
+    """Reads a deployment size: `"512x384"`, `512` (square), `(512, 384)`, or None/"dynamic".
+
+    Args:
+        value: str `HxW`, int, pair of ints, or None / "dynamic" for dynamic shapes.
+
+    Returns:
+        `(H, W)` tuple of ints, or None for dynamic shapes.
+
+    Raises:
+        ValueError: for anything else, or sizes below 1.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() == "dynamic"):
+        return None
+    try:
+        if isinstance(value, str):
+            parts = [int(p) for p in value.lower().split("x")]
+        elif isinstance(value, (int, np.integer)):
+            parts = [int(value)] * 2
+        else:
+            parts = [int(p) for p in value]
+    except (TypeError, ValueError):
+        parts = []
+    if len(parts) != 2 or min(parts) < 1:
+        raise ValueError(f"input size {value!r} must be HxW with positive integers (e.g. 512x512), "
+                         "or 'dynamic' for dynamic shapes")
+    return tuple(parts)
+
+
+def _sample_inputs(dtype, shape=(2, 48, 48, 3), seed=0):
     rng = np.random.default_rng(seed)
     if dtype == np.uint8:
-        return rng.integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
+        return rng.integers(0, 256, shape, dtype=np.uint8)
     if dtype == "logits":
-        return rng.uniform(-1, 1, (2, 48, 48, 3)).astype(np.float32)
-    return rng.uniform(0, 255, (2, 48, 48, 3)).astype(np.float32)
+        return rng.uniform(-1, 1, shape).astype(np.float32)
+    return rng.uniform(0, 255, shape).astype(np.float32)
 
 
 def onnx_predict(path, images):
@@ -44,31 +95,143 @@ def onnx_predict(path, images):
     return dict(zip(names, session.run(names, {input_name: np.asarray(images)})))
 
 
-def to_onnx(saved_model_dir, path, opset=17, signature="serving_default", sample_inputs=None, atol=1e-4):
-    """Converts one signature of an exported SavedModel to ONNX and checks it in onnxruntime.
+def op_census(path):
+    """Counts the nodes of an ONNX model by op type (the main graph).
 
     Args:
-        saved_model_dir: a version directory written by `tfnas.serving.export`.
-        path: output .onnx file.
-        opset: ONNX opset, default 17.
-        signature: "serving_default" (uint8 in, classes and probabilities out), "serving_float",
-            or "logits" (preprocessed float in, raw logits out, for TensorRT). Default
-            "serving_default".
-        sample_inputs: images for the parity check, with the signature's input dtype and
-            range; default two random 48x48 images.
-        atol: largest allowed absolute difference of float outputs; integer outputs (the class
-            map) may differ on at most 0.1% of pixels (ties between classes). Default 1e-4.
+        path: .onnx file, or a loaded `onnx.ModelProto`.
 
     Returns:
-        dict: `path`, `signature`, `input_names`, `output_names`, `max_abs_diff` (per float
-        output), `mismatch_fraction` (per integer output).
+        `collections.Counter` op type -> count; `sum(counter.values())` is the node count.
+    """
+    import onnx
 
-    Raises:
-        ValueError: for an unknown signature.
-        AssertionError: if onnxruntime disagrees with TensorFlow beyond the tolerances.
+    model = onnx.load(path, load_external_data=False) if isinstance(path, (str, os.PathLike)) else path
+    return collections.Counter(node.op_type for node in model.graph.node)
+
+
+def _import(graph_def):
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name="")
+    return graph
+
+
+def inlined_graph(concrete_function):
+    """A concrete function with its nested functions inlined and variables frozen, as a `tf.Graph`.
+
+    Importing the GraphDef runs TensorFlow's shape inference on every op, so a function traced
+    at a fixed input size has static shapes throughout (see `network_stride`).
+    """
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(concrete_function, aggressive_inlining=True)
+    return _import(frozen.graph.as_graph_def())
+
+
+def network_stride(graph, input_size):
+    """The output stride of a network: how many input pixels one of its deepest features spans.
+
+    Read from the static shapes of a graph traced at `input_size`: for every strided
+    convolution or pooling, input size / output size, rounded to a power of two (the strides of
+    every tfnas encoder are powers of two, and "same" padding rounds sizes up).
+
+    Args:
+        graph: `tf.Graph` (or GraphDef) traced at a fixed input size.
+        input_size: `(H, W)` it was traced at.
+
+    Returns:
+        `(stride_h, stride_w)` ints, `(1, 1)` for a network without strided ops.
+    """
+    if not hasattr(graph, "get_operations"):
+        graph = _import(graph)
+    stride = [1, 1]
+    for op in graph.get_operations():
+        if op.type not in _STRIDED_OPS or not op.outputs[0].shape.is_fully_defined():
+            continue
+        shape, strides = op.outputs[0].shape.as_list(), op.get_attr("strides")
+        if op.get_attr("data_format") == b"NCHW":
+            shape, strides = [shape[0], *shape[2:], shape[1]], [strides[0], *strides[2:], strides[1]]
+        for axis in (0, 1):
+            if strides[1 + axis] == 1:  # global pooling and the convolutions after it keep the stride
+                continue
+            ratio = input_size[axis] / max(shape[1 + axis], 1)
+            stride[axis] = max(stride[axis], int(2 ** round(np.log2(max(ratio, 1.0)))))
+    return tuple(stride)
+
+
+def check_input_size(input_size, stride):
+    """Raises a ValueError unless both sides of `input_size` are multiples of the output stride.
+
+    With another size the strided layers pad unevenly, the deepest features no longer line up
+    with the image and the upsampled class map is shifted; TensorRT and TFLite would build it,
+    so this is where it is caught.
+
+    Args:
+        input_size: `(H, W)`.
+        stride: `(stride_h, stride_w)` from `network_stride`.
+    """
+    bad = [(side, size, s) for side, size, s in zip(("height", "width"), input_size, stride) if size % s]
+    if bad:
+        fixes = "x".join(str(max(s, int(round(size / s)) * s)) for size, s in zip(input_size, stride))
+        side, size, s = bad[0]
+        raise ValueError(
+            f"input size {input_size[0]}x{input_size[1]} does not fit this network: its {side} {size} is not "
+            f"divisible by the network's output stride {s} (its deepest features are at 1/{s} of the "
+            f"input); use multiples of {stride[0]}x{stride[1]}, e.g. {fixes}")
+
+
+def _fold_static_shapes(graph_def):
+    """Replaces `Shape` and `ZerosLike` of statically known shape by constants.
+
+    The signatures of a tfnas SavedModel are traced for any image size; re-tracing them at a
+    fixed size gives TensorFlow static shapes everywhere, but the restored function bodies still
+    compute sizes at run time (`tf.shape` for every resize, dilated convolution and global
+    pooling branch). tf2onnx only folds what its own shape inference proves, so those stay as
+    Shape / Slice / Concat chains that block the dilated-convolution and transpose rewrites.
+    Returns the GraphDef with those values as constants (without `_output_shapes` attributes,
+    so the next pass re-infers the shapes).
     """
     import tensorflow as tf
-    from tf2onnx import convert, tf_loader
+
+    graph = _import(graph_def)
+    out = tf.compat.v1.GraphDef()
+    out.versions.CopyFrom(graph_def.versions)
+    out.library.CopyFrom(graph_def.library)
+    for node in graph_def.node:
+        new = out.node.add()
+        new.CopyFrom(node)
+        new.attr.pop("_output_shapes", None)
+        if node.op not in ("Shape", "ZerosLike"):
+            continue
+        source = graph.get_operation_by_name(node.name).inputs[0]
+        if not source.shape.is_fully_defined():
+            continue
+        if node.op == "Shape":
+            dtype = tf.as_dtype(node.attr["out_type"].type)
+            value = np.array(source.shape.as_list(), dtype=dtype.as_numpy_dtype)
+        else:
+            dtype = tf.as_dtype(node.attr["T"].type)
+            value = np.zeros(source.shape.as_list(), dtype=dtype.as_numpy_dtype)
+        new.ClearField("input")
+        new.ClearField("attr")
+        new.op = "Const"
+        new.attr["dtype"].type = dtype.as_datatype_enum
+        new.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
+    return out
+
+
+def _frozen_graph(saved_model_dir, signature, input_shape):
+    """The signature as a frozen, optimized GraphDef (what tf2onnx converts), and its names.
+
+    Returns:
+        (graph_def, input tensor names, output tensor names, renames to the signature's names,
+        the signature's `tf.TensorSpec`, the restored signature function).
+    """
+    import tensorflow as tf
+    from tf2onnx import tf_loader
 
     loaded = tf.saved_model.load(saved_model_dir)
     if signature not in loaded.signatures:
@@ -76,23 +239,91 @@ def to_onnx(saved_model_dir, path, opset=17, signature="serving_default", sample
             f"signature {signature!r} is not in {saved_model_dir}; it has {sorted(loaded.signatures)}")
     fn = loaded.signatures[signature]
     (input_name, spec), = fn.structured_input_signature[1].items()
-    # What `python -m tf2onnx.convert --saved-model DIR --signature_def SIG` does, in process.
-    graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
-        saved_model_dir, None, None, tag="serve", signatures=[signature],
-        return_initialized_tables=True, return_tensors_to_rename=True)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with tf.device("/cpu:0"):
-        convert._convert_common(  # noqa: SLF001 - the CLI's own conversion step (tf2onnx 1.17)
-            graph_def, name=saved_model_dir, opset=opset, input_names=inputs, output_names=outputs,
-            tensors_to_rename=renames, initialized_tables=tables, output_path=path)
+    concrete = fn
+    if input_shape is not None:
+        fixed = tf.TensorSpec(input_shape, spec.dtype, name=input_name)
+        concrete = tf.function(lambda images: fn(**{input_name: images}), input_signature=[fixed],
+                               autograph=False).get_concrete_function()
+    captured = {id(t) for t in concrete.captured_inputs}
+    inputs = [t.name for t in concrete.inputs if t.dtype != tf.resource and id(t) not in captured]
+    outputs = [t.name for t in concrete.outputs]
+    # tf2onnx's own naming rule (tf_loader._from_saved_model_v2): outputs in sorted key order.
+    renames = dict(zip(inputs, [input_name]))
+    renames.update(zip(outputs, sorted(concrete.structured_outputs)))
+    graph_def = tf_loader.from_function(concrete, inputs, outputs)
+    if input_shape is not None:
+        folded = _fold_static_shapes(graph_def)
+        with tf.Graph().as_default():  # grappler runs on a graph, as in tf_loader.from_function
+            graph_def = tf_loader.tf_optimize(inputs, outputs, folded)
+    return graph_def, inputs, outputs, renames, spec, fn
 
-    if sample_inputs is None:
-        sample_inputs = _sample_inputs("logits" if signature == "logits" else spec.dtype.as_numpy_dtype)
-    sample_inputs = np.asarray(sample_inputs).astype(spec.dtype.as_numpy_dtype)
-    expected = {k: v.numpy() for k, v in fn(**{input_name: tf.constant(sample_inputs)}).items()}
+
+def to_onnx(source, path, opset=17, signature="serving_default", input_size=None, batch_size=1,
+            sample_inputs=None, atol=1e-4):
+    """Converts one signature of an exported SavedModel to ONNX and checks it in onnxruntime.
+
+    Args:
+        source: a version directory written by `tfnas.serving.export`, or a Keras tfnas model
+            (exported to a temporary directory first).
+        path: output .onnx file.
+        opset: ONNX opset, default 17.
+        signature: "serving_default" (uint8 in, classes and probabilities out), "serving_float",
+            or "logits" (preprocessed float in, raw logits out, for TensorRT). Default
+            "serving_default".
+        input_size: the deployment size `(H, W)` (or "HxW", or an int for a square): the graph
+            is converted for input `(batch_size, H, W, 3)`, with every op in its native form.
+            Default None: dynamic batch, height and width (a larger, slower graph).
+        batch_size: fixed batch size when `input_size` is given, default 1.
+        sample_inputs: images for the parity check, with the signature's input dtype and
+            range; default two random 48x48 images (dynamic) or one batch of random images at
+            the fixed shape.
+        atol: largest allowed absolute difference of float outputs; integer outputs (the class
+            map) may differ on at most 0.1% of pixels (ties between classes). Default 1e-4.
+
+    Returns:
+        dict: `path`, `signature`, `input_names`, `output_names`, `input_shape` (None for
+        dynamic dimensions), `output_stride` (fixed size only), `nodes` (count), `op_counts`,
+        `max_abs_diff` (per float output), `mismatch_fraction` (per integer output).
+
+    Raises:
+        ValueError: for an unknown signature, a bad size, or a size that is not a multiple of
+            the network's output stride (the message names both).
+        ParityError: if onnxruntime disagrees with TensorFlow beyond the tolerances.
+    """
+    import tensorflow as tf
+    from tf2onnx import convert
+
+    from tfnas.serving.savedmodel import saved_model_dir as as_saved_model_dir
+
+    size = parse_input_size(input_size)
+    if size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+        raise ValueError(f"batch_size {batch_size!r} must be a positive integer")
+    input_shape = None if size is None else (int(batch_size), size[0], size[1], 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = as_saved_model_dir(source, tmp)
+        graph_def, inputs, outputs, renames, spec, fn = _frozen_graph(saved, signature, input_shape)
+        stride = None
+        if size is not None:
+            stride = network_stride(graph_def, size)
+            check_input_size(size, stride)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with tf.device("/cpu:0"):
+            convert._convert_common(  # noqa: SLF001 - the CLI's own conversion step (tf2onnx 1.17)
+                graph_def, name=os.path.basename(saved), opset=opset, input_names=inputs,
+                output_names=outputs, tensors_to_rename=renames, output_path=path)
+        input_name = renames[inputs[0]]
+        dtype = spec.dtype.as_numpy_dtype
+        if sample_inputs is None:
+            kind = "logits" if signature == "logits" else dtype
+            sample_inputs = _sample_inputs(kind, input_shape or (2, 48, 48, 3))
+        sample_inputs = np.asarray(sample_inputs).astype(dtype)
+        expected = {k: v.numpy() for k, v in fn(**{input_name: tf.constant(sample_inputs)}).items()}
     got = onnx_predict(path, sample_inputs)
+    census = op_census(path)
     report = {"path": path, "signature": signature, "input_names": [input_name],
-              "output_names": sorted(got), "max_abs_diff": {}, "mismatch_fraction": {}}
+              "output_names": sorted(got), "input_shape": list(input_shape) if input_shape else None,
+              "output_stride": list(stride) if stride else None, "nodes": sum(census.values()),
+              "op_counts": dict(census), "max_abs_diff": {}, "mismatch_fraction": {}}
     failures = []
     for key, want in expected.items():
         if key not in got:
@@ -111,7 +342,7 @@ def to_onnx(saved_model_dir, path, opset=17, signature="serving_default", sample
             if not diff <= atol:
                 failures.append(f"output {key!r} differs by up to {diff:.3g} (atol {atol})")
     if failures:
-        raise AssertionError(
+        raise ParityError(
             f"ONNX parity check of {path} (signature {signature!r}) against TensorFlow failed: "
             + "; ".join(failures) + ". Try another opset or signature='logits'.")
     return report

@@ -389,3 +389,26 @@ def latest_version_dir(model_dir):
     if not versions:
         raise FileNotFoundError(f"no version folders (1, 2, ...) in {model_dir!r}; export a model there first")
     return os.path.join(model_dir, str(max(versions)))
+
+
+def saved_model_dir(source, tmp_dir):
+    """The SavedModel directory of a conversion source: a version directory, or a Keras model.
+
+    Args:
+        source: a SavedModel version directory written by `export`, or a Keras tfnas model
+            (training or inference model), which is exported to `tmp_dir` first.
+        tmp_dir: scratch directory for the Keras case (the caller removes it).
+
+    Returns:
+        str, a SavedModel directory with the `SIGNATURES`.
+
+    Raises:
+        FileNotFoundError: if `source` is a path without `saved_model.pb`.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.exists(os.path.join(source, "saved_model.pb")):
+            raise FileNotFoundError(
+                f"{source!r} is not a SavedModel directory (no saved_model.pb); pass a version directory "
+                "written by tfnas.serving.export, or a Keras model")
+        return os.fspath(source)
+    return export(source, tmp_dir, "model", warmup_images=np.zeros((1, 8, 8, 3), np.uint8))

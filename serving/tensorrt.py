@@ -1,12 +1,20 @@
 """TensorRT engines from the ONNX export, for NVIDIA Jetson (JetPack ships TensorRT and trtexec).
 
-Two ways, both starting from `to_onnx(..., signature="logits")` (float32 input in [-1, 1]):
+Both ways start from the ONNX model at the deployment size, `to_onnx(..., signature="logits",
+input_size=(H, W))` (float32 input in [-1, 1], every op in its native form; an engine has fixed
+shapes anyway):
 
 - `build_engine` / `time_engine`: the TensorRT Python API (builder, `OnnxParser`, FP16/INT8
-  flags, an `IInt8EntropyCalibrator2` fed from your images), run on the device. Device memory
-  comes from `cuda-python` (`cuda.bindings.runtime` or `cuda.cudart`) or `pycuda`.
+  flags), run on the device. Device memory comes from `cuda-python` (`cuda.bindings.runtime` or
+  `cuda.cudart`) or `pycuda`.
 - `write_trtexec_script`: a self-contained folder (ONNX model + shell script) to copy to the
   Jetson; the script builds the engine with `trtexec` and times it.
+
+INT8 is explicit: the ONNX model carries QuantizeLinear/DequantizeLinear nodes calibrated on
+your images (`tfnas.serving.quantize.quantize_onnx`), and TensorRT uses their scales. That is the
+only INT8 path of TensorRT 10 (JetPack 6), which deprecates implicit calibration. The implicit
+path (an `IInt8EntropyCalibrator2` fed from your images, on the float model) is kept for
+TensorRT < 10 (JetPack 5).
 
 TensorRT is not installable on machines without an NVIDIA driver (the PyPI `tensorrt` package
 downloads its libraries from NVIDIA at install time); there `build_engine` and `time_engine`
@@ -21,6 +29,42 @@ import time
 import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def needs_explicit_quantization(version):
+    """Whether a TensorRT version needs Q/DQ models for INT8 (10 and later: no implicit calibration).
+
+    Args:
+        version: TensorRT version string, e.g. `tensorrt.__version__` ("10.3.0").
+
+    Returns:
+        bool.
+    """
+    return int(str(version).split(".")[0]) >= 10
+
+
+def _onnx_input(onnx_path):
+    """(name, shape with None for dynamic dimensions) of the ONNX model's first input."""
+    import onnx
+
+    graph_input = onnx.load(onnx_path, load_external_data=False).graph.input[0]
+    dims = graph_input.type.tensor_type.shape.dim
+    return graph_input.name, tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+
+
+def _engine_shape(onnx_path, input_shape):
+    """The engine input shape: the model's own when it is fixed, else `input_shape` (or 1x512x512x3)."""
+    _, model_shape = _onnx_input(onnx_path)
+    if all(model_shape):
+        if input_shape is not None and tuple(int(d) for d in input_shape) != model_shape:
+            raise ValueError(
+                f"{onnx_path} has the fixed input shape {model_shape}, not {tuple(input_shape)}; convert the "
+                "model at that size (to_onnx(..., input_size=(H, W), batch_size=N)) or leave input_shape out")
+        return model_shape, True
+    shape = tuple(int(d) for d in (input_shape or (1, 512, 512, 3)))
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"input_shape {tuple(shape)} must be 4 positive sizes (N, H, W, 3)")
+    return shape, False
 
 
 def _import_tensorrt():
@@ -149,35 +193,53 @@ def _make_calibrator(trt, batches, nbytes, cache_path, memory):
 
 
 def build_engine(onnx_path, engine_path, precision="fp16", calibration_data=None, workspace_mb=1024,
-                 input_shape=(1, 512, 512, 3), calibration_cache=None):
+                 input_shape=None, calibration_cache=None):
     """Builds a TensorRT engine from an ONNX model with the TensorRT Python API.
 
     Args:
-        onnx_path: ONNX model from `to_onnx` (the `logits` signature is the usual choice).
+        onnx_path: ONNX model from `to_onnx` (the `logits` signature at the deployment size is
+            the usual choice), or its Q/DQ copy from `quantize_onnx` for INT8.
         engine_path: output engine file (`.engine` / `.plan`).
         precision: "fp32", "fp16" or "int8" (INT8 keeps FP16 for layers without INT8 kernels).
-            Default "fp16".
-        calibration_data: for "int8": an iterable of uint8 images `(H, W, 3)` or batches
-            `(N, H, W, 3)` at the engine's input size, from your data. Preprocessed here when the
-            ONNX input is float.
+            Default "fp16". INT8 from a Q/DQ model uses its scales (explicit quantization, any
+            TensorRT >= 8, the only way in TensorRT 10); INT8 from a float model calibrates
+            implicitly and needs TensorRT < 10.
+        calibration_data: for implicit INT8 only: an iterable of uint8 images `(H, W, 3)` or
+            batches `(N, H, W, 3)` at the engine's input size, from your data. Preprocessed
+            here when the ONNX input is float.
         workspace_mb: builder workspace in MiB, default 1024.
-        input_shape: fixed engine input shape `(N, H, W, 3)`, default `(1, 512, 512, 3)`.
-        calibration_cache: INT8 cache file, default `engine_path + ".calib"`; reused if present
-            (and readable by trtexec `--calib`).
+        input_shape: engine input shape `(N, H, W, 3)`; default None takes the model's fixed
+            shape (or `(1, 512, 512, 3)` for a dynamic model).
+        calibration_cache: implicit INT8 cache file, default `engine_path + ".calib"`; reused if
+            present (and readable by trtexec `--calib`).
 
     Returns:
         str, `engine_path`.
 
     Raises:
-        ValueError: for a bad precision, or INT8 without calibration data or cache.
+        ValueError: for a bad precision or shape, implicit INT8 without calibration data or
+            cache, or implicit INT8 on TensorRT 10 (quantize the model with `quantize_onnx`).
         RuntimeError: if TensorRT is not installed here, or parsing/building fails.
     """
+    from tfnas.serving.quantize import is_qdq_model
+
     precision = precision.lower()
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} must be one of {PRECISIONS}")
     calibration_cache = calibration_cache or f"{engine_path}.calib"
-    if precision == "int8" and calibration_data is None and not os.path.exists(calibration_cache):
-        raise ValueError("int8 needs calibration_data (your images) or an existing calibration cache")
+    explicit = precision == "int8" and os.path.exists(onnx_path) and is_qdq_model(onnx_path)
+    if precision == "int8" and not explicit and calibration_data is None and not os.path.exists(calibration_cache):
+        raise ValueError(
+            f"int8 needs a Q/DQ model (tfnas.serving.quantize.quantize_onnx on {onnx_path}) or, on TensorRT < 10, "
+            "calibration_data (your images) or an existing calibration cache")
+    trt = _import_tensorrt()
+    if precision == "int8" and not explicit and needs_explicit_quantization(trt.__version__):
+        raise ValueError(
+            f"TensorRT {trt.__version__} has no implicit INT8 calibration; {onnx_path} has no "
+            "QuantizeLinear/DequantizeLinear nodes. Quantize it first: "
+            "tfnas.serving.quantize.quantize_onnx(onnx_path, 'model_int8.onnx', your_images), or "
+            "`tfnas convert SAVED_MODEL --to tensorrt --precision int8 --calibration-images DIR`")
+    input_shape, _ = _engine_shape(onnx_path, input_shape)
     trt = _import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -193,20 +255,25 @@ def build_engine(onnx_path, engine_path, precision="fp16", calibration_data=None
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     network_input = network.get_input(0)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(network_input.name, input_shape, input_shape, input_shape)
-    config.add_optimization_profile(profile)
+    profile = None
+    if any(int(d) < 0 for d in network_input.shape):  # a dynamic model: one profile at the engine shape
+        profile = builder.create_optimization_profile()
+        profile.set_shape(network_input.name, input_shape, input_shape, input_shape)
+        config.add_optimization_profile(profile)
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
     memory = None
-    if precision == "int8":
+    if explicit:
+        config.set_flag(trt.BuilderFlag.INT8)  # scales come from the Q/DQ nodes
+    elif precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
         memory = _CudaMemory()
         dtype = np.uint8 if network_input.dtype == trt.DataType.UINT8 else np.float32
         batches = _calibration_batches(calibration_data or [], input_shape, dtype)
         nbytes = int(np.prod(input_shape)) * np.dtype(dtype).itemsize
         config.int8_calibrator = _make_calibrator(trt, batches, nbytes, calibration_cache, memory)
-        config.set_calibration_profile(profile)
+        if profile is not None:
+            config.set_calibration_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
@@ -267,22 +334,27 @@ def time_engine(engine_path, runs=100, warmup=10):
             "p90_ms": float(np.percentile(times, 90)), "input_shape": list(input_shape)}
 
 
-def write_trtexec_script(onnx_path, out_dir, precision="fp16", input_shape=(1, 512, 512, 3),
-                         calibration_cache=None, input_name="images", iterations=200):
+def write_trtexec_script(onnx_path, out_dir, precision="fp16", input_shape=None,
+                         calibration_cache=None, input_name=None, iterations=200):
     """Writes a folder to copy to the Jetson: the ONNX model and `build_engine.sh` for trtexec.
 
     The script builds `model_<precision>.engine` with `trtexec --onnx=... --saveEngine=...`
-    (`--fp16`, or `--int8 --fp16 --calib=CACHE`), then times it with `--loadEngine`. Without a
-    calibration cache, `--int8` uses placeholder ranges: fine for timing, wrong for accuracy;
-    make a cache with `build_engine(..., precision="int8", calibration_data=...)`.
+    (`--fp16`, or `--int8 --fp16`), then times it with `--loadEngine`. For INT8 pass the Q/DQ
+    model from `quantize_onnx` (explicit quantization, what TensorRT 10 needs). With a float
+    model, `--int8` calibrates implicitly: with `calibration_cache` (`--calib`, TensorRT < 10)
+    the ranges are real, without it they are placeholders (timing only; the script says so).
+    A model at a fixed size (`to_onnx(..., input_size=(H, W))`) gets no `--shapes`: trtexec
+    takes its shape from the model.
 
     Args:
-        onnx_path: ONNX model from `to_onnx` (copied into `out_dir` as `model.onnx`).
+        onnx_path: ONNX model from `to_onnx` or `quantize_onnx` (copied into `out_dir` as
+            `model.onnx`).
         out_dir: output folder.
         precision: "fp32", "fp16" or "int8", default "fp16".
-        input_shape: engine input shape `(N, H, W, 3)`, default `(1, 512, 512, 3)`.
-        calibration_cache: INT8 calibration cache to copy along (`--calib`), default None.
-        input_name: ONNX input name, default "images" (see `to_onnx`).
+        input_shape: engine input shape `(N, H, W, 3)` for a dynamic model, default None:
+            the model's fixed shape, or `(1, 512, 512, 3)`.
+        calibration_cache: implicit INT8 calibration cache to copy along (`--calib`), default None.
+        input_name: ONNX input name, default None reads it from the model ("images").
         iterations: timed iterations, default 200.
 
     Returns:
@@ -292,35 +364,43 @@ def write_trtexec_script(onnx_path, out_dir, precision="fp16", input_shape=(1, 5
         ValueError: for a bad precision or input shape.
         FileNotFoundError: if the ONNX model or the calibration cache is missing.
     """
+    from tfnas.serving.quantize import is_qdq_model
+
     precision = precision.lower()
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} must be one of {PRECISIONS}")
-    if len(input_shape) != 4 or any(int(d) < 1 for d in input_shape):
-        raise ValueError(f"input_shape {tuple(input_shape)} must be 4 positive sizes (N, H, W, 3)")
     for path in [onnx_path] + ([calibration_cache] if calibration_cache else []):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} does not exist")
+    shape, static = _engine_shape(onnx_path, input_shape)
+    input_name = input_name or _onnx_input(onnx_path)[0]
+    explicit = precision == "int8" and is_qdq_model(onnx_path)
     os.makedirs(out_dir, exist_ok=True)
     if os.path.abspath(onnx_path) != os.path.abspath(os.path.join(out_dir, "model.onnx")):
         shutil.copyfile(onnx_path, os.path.join(out_dir, "model.onnx"))
     flags = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --fp16"}[precision]
-    if precision == "int8" and calibration_cache:
+    if precision == "int8" and calibration_cache and not explicit:
         shutil.copyfile(calibration_cache, os.path.join(out_dir, "calibration.cache"))
         flags += ' --calib="$HERE/calibration.cache"'
-    shape = f"{input_name}:{'x'.join(str(int(d)) for d in input_shape)}"
+    shapes = "" if static else f" --shapes={input_name}:{'x'.join(str(d) for d in shape)}"
     engine = f"model_{precision}.engine"
+    note = ""
+    if precision == "int8" and explicit:
+        note = "# INT8 from the model's QuantizeLinear/DequantizeLinear scales (explicit quantization).\n"
+    elif precision == "int8" and not calibration_cache:
+        note = ("echo 'note: model.onnx has no Q/DQ nodes and there is no calibration cache: INT8 ranges are "
+                "placeholders (timing only); use tfnas convert --precision int8 --calibration-images DIR'\n")
     script = f"""#!/bin/sh
 # Generated by tfnas.serving.tensorrt.write_trtexec_script: build and time a TensorRT engine.
 # Run on the Jetson (JetPack ships trtexec in /usr/src/tensorrt/bin). Precision: {precision}.
+# Input {input_name}: {'x'.join(str(d) for d in shape)}{' (fixed in the model)' if static else ''}.
 set -e
-HERE=$(cd "$(dirname "$0")" && pwd)
+{note}HERE=$(cd "$(dirname "$0")" && pwd)
 TRTEXEC=${{TRTEXEC:-/usr/src/tensorrt/bin/trtexec}}
 [ -x "$TRTEXEC" ] || TRTEXEC=trtexec
-"$TRTEXEC" --onnx="$HERE/model.onnx" --saveEngine="$HERE/{engine}"{flags} --shapes={shape} --memPoolSize=workspace:1024
-"$TRTEXEC" --loadEngine="$HERE/{engine}" --shapes={shape} --warmUp=500 --iterations={int(iterations)} --avgRuns={int(iterations)} | tee "$HERE/timing_{precision}.txt"
+"$TRTEXEC" --onnx="$HERE/model.onnx" --saveEngine="$HERE/{engine}"{flags}{shapes} --memPoolSize=workspace:1024
+"$TRTEXEC" --loadEngine="$HERE/{engine}"{shapes} --warmUp=500 --iterations={int(iterations)} --avgRuns={int(iterations)} | tee "$HERE/timing_{precision}.txt"
 """
-    if precision == "int8" and not calibration_cache:
-        script = script.replace("set -e\n", "set -e\necho 'note: no calibration cache: INT8 ranges are placeholders (timing only)'\n")
     path = os.path.join(out_dir, "build_engine.sh")
     with open(path, "w") as f:
         f.write(script)

@@ -1,13 +1,20 @@
 """TFLite export for edge devices: float32, float16 and full-integer (int8) post-training quantization.
 
 Converts the `logits` signature of an exported SavedModel (float32 images in [-1, 1] -> raw
-logits, dynamic height and width) with `tf.lite.TFLiteConverter`:
+logits) with `tf.lite.TFLiteConverter`, at the deployment size (`input_size=(H, W)`: input
+`(batch_size, H, W, 3)`, size computations folded, resizes as one `RESIZE_BILINEAR`; the converter
+merges a dilated convolution into one op only where its feature map is a multiple of the rate)
+or with dynamic height and width (`input_size=None`):
 
 - "none": float32, the reference.
 - "float16": weights stored as float16 (half the size), computed in float32 on CPUs.
 - "int8": weights and activations int8, calibrated on a representative dataset of the user's
   images (a few dozen are enough); input and output stay float32 so the same
   preprocessing applies.
+
+The serving signatures' preprocessing (uint8 -> [-1, 1]), resize, softmax and argmax are not in
+the .tflite file: with full-integer quantization they would be quantized too, so the app does
+them (`tflite_predict` does the preprocessing).
 
 `compare` reports what quantization costs: the largest logit difference to TensorFlow and,
 on the class maps, pixel agreement and mean IoU with TensorFlow's prediction as reference.
@@ -39,19 +46,25 @@ def _image_batches(data, limit):
                 return
 
 
-def _saved_model_dir(source, tmp):
-    if isinstance(source, (str, os.PathLike)):
-        if not os.path.exists(os.path.join(source, "saved_model.pb")):
-            raise FileNotFoundError(
-                f"{source!r} is not a SavedModel directory (no saved_model.pb); pass a version directory "
-                "written by tfnas.serving.export, or a Keras model")
-        return os.fspath(source)
-    from tfnas.serving.savedmodel import export
+def _converter(saved_model_dir, input_shape):
+    """A TFLiteConverter for the `logits` signature, re-traced at `input_shape` when given."""
+    import tensorflow as tf
 
-    return export(source, tmp, "model", warmup_images=np.zeros((1, 8, 8, 3), np.uint8))
+    from tfnas.serving.onnx_export import check_input_size, inlined_graph, network_stride
+
+    if input_shape is None:
+        return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
+    loaded = tf.saved_model.load(saved_model_dir)
+    fn = loaded.signatures[SIGNATURE]
+    spec = tf.TensorSpec(input_shape, tf.float32, name="images")
+    concrete = tf.function(lambda images: fn(images=images), input_signature=[spec],
+                           autograph=False).get_concrete_function()
+    check_input_size(input_shape[1:3], network_stride(inlined_graph(concrete), input_shape[1:3]))
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], trackable_obj=loaded)
 
 
-def to_tflite(source, path, quantization="none", representative_data=None, num_calibration_images=100):
+def to_tflite(source, path, quantization="none", representative_data=None, num_calibration_images=100,
+              input_size=None, batch_size=1):
     """Converts a tfnas model to a `.tflite` file.
 
     Args:
@@ -64,12 +77,17 @@ def to_tflite(source, path, quantization="none", representative_data=None, num_c
             `(N, H, W, 3)`, an iterable of images or batches, or a `tf.data.Dataset` of images or
             `(image, mask)` pairs. The training preprocessing is applied here.
         num_calibration_images: how many images to calibrate on, default 100.
+        input_size: the deployment size `(H, W)` (or "HxW", or an int): the model takes
+            `(batch_size, H, W, 3)`; representative images are resized to it. Default None:
+            dynamic height and width (the interpreter resizes its tensors per call).
+        batch_size: fixed batch size with `input_size`, default 1.
 
     Returns:
         str, `path`.
 
     Raises:
-        ValueError: for an unknown quantization, or "int8" without representative data.
+        ValueError: for an unknown quantization, "int8" without representative data, or a size
+            that is not a multiple of the network's output stride.
     """
     import tensorflow as tf
 
@@ -81,9 +99,13 @@ def to_tflite(source, path, quantization="none", representative_data=None, num_c
         raise ValueError(
             "int8 quantization needs representative_data: a few dozen of your own images "
             "(array (N, H, W, 3), iterable, or tf.data) to calibrate activation ranges")
+    from tfnas.serving.onnx_export import parse_input_size
+    from tfnas.serving.savedmodel import saved_model_dir as as_saved_model_dir
+
+    size = parse_input_size(input_size)
+    input_shape = None if size is None else (int(batch_size), *size, 3)
     with tempfile.TemporaryDirectory() as tmp:
-        saved_model_dir = _saved_model_dir(source, tmp)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
+        converter = _converter(as_saved_model_dir(source, tmp), input_shape)
         if quantization == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
@@ -92,8 +114,14 @@ def to_tflite(source, path, quantization="none", representative_data=None, num_c
                 representative_data = representative_data[None]
 
             def representative_dataset():
+                batch = []
                 for image in _image_batches(representative_data, num_calibration_images):
-                    yield {"images": preprocess(image)}
+                    if size is not None:
+                        image = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
+                    batch.append(preprocess(image))
+                    if len(batch) == (input_shape[0] if input_shape else 1):
+                        yield {"images": tf.concat(batch, axis=0)}
+                        batch = []
 
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative_dataset
@@ -179,3 +207,41 @@ def compare(saved_model_dir, tflite_path, images):
         "miou_vs_tf": mean_iou(ref_map, got_map, reference.shape[-1]),
         "size_bytes": os.path.getsize(tflite_path),
     }
+
+
+def tflite_input_details(path):
+    """The input of a `.tflite` file: dict with `name`, `shape` and `dtype` (numpy).
+
+    Args:
+        path: `.tflite` file.
+
+    Returns:
+        dict; `shape` has -1 (in `shape_signature`) where a dimension is dynamic.
+    """
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_path=path)
+    detail = interpreter.get_input_details()[0]
+    return {"name": detail["name"], "shape": detail["shape"].tolist(),
+            "shape_signature": detail["shape_signature"].tolist(), "dtype": detail["dtype"]}
+
+
+def tflite_op_census(path):
+    """Counts the operators of a `.tflite` file by builtin name (e.g. `CONV_2D`, `RESIZE_BILINEAR`).
+
+    Args:
+        path: `.tflite` file.
+
+    Returns:
+        `collections.Counter` op name -> count.
+    """
+    import collections
+
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_path=path)
+    return collections.Counter(op["op_name"] for op in interpreter._get_ops_details())  # noqa: SLF001

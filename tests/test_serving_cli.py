@@ -28,7 +28,7 @@ def test_help_documents_every_option_with_default():
     for text in ["--trial TRIAL", "(default: best)", "--base BASE", "(default: exports)", "--name NAME", "--version"]:
         assert text in texts["export"]
     for text in ["--to {onnx,tensorrt,tftrt,tflite}", "--precision {fp32,fp16,int8}", "--calibration-images",
-                 "--out OUT", "(default: 17)", "(default: 1x512x512x3)"]:
+                 "--out OUT", "(default: 17)", "(default: 512x512)"]:
         assert text in texts["convert"]
     for text in ["(default: 8501)", "(default: 8500)", "(default: 127.0.0.1)", "not a production server"]:
         assert text in texts["serve"]
@@ -50,9 +50,10 @@ def test_convert_onnx_and_tflite(saved_model, tmp_path, capsys):
 
 def test_convert_tensorrt_writes_jetson_folder_and_tftrt_fails_clearly(saved_model, tmp_path, capsys):
     out = str(tmp_path / "jetson")
-    assert main(["convert", saved_model, "--to", "tensorrt", "--out", out, "--input-shape", "1x64x64x3"]) == 0
+    assert main(["convert", saved_model, "--to", "tensorrt", "--out", out, "--input-size", "64x64"]) == 0
     assert sorted(os.listdir(out)) == ["build_engine.sh", "model.onnx"]
-    assert "--shapes=images:1x64x64x3" in open(os.path.join(out, "build_engine.sh")).read()
+    text = open(os.path.join(out, "build_engine.sh")).read()
+    assert "# Input images: 1x64x64x3 (fixed in the model)" in text and "--shapes" not in text
     assert "TensorRT is not installed here" in capsys.readouterr().err
     assert main(["convert", saved_model, "--to", "tftrt", "--out", str(tmp_path / "trt")]) == 1
     assert "TF-TRT is not available" in capsys.readouterr().err

@@ -8,12 +8,16 @@ import keras
 import numpy as np
 import onnx
 import pytest
+import tensorflow as tf
 
 from test_serving_common import images, tiny_model
 from tfnas.data import NUM_CLASSES, digit_scene_arrays
 from tfnas.preprocessing import preprocess
 from tfnas.serving import build_engine, compare, export, onnx_predict, time_engine, to_onnx, to_tflite, tflite_predict
-from tfnas.serving.tensorrt import write_trtexec_script
+from tfnas.serving.onnx_export import op_census
+from tfnas.serving.quantize import calibration_images, is_qdq_model, quantize_onnx
+from tfnas.serving.tensorrt import needs_explicit_quantization, write_trtexec_script
+from tfnas.serving.tflite import tflite_input_details
 from tfnas.serving.tftrt import has_tensorrt, to_tftrt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,3 +130,95 @@ def test_tftrt_runs_as_a_script_without_tfnas_dependencies(trained, tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert "rc 1 []" in result.stdout, result.stdout + result.stderr[-2000:]
     assert "TF-TRT is not available" in result.stderr
+
+
+# --- the deployment size ---------------------------------------------------------------------
+def test_onnx_fixed_size_parity_and_shapes(trained, tmp_path):
+    path = str(tmp_path / "fixed.onnx")
+    report = to_onnx(trained, path, signature="serving_default", input_size="32x48", batch_size=2)
+    assert report["input_shape"] == [2, 32, 48, 3] and report["output_stride"] == [4, 4]
+    graph = onnx.load(path).graph
+    dims = [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.input]
+    assert dims == [[2, 32, 48, 3]]
+    assert all(d < 1e-4 for d in report["max_abs_diff"].values()) and report["mismatch_fraction"]["classes"] == 0.0
+    # native ops only: one NCHW transpose in, one out (the class map and probabilities share it)
+    census = op_census(path)
+    assert census["Transpose"] <= 2 and census["Shape"] == 0 and census["Resize"] == 1
+    assert report["nodes"] == sum(census.values())
+
+
+def test_onnx_size_not_divisible_by_the_output_stride(trained, tmp_path):
+    with pytest.raises(ValueError, match=r"input size 30x32 does not fit.*height 30 is not divisible by the "
+                                         r"network's output stride 4.*e\.g\. 32x32"):
+        to_onnx(trained, str(tmp_path / "m.onnx"), input_size=(30, 32))
+    with pytest.raises(ValueError, match="input size '512' must be HxW"):
+        to_onnx(trained, str(tmp_path / "m.onnx"), input_size="512")
+
+
+def test_tflite_at_fixed_size(trained, tmp_path, digits):
+    x, _ = digits
+    path = to_tflite(trained, str(tmp_path / "fixed.tflite"), input_size=(32, 32), batch_size=4)
+    details = tflite_input_details(path)
+    assert list(details["shape"]) == [4, 32, 32, 3]
+    got = tflite_predict(path, x[:4])
+    expected = tf.saved_model.load(trained).signatures["logits"](images=preprocess(x[:4]))["logits"]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    int8 = to_tflite(trained, str(tmp_path / "int8.tflite"), "int8", representative_data=x[:8], input_size=(32, 32))
+    assert tflite_predict(int8, x[:1]).shape == (1, 8, 8, NUM_CLASSES)
+    with pytest.raises(ValueError, match="height 30 is not divisible by the network's output stride 4"):
+        to_tflite(trained, str(tmp_path / "bad.tflite"), input_size=(30, 32))
+
+
+def test_int8_qdq_onnx_runs_and_agrees_with_float(trained, tmp_path, digits):
+    x, _ = digits
+    float_path = str(tmp_path / "logits.onnx")
+    to_onnx(trained, float_path, signature="logits", input_size=(32, 32))
+    assert not is_qdq_model(float_path)
+    report = quantize_onnx(float_path, str(tmp_path / "int8.onnx"), x[:32])
+    assert report["calibration_images"] == 32 and is_qdq_model(report["path"])
+    census = op_census(report["path"])
+    assert census["QuantizeLinear"] >= census["Conv"] > 0 and census["DequantizeLinear"] > census["QuantizeLinear"]
+    sample = x[-8:]
+    want = np.concatenate([onnx_predict(float_path, preprocess(sample[i:i + 1]).numpy())["logits"] for i in range(8)])
+    got = np.concatenate([onnx_predict(report["path"], preprocess(sample[i:i + 1]).numpy())["logits"]
+                          for i in range(8)])
+    agreement = float(np.mean(want.argmax(-1) == got.argmax(-1)))
+    # symmetric per-channel int8 on a model trained a few steps: measured ~0.97-1.0
+    assert agreement > 0.9, agreement
+    assert not np.array_equal(want, got)  # it really computes in int8
+
+
+def test_quantize_errors(trained, tmp_path):
+    with pytest.raises(ValueError, match="calibration method 'kl' must be one of"):
+        quantize_onnx(str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx"), images(2), method="kl")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        quantize_onnx(str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx"), images(2))
+    with pytest.raises(FileNotFoundError, match="calibration image folder"):
+        calibration_images(str(tmp_path / "nope"))
+    resized = calibration_images([images(1, 16, 16), images(2, 40, 24)], size=(32, 32))
+    assert resized.shape == (3, 32, 32, 3) and resized.dtype == np.uint8
+
+
+def test_tensorrt_int8_needs_qdq_on_tensorrt_10(tmp_path):
+    # No TensorRT here: the version rule is checked on its own.
+    assert needs_explicit_quantization("10.3.0") and not needs_explicit_quantization("8.6.2")
+
+
+def test_trtexec_script_and_builder_for_the_fixed_size_qdq_model(trained, tmp_path, digits):
+    x, _ = digits
+    fixed = str(tmp_path / "logits.onnx")
+    to_onnx(trained, fixed, signature="logits", input_size=(32, 32))
+    qdq = quantize_onnx(fixed, str(tmp_path / "int8.onnx"), x[:8])["path"]
+    text = open(write_trtexec_script(qdq, str(tmp_path / "jetson"), "int8")).read()
+    # the shape is in the model (trtexec rejects --shapes for static models); scales come from Q/DQ
+    assert '--saveEngine="$HERE/model_int8.engine" --int8 --fp16 --memPoolSize' in text
+    assert "--shapes" not in text and "--calib" not in text and "placeholders" not in text
+    assert "Input images: 1x32x32x3 (fixed in the model)" in text and "explicit quantization" in text
+    subprocess.run(["sh", "-n", str(tmp_path / "jetson" / "build_engine.sh")], check=True)
+    with pytest.raises(ValueError, match=r"fixed input shape \(1, 32, 32, 3\), not \(1, 64, 64, 3\)"):
+        write_trtexec_script(fixed, str(tmp_path / "j2"), "fp16", (1, 64, 64, 3))
+    # a float model without calibration data: quantize it (checked before TensorRT is imported)
+    with pytest.raises(ValueError, match="int8 needs a Q/DQ model.*quantize_onnx"):
+        build_engine(fixed, str(tmp_path / "m.engine"), precision="int8")
+    with pytest.raises(RuntimeError, match="TensorRT is not installed here"):
+        build_engine(qdq, str(tmp_path / "m.engine"), precision="int8")  # Q/DQ needs no calibration data
