@@ -277,7 +277,7 @@ def real_part(mode, log=print):
     import keras_tuner
     from tfnas.data import digit_scene_arrays, num_classes
     from tfnas.spaces.auxcell import AuxCellSpace
-    from tfnas.training.warmup import WARMUP_WEIGHTS
+    from tfnas.search_dir import WARMUP_WEIGHTS
     from tfnas.tuners import OBJECTIVE, NASTuner
 
     settings = REAL_MODES[mode]

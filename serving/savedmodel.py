@@ -22,6 +22,8 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+import tfnas
+
 from tfnas.preprocessing import preprocess
 from tfnas.serving._images import image_batch
 
@@ -208,15 +210,6 @@ def _json_default(value):
         "pass numbers, strings, lists and dicts")
 
 
-def _tfnas_version():
-    from importlib import metadata
-
-    try:
-        return metadata.version("tfnas")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _as_batches(warmup_images):
     if warmup_images is None:
         ramp = np.linspace(0, 255, 64, dtype=np.float32)
@@ -351,7 +344,7 @@ def export(model, base_dir, name, version=None, metadata=None, warmup_images=Non
         "name": name,
         "version": version,
         "num_classes": num_classes,
-        "tfnas_version": _tfnas_version(),
+        "tfnas_version": tfnas.__version__,
         "tensorflow_version": tf.__version__,
         "export_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "signatures": SIGNATURES,

@@ -18,7 +18,6 @@ import sys
 import tensorflow as tf
 
 PRECISIONS = ("FP32", "FP16", "INT8")
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def has_tensorrt():
@@ -52,14 +51,14 @@ def load_images(directory, limit=100):
     Raises:
         FileNotFoundError: if the folder is missing or holds no images.
     """
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"calibration image folder {directory!r} does not exist")
-    names = sorted(n for n in os.listdir(directory) if n.lower().endswith(_IMAGE_EXTENSIONS))[:limit]
-    if not names:
-        raise FileNotFoundError(f"no images ({', '.join(_IMAGE_EXTENSIONS)}) in {directory!r}")
+    from tfnas.images import IMAGE_EXTENSIONS, list_images
+
+    paths = list_images(directory, "calibration image folder")[:limit]
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {directory!r}")
     images = []
-    for name in names:
-        data = tf.io.read_file(os.path.join(directory, name))
+    for path in paths:
+        data = tf.io.read_file(path)
         images.append(tf.io.decode_image(data, channels=3, expand_animations=False).numpy())
     return images
 

@@ -18,7 +18,7 @@ import keras
 _MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                         (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
-#: Stages tapped by default (seed 000: "layers 2, 3, 6, 8" of the authors' MobileNetV2).
+#: Stages tapped by default (Nekrasov et al. (CVPR 2019): "layers 2, 3, 6, 8" of the authors' MobileNetV2).
 MOBILENET_V2_TAPS = (1, 2, 4, 6)
 
 

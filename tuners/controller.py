@@ -1,4 +1,4 @@
-"""LSTM controller that emits an architecture one decision at a time (seed 000, Section 3.2).
+"""LSTM controller that emits an architecture one decision at a time (Nekrasov et al., CVPR 2019, Section 3.2).
 
 The controller of Nekrasov et al. (CVPR 2019) is a two-layer LSTM with 100 units whose
 weights are drawn from U(-0.1, 0.1). At each step it reads the embedding of the decision it
@@ -72,8 +72,8 @@ class Controller(keras.Model):
         num_choices: List of ints, the number of choices of each decision, in the order the
             decisions are emitted. Each must be at least 1.
         units: Int, units of each LSTM cell and size of the decision embeddings. Defaults
-            to 100 (seed 000).
-        layers: Int, number of stacked LSTM cells. Defaults to 2 (seed 000).
+            to 100 (Nekrasov et al., CVPR 2019).
+        layers: Int, number of stacked LSTM cells. Defaults to 2 (Nekrasov et al., CVPR 2019).
         init_range: Float, every weight is drawn from U(-init_range, init_range) when the
             controller is built. Defaults to 0.1 (authors' code).
         seed: Optional int, seed of that initialisation; the same seed gives the same

@@ -1,4 +1,4 @@
-"""PPO/REINFORCE-trained LSTM controller as a keras-tuner Oracle (seed 000, Section 3.2).
+"""PPO/REINFORCE-trained LSTM controller as a keras-tuner Oracle (Nekrasov et al., CVPR 2019, Section 3.2).
 
 The controller (`tfnas.tuners.controller.Controller`) emits the search space's decisions in
 the order the HyperModel declares them; each completed trial's score is the reward, and the
@@ -79,7 +79,7 @@ class PPOOracle(keras_tuner.Oracle):
             negated when the objective's direction is "min". Defaults to keras-tuner's
             default objective (minimise the value `run_trial` returns).
         max_trials: Int, the number of trials to run. Defaults to 10.
-        algorithm: "ppo" (clipped surrogate over a rollout buffer, seed 000) or
+        algorithm: "ppo" (clipped surrogate over a rollout buffer, Nekrasov et al. (CVPR 2019)) or
             "reinforce" (-log pi * advantage on the new architectures only). Defaults to
             "ppo".
         units: Int, LSTM units. Defaults to 100.

@@ -1,4 +1,4 @@
-"""Random search that also samples near the best, as a keras-tuner Oracle (seed 002, Sec. 3.2).
+"""Random search that also samples near the best, as a keras-tuner Oracle (Chen et al., NeurIPS 2018, Sec. 3.2).
 
 Chen et al. (NeurIPS 2018) search the Dense Prediction Cell with Vizier's random search,
 "sampling points uniformly at random as well as sampling some points near the currently

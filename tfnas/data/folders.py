@@ -16,27 +16,21 @@ import tensorflow as tf
 from PIL import Image
 
 from tfnas.data._common import image_hw, resize_pair
+from tfnas.images import IMAGE_EXTENSIONS, list_images
 from tfnas.preprocessing import IGNORE_LABEL
 
-#: File extensions read as images.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 #: Mask modes read as class indices: 8-bit grey, palette, 16-bit and 32-bit integer.
 _MASK_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I")
 
 
 def _list_images(images_dir):
-    if not os.path.isdir(images_dir):
-        raise FileNotFoundError(f"images_dir {images_dir!r} is not a folder")
-    try:
-        names = sorted(os.listdir(images_dir))
-    except OSError as error:
-        raise FileNotFoundError(f"images_dir {images_dir!r} cannot be read: {error}") from error
-    images = [n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
-    if not images:
+    paths = list_images(images_dir, "images_dir")
+    if not paths:
         raise ValueError(
             f"images_dir {images_dir!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
             "point it at the folder of training images"
         )
+    images = [os.path.basename(p) for p in paths]
     stems = [os.path.splitext(n)[0] for n in images]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:

@@ -1,4 +1,4 @@
-"""One-shot search of 3M-Pose, Hoang 2021 (seed 003, Sec. 3.2.1, 3.3, 3.4, 4.1): Gumbel-softmax, Dyn-EGS, losses.
+"""One-shot search of 3M-Pose, Hoang 2021 (Hoang, 3M-Pose thesis 2021, Sec. 3.2.1, 3.3, 3.4, 4.1): Gumbel-softmax, Dyn-EGS, losses.
 
 Specification and readings: `/work/shared/3M-POSE.md` (sections in brackets).
 

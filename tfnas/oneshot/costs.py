@@ -1,4 +1,4 @@
-"""Multiply-adds of fabric architectures, differentiable in the op and input weights (seed 003, Sec. 3.4).
+"""Multiply-adds of fabric architectures, differentiable in the op and input weights (Hoang, 3M-Pose thesis 2021, Sec. 3.4).
 
 Spec: `/work/shared/3M-POSE.md` section 8.
 """

@@ -1,4 +1,4 @@
-"""Gumbel-softmax, its temperature, Dyn-EGS and the architecture parameters of 3M-Pose (seed 003, Sec. 3.2.1, 3.3).
+"""Gumbel-softmax, its temperature, Dyn-EGS and the architecture parameters of 3M-Pose (Hoang, 3M-Pose thesis 2021, Sec. 3.2.1, 3.3).
 
 Spec: `/work/shared/3M-POSE.md` sections 6 and 7.
 """

@@ -1,4 +1,4 @@
-"""The search losses of 3M-Pose beside the task loss: the FLOPs constraint and teacher guidance (seed 003, Sec. 3.4).
+"""The search losses of 3M-Pose beside the task loss: the FLOPs constraint and teacher guidance (Hoang, 3M-Pose thesis 2021, Sec. 3.4).
 
 Spec: `/work/shared/3M-POSE.md` sections 8 and 9.
 """

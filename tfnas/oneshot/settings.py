@@ -1,4 +1,4 @@
-"""The bi-level search settings of 3M-Pose, Sec. 4.1 (seed 003; spec sections 8 and 12)."""
+"""The bi-level search settings of 3M-Pose, Sec. 4.1 (Hoang (3M-Pose, 2021); spec sections 8 and 12)."""
 import dataclasses
 
 from tfnas.oneshot.gumbel import LinearTemperature

@@ -1,4 +1,4 @@
-"""The 3M-Pose supernet: a fabric with every candidate op and input (seed 003, Sec. 3.1-3.2; spec sections 3-5, 10)."""
+"""The 3M-Pose supernet: a fabric with every candidate op and input (Hoang, 3M-Pose thesis 2021, Sec. 3.1-3.2; spec sections 3-5, 10)."""
 import keras
 import tensorflow as tf
 

@@ -3,9 +3,9 @@
 `tfnas.tasks.base.Task` is the abstraction every part uses; `TASKS` / `get_task(name)` give
 the four tasks:
 
-- `segmentation` (`tfnas.tasks.segmentation`, seed 000 Sec. 4.1 reward);
-- `depth` (`tfnas.tasks.depth`, seed 000 Sec. 4.5.2 and App. B: berHu, NYUDv2 metrics);
-- `pose` (`tfnas.tasks.pose`, top-down single person, seed 000 Sec. 4.5.1: heatmaps, PCKh);
+- `segmentation` (`tfnas.tasks.segmentation`, Nekrasov et al. (CVPR 2019) Sec. 4.1 reward);
+- `depth` (`tfnas.tasks.depth`, Nekrasov et al. (CVPR 2019) Sec. 4.5.2 and App. B: berHu, NYUDv2 metrics);
+- `pose` (`tfnas.tasks.pose`, top-down single person, Nekrasov et al. (CVPR 2019) Sec. 4.5.1: heatmaps, PCKh);
 - `pose-multi` (`tfnas.tasks.pose_multi`, bottom-up, 3M-Pose: heatmaps + AE tags, COCO AP).
 """
 from tfnas.tasks.base import Task, UpsampleBy

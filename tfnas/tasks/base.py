@@ -1,7 +1,7 @@
 """The task abstraction: what a dense-prediction network predicts, and how it is trained and scored.
 
-The CVPR 2019 paper (seed 000, Sec. 4.5, App. B) searches on segmentation and trains the
-found architectures for pose and depth; 3M-Pose (seed 003) searches directly for bottom-up
+The CVPR 2019 paper (Nekrasov et al., CVPR 2019, Sec. 4.5, App. B) searches on segmentation and trains the
+found architectures for pose and depth; 3M-Pose (Hoang, 3M-Pose thesis 2021) searches directly for bottom-up
 pose. A `Task` gathers everything that differs between them, so that spaces, the proxy task,
 `tfnas train` and export ask the task instead of assuming segmentation:
 

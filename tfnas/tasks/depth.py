@@ -1,4 +1,4 @@
-"""Monocular depth: inverse Huber loss, the NYUDv2 metrics and a search reward (seed 000, Sec. 4.5.2, App. B).
+"""Monocular depth: inverse Huber loss, the NYUDv2 metrics and a search reward (Nekrasov et al., CVPR 2019, Sec. 4.5.2, App. B).
 
 The CVPR 2019 paper trains its found architectures on NYUDv2 with "the inverse Huber loss
 [Laina et al. 2016] ..., ignoring pixels with missing depth measurements", the logits
@@ -245,7 +245,7 @@ class DepthMetrics(keras.metrics.Metric):
 
 
 class DepthTask(Task):
-    """Monocular depth prediction as a `tfnas.tasks.base.Task` (seed 000, Sec. 4.5.2).
+    """Monocular depth prediction as a `tfnas.tasks.base.Task` (Nekrasov et al., CVPR 2019, Sec. 4.5.2).
 
     Target: float32 `(H, W)` depth in metres, 0 where missing. Head: one linear channel,
     any stride (the loss resizes it to the target). Loss: `BerHuLoss`. Metric:
@@ -261,7 +261,7 @@ class DepthTask(Task):
 
     name = "depth"
     TRAINING = {
-        "source": "seed 000, App. B (NYUDv2)",
+        "source": "Nekrasov et al. (CVPR 2019), App. B (NYUDv2)",
         "optimizer": "sgd", "momentum": 0.9,
         "learning_rate": {"encoder": 1e-3, "decoder": 7e-3},
         "schedule": "poly", "poly_epochs": 400, "poly_power": 0.9, "epochs": 300,

@@ -1,7 +1,7 @@
 """Keypoint conventions shared by the pose tasks: COCO joints, heatmaps and their decoding.
 
 The heatmap recipe is the one of Xiao et al. (SimpleBaselines, ECCV 2018), used by the CVPR
-2019 paper (seed 000, App. B: "keypoint heatmaps of output stride 4 with Gaussian
+2019 paper (Nekrasov et al., CVPR 2019, App. B: "keypoint heatmaps of output stride 4 with Gaussian
 distribution with sigma = 2") and by HigherHRNet for the bottom-up task: one heatmap per
 joint, an unnormalised Gaussian (peak 1) centred on the joint, target weight 0 for joints
 that are not labelled or fall outside the image.

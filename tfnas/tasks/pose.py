@@ -1,4 +1,4 @@
-"""Top-down single-person pose: heatmap loss, PCKh and flip test (seed 000, Sec. 4.5.1, App. B).
+"""Top-down single-person pose: heatmap loss, PCKh and flip test (Nekrasov et al., CVPR 2019, Sec. 4.5.1, App. B).
 
 The CVPR 2019 paper trains its found architectures for pose with "the training protocol of
 Xiao et al." (SimpleBaselines): one person per crop, one heatmap per joint at output stride
@@ -228,7 +228,7 @@ def flip_test(predict, images, flip_pairs=kp.COCO_FLIP_PAIRS):
 
 
 class PoseTask(Task):
-    """Top-down single-person pose as a `tfnas.tasks.base.Task` (seed 000, Sec. 4.5.1).
+    """Top-down single-person pose as a `tfnas.tasks.base.Task` (Nekrasov et al., CVPR 2019, Sec. 4.5.1).
 
     Target: dict `keypoints` float32 `(J, 3)` and `head_size` float32 `()`. Head: J
     linear heatmaps at stride 4. Loss: `JointsMSELoss`. Metric: `PCKh`. Reward:
@@ -245,7 +245,7 @@ class PoseTask(Task):
 
     name = "pose"
     TRAINING = {
-        "source": "seed 000, App. B (protocol of Xiao et al.)",
+        "source": "Nekrasov et al. (CVPR 2019), App. B (protocol of Xiao et al.)",
         "optimizer": "adam", "learning_rate": 1e-3,
         "schedule": "step", "drop_epochs": [90, 120], "drop_factor": 0.1, "epochs": 140,
         "batch_size": 128,

@@ -1,4 +1,4 @@
-"""Bottom-up multi-person pose: heatmaps + associative-embedding tags, grouping and COCO AP (3M-Pose, seed 003).
+"""Bottom-up multi-person pose: heatmaps + associative-embedding tags, grouping and COCO AP (3M-Pose, Hoang (3M-Pose, 2021)).
 
 3M-Pose searches a network whose output at 1/4 resolution is 17 heatmaps followed by 17
 scalar tag maps ("the scalar tag for every keypoint", associative embedding, Newell et al.
@@ -470,7 +470,7 @@ class COCOKeypointAP(keras.metrics.Metric):
 
 
 class PoseMultiTask(Task):
-    """Bottom-up multi-person pose as a `tfnas.tasks.base.Task` (3M-Pose, seed 003).
+    """Bottom-up multi-person pose as a `tfnas.tasks.base.Task` (3M-Pose, Hoang (3M-Pose, 2021)).
 
     Target: dict `keypoints` float32 `(P, J, 3)` and `area` float32 `(P,)`. Head: 2J
     linear channels at stride 4 (heatmaps, then tags). Loss: `AssociativeEmbeddingLoss`.

@@ -1,4 +1,4 @@
-"""Semantic segmentation: loss, confusion-matrix scores and the search reward (seed 000, Sec. 4.1).
+"""Semantic segmentation: loss, confusion-matrix scores and the search reward (Nekrasov et al., CVPR 2019, Sec. 4.1).
 
 The reward of the CVPR 2019 auxiliary-cell search is the geometric mean of three scores
 computed with the background class left out: mean IoU, frequency-weighted IoU and mean
@@ -183,7 +183,7 @@ def _score_tensors(confusion, omit):
 
 
 def scores(confusion, omit=(0,)):
-    """Segmentation scores and the search reward of a confusion matrix (seed 000, Sec. 4.1).
+    """Segmentation scores and the search reward of a confusion matrix (Nekrasov et al., CVPR 2019, Sec. 4.1).
 
     See the module docstring for how classes without pixels enter the means. Call eagerly.
 
@@ -402,7 +402,7 @@ class SegmentationLoss(keras.losses.Loss):
 
 
 def distillation_loss(student_logits, teacher_logits):
-    """Mean squared error between student and teacher logits (seed 000, Sec. 3.2.2).
+    """Mean squared error between student and teacher logits (Nekrasov et al., CVPR 2019, Sec. 3.2.2).
 
     The teacher's logits are resized bilinearly to the student's size when they differ.
 
@@ -430,7 +430,7 @@ def distillation_loss(student_logits, teacher_logits):
 
 
 class SegmentationTask(Task):
-    """Semantic segmentation as a `tfnas.tasks.base.Task` (seed 000, Sec. 4.1).
+    """Semantic segmentation as a `tfnas.tasks.base.Task` (Nekrasov et al., CVPR 2019, Sec. 4.1).
 
     Wraps the functions of this module unchanged: the loss is `SegmentationLoss`, the
     metric `ConfusionMatrix`, the reward the geometric mean of mIoU, fwIoU and mean
@@ -497,7 +497,7 @@ class SegmentationTask(Task):
                                name=name)
 
     def reward(self, scores):
-        """The geometric mean of `miou`, `fwiou` and `mean_accuracy` (seed 000, Sec. 4.1)."""
+        """The geometric mean of `miou`, `fwiou` and `mean_accuracy` (Nekrasov et al., CVPR 2019, Sec. 4.1)."""
         return float((scores["miou"] * scores["fwiou"] * scores["mean_accuracy"]) ** (1 / 3))
 
     def builtin_data(self, split, image_size=64, num_samples=None, seed=0, **kwargs):

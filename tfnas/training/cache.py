@@ -1,4 +1,4 @@
-"""Encoder and teacher outputs computed once per search, for stage 1 (seed 000, Sec. 3.2.1, 4).
+"""Encoder and teacher outputs computed once per search, for stage 1 (Nekrasov et al., CVPR 2019, Sec. 3.2.1, 4).
 
 In stage 1 the encoder is frozen, so its outputs on the meta-train images (the paper uses
 4000) never change: they are computed once, stored in the search directory and read by

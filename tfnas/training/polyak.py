@@ -1,4 +1,4 @@
-"""Optimizer groups with Polyak averaging of the weights (seed 000, Sec. 3.2.2).
+"""Optimizer groups with Polyak averaging of the weights (Nekrasov et al., CVPR 2019, Sec. 3.2.2).
 
 The running average of the parameters is kept during each proxy stage and applied before
 validation (decay 0.9 in stage 1, 0.99 in stage 2). Keras 3 optimizers do exactly this

@@ -1,4 +1,4 @@
-"""The two proxy-training stages of a search trial (seed 000, Sec. 3.2 and 4.1).
+"""The two proxy-training stages of a search trial (Nekrasov et al., CVPR 2019, Sec. 3.2 and 4.1).
 
 `ProxyModel` wraps a network whose outputs are a dict of logits (`"logits"` and training-
 only `"aux_<i>"`): stage 1 wraps the decoder alone, fed with cached encoder outputs; stage

@@ -1,4 +1,4 @@
-"""Progressive termination between the two proxy-training stages (seed 000, Sec. 3.2.1).
+"""Progressive termination between the two proxy-training stages (Nekrasov et al., CVPR 2019, Sec. 3.2.1).
 
 After stage 1 a trial continues to stage 2 when its stage-1 reward beats a moving average
 (decay 0.99) of the stage-1 rewards seen so far. Otherwise it continues only if

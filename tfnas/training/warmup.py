@@ -1,4 +1,4 @@
-"""Encoder warm-up for searches without pretrained encoder weights (seed 000, Sec. 4).
+"""Encoder warm-up for searches without pretrained encoder weights (Nekrasov et al., CVPR 2019, Sec. 4).
 
 The paper's encoder is pretrained (MobileNetV2 trained on COCO segmentation), so stage 1
 trains decoders on meaningful features. Where no pretrained weights exist (no network
@@ -18,14 +18,13 @@ import os
 
 import keras
 
-from tfnas.data import pipeline
+from tfnas.data import count_examples, pipeline
+from tfnas.io import atomic_path
+from tfnas.search_dir import WARMUP_WEIGHTS
 from tfnas.ops import ConvBN
 from tfnas.spaces.base import MAIN_OUTPUT, resize_to_finest
 from tfnas.training.polyak import ParameterGroup, make_optimizer
 from tfnas.training.stages import ProxyModel, run_stage, set_batchnorm_momentum
-
-#: File name of the warmed model's weights in the search directory.
-WARMUP_WEIGHTS = "warmup.weights.h5"
 
 
 def simple_head(space, specs, width=None):
@@ -111,9 +110,7 @@ def warm_up(space, dataset, directory, epochs=10, batch_size=16, learning_rate=1
         return model, True
     if verbose:
         print(f"warm-up: training the encoder with a reference decoder for {epochs} epoch(s)")
-    count = int(dataset.cardinality())
-    if count < 0:
-        count = sum(1 for _ in dataset)
+    count = count_examples(dataset)
     batches = pipeline(dataset, min(int(batch_size), count), shuffle=True, seed=seed, augment=True,
                        drop_remainder=True)
     set_batchnorm_momentum(model, bn_momentum)
@@ -121,7 +118,6 @@ def warm_up(space, dataset, directory, epochs=10, batch_size=16, learning_rate=1
     proxy = ProxyModel(model, [group],
                        space.num_classes, aux_weight=aux_weight, name="warmup")
     run_stage(proxy, batches, epochs, "warm-up", callbacks=callbacks, verbose=verbose)
-    tmp = os.path.join(directory, f"tmp{os.getpid()}.{WARMUP_WEIGHTS}")
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save_weights(tmp)
     return model, False
