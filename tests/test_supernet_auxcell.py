@@ -60,7 +60,7 @@ def test_load_is_the_inverse_of_transfer(setup):
 
 def test_one_trace_serves_every_architecture(setup):
     space, supernet, features = setup
-    features = [tf.convert_to_tensor(f) for f in features]
+    features = [tf.convert_to_tensor(f) for f in keras.tree.flatten(features)]
     step = tf.function(lambda f: supernet.decoder(f, training=True)["logits"])
     shapes = set()
     for seed in (0, 1, 2):
