@@ -160,9 +160,9 @@ def main():
         "signatures_per_100_trials": {"auxcell": 1, "dpc": 1, "template": template_signatures(100)},
     }
     summary["speedup_per_trial"] = summary["standalone_per_trial_s"] / summary["supernet_per_trial_s"]
+    settings = {**DEMO, "aux_cells": args.aux_cells, "image": IMAGE, "batch": BATCH}
     result = {"date": datetime.date.today().isoformat(), "machine": platform.machine(),
-              "cpus": os.cpu_count(), "load_average": os.getloadavg(), "settings": {**DEMO, "aux_cells": args.aux_cells, "image": IMAGE,
-                                                                                   "batch": BATCH},
+              "cpus": os.cpu_count(), "load_average": os.getloadavg(), "settings": settings,
               "summary": summary, "trials": rows}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
