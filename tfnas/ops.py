@@ -1,8 +1,8 @@
 """Primitive operations of the searched cells as Keras layers, and the registry of op names.
 
-The op set is Table 4 of Nekrasov et al. (CVPR 2019, seed 000); the template space (WACV 2020)
-adds a 3x3 max-pool. Every op maps `filters` channels to `filters` channels at the same
-resolution, so any op can stand at any place of a cell. Following the authors' code, a
+The op set is Table 4 of Nekrasov et al. (CVPR 2019); the template space of Nekrasov et al.
+(WACV 2020) adds a 3x3 max-pool. Every op maps `filters` channels to `filters` channels at the
+same resolution, so any op can stand at any place of a cell. Following the authors' code, a
 separable convolution is (depthwise, pointwise, BN, ReLU) twice, and a plain convolution is
 conv-BN-ReLU.
 
@@ -183,7 +183,7 @@ class ResizeLike(keras.layers.Layer):
         return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[-1])
 
 
-# Op names to factories `(filters, name) -> layer`. Table 4 of seed 000, plus max-pool (seed 001).
+# Op names to factories `(filters, name) -> layer`. Table 4 of Nekrasov et al. (CVPR 2019), plus max-pool (Nekrasov et al., WACV 2020).
 OPS = {
     "conv1x1": lambda f, name=None: ConvBN(f, 1, name=name),
     "conv3x3": lambda f, name=None: ConvBN(f, 3, name=name),
@@ -199,7 +199,7 @@ OPS = {
     "maxpool3x3": lambda f, name=None: keras.layers.MaxPooling2D(3, strides=1, padding="same", name=name),
 }
 
-#: The 11 cell ops of seed 000 in the order of Table 4 (index = the genotype's op index).
+#: The 11 cell ops of Nekrasov et al. (CVPR 2019) in the order of Table 4 (index = the genotype's op index).
 CELL_OPS = ("conv1x1", "conv3x3", "sep3x3", "sep5x5", "gap", "conv3x3_rate3", "conv3x3_rate12",
             "sep3x3_rate3", "sep5x5_rate6", "skip", "zero")
 

@@ -1,4 +1,4 @@
-"""The Dense Prediction Cell of Chen et al., NeurIPS 2018 (seed 002, Sec. 3.1), as Keras layers.
+"""The Dense Prediction Cell of Chen et al., NeurIPS 2018 (Sec. 3.1), as Keras layers.
 
 A cell has B branches; branch i applies one operation to the backbone features or to the
 output of an earlier branch. The operator space has 81 functions (`DPC_OPS`):
@@ -12,6 +12,10 @@ output of an earlier branch. The operator space has 81 functions (`DPC_OPS`):
 Every op has `filters` (256) outputs. The cell concatenates all branch outputs and projects
 them with a 1x1 conv-BN-ReLU to `filters` channels.
 
+`SuperDensePredictionCell` holds every cell at once for the supernet (`tfnas.supernet`): all
+output shapes are fixed (every branch gives `filters` channels at the backbone's resolution
+and all branches are concatenated), so one graph serves every architecture.
+
     >>> cell = DensePredictionCell([[0, "sep3x3_1x6"], [1, "sep3x3_18x15"], [2, "sep3x3_6x3"],
     ...                             [1, "sep3x3_1x1"], [1, "sep3x3_6x21"]], filters=256)
     >>> y = cell(keras.random.normal((1, 33, 33, 320)))   # (1, 33, 33, 256)
@@ -19,6 +23,7 @@ them with a 1x1 conv-BN-ReLU to `filters` channels.
 import keras
 import tensorflow as tf
 
+from tfnas.choice import Choice
 from tfnas.ops import ConvBN, ResizeLike, SepConv
 
 _PACKAGE = "tfnas"
@@ -148,3 +153,81 @@ class DensePredictionCell(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "branches": self.branches, "filters": self.filters}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SuperDensePredictionCell(keras.layers.Layer):
+    """Every Dense Prediction Cell of B branches at once: the supernet form of the cell.
+
+    Branch i is a `Choice` (`branch{i}`) among 2 x 81 candidates: the 81 ops on the backbone
+    features (candidates 0..80) and, for i > 0, the 81 ops on an earlier branch's output
+    (candidates 81..161, reading the output that the `Choice` `branch{i}_input` picks among
+    branches 0..i-1). The two groups have their own weights because their input channels
+    differ; an op on an earlier branch has one weight set whichever branch it reads, as in
+    the standalone cell. The projection is that of the standalone cell.
+
+    Args:
+        num_branches: int, B.
+        filters: int, channels of every branch and of the projection. Default 256.
+
+    Input shape: `(N, H, W, C)`. Output shape: `(N, H, W, filters)`.
+    """
+
+    def __init__(self, num_branches, filters=256, **kwargs):
+        super().__init__(**kwargs)
+        self.num_branches = int(num_branches)
+        self.filters = int(filters)
+        self.sources, self.branch_ops = [], []
+        for i in range(self.num_branches):
+            candidates = [dpc_op(op, self.filters, name=op) for op in DPC_OPS]
+            if i == 0:
+                self.sources.append(None)
+                self.branch_ops.append(Choice(candidates, name=f"branch{i}"))
+                continue
+            candidates += [dpc_op(op, self.filters, name=f"{op}_on_branch") for op in DPC_OPS]
+            self.sources.append(Choice(name=f"branch{i}_input"))
+            self.branch_ops.append(Choice(candidates, routes=[0] * len(DPC_OPS) + [1] * len(DPC_OPS),
+                                          name=f"branch{i}"))
+        self.projection = ConvBN(self.filters, 1, name="projection")
+
+    def build(self, input_shape):
+        branch_shape = (*input_shape[:-1], self.filters)
+        for i, (source, op) in enumerate(zip(self.sources, self.branch_ops)):
+            if source is None:
+                op.build(input_shape)
+            else:
+                source.build([branch_shape] * i)
+                op.build([input_shape, branch_shape])
+        self.projection.build((*input_shape[:-1], self.filters * self.num_branches))
+
+    def call(self, inputs, training=None):
+        outputs = []
+        for source, op in zip(self.sources, self.branch_ops):
+            if source is None:
+                outputs.append(op(inputs, training=training))
+            else:
+                outputs.append(op([inputs, source(outputs)], training=training))
+        concat = keras.ops.concatenate(outputs, axis=-1)
+        return self.projection(concat, training=training)
+
+    @staticmethod
+    def selection(branches, prefix=""):
+        """dict choice path (under `prefix`) -> index, for the cell `branches` ([input, op])."""
+        selection = {}
+        for i, (source, op) in enumerate(branches):
+            selection[f"{prefix}branch{i}"] = DPC_OPS.index(op) + (len(DPC_OPS) if source > 0 else 0)
+            if i > 0:
+                selection[f"{prefix}branch{i}_input"] = max(int(source) - 1, 0)
+        return selection
+
+    def uses(self, branches):
+        """(supernet op layer, path inside `DensePredictionCell`, reads the backbone) per branch."""
+        index = self.selection(branches)
+        return [(self.branch_ops[i].candidates[index[f"branch{i}"]], ("branch_ops", i), source == 0)
+                for i, (source, _) in enumerate(branches)]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "num_branches": self.num_branches, "filters": self.filters}

@@ -1,4 +1,4 @@
-"""The template of Nekrasov et al., WACV 2020 (seed 001, Sec. 3.1-3.3, Fig. 2 and 4), as Keras layers.
+"""The template of Nekrasov et al., WACV 2020 (Sec. 3.1-3.3, Fig. 2 and 4), as Keras layers.
 
 A template `[op1, op2, agg]` takes two inputs and gives one output: `op1` is applied to the
 first input and `op2` to the second (each may change the channels and stride by 2), and the
@@ -27,7 +27,7 @@ from tfnas.ops import ConvBN, GlobalPoolConv, ResizeLike, SepConv
 
 _PACKAGE = "tfnas"
 
-#: The 6 template ops of seed 001 Sec. 4.1, in the authors' genotype order.
+#: The 6 template ops of Nekrasov et al. (WACV 2020) Sec. 4.1, in the authors' genotype order.
 TEMPLATE_OPS = ("sep3x3", "sep5x5", "gap", "maxpool3x3", "sep5x5_rate6", "skip")
 
 #: The 2 aggregations: 0 = learned per-channel sum, 1 = concatenation and 1x1 conv.

@@ -1,4 +1,4 @@
-"""Auxiliary-cell decoder space of Nekrasov et al., CVPR 2019 (seed 000, Sec. 3.1, Appendix A).
+"""Auxiliary-cell decoder space of Nekrasov et al., CVPR 2019 (Sec. 3.1, Appendix A), and its supernet.
 
 The decoder reads four encoder taps, each adapted by a 1x1 conv-BN-ReLU to `width` channels.
 Three decoder blocks each pick two inputs with replacement from the growing pool (the four
@@ -12,15 +12,24 @@ Genotypes use the paper's form
 `[[[c1, c2], [c3, c4], [c5, c6]], [o1, [i2, i3, o2, o3], [i4, i5, o4, o5], [i6, i7, o6, o7]]]`
 (the authors' code writes `[cell, connections]`; `from_authors_code` converts).
 
+The supernet (`build_supernet`, `tfnas.supernet`) has every block input as a `Choice` among
+the pool, every cell as a `SuperAuxCell`, and a fixed-shape decoder end: all three block
+outputs are concatenated, each either zeroed (read by a later block), kept, or resized to
+the finest unused one. A 1x1 conv over zeros adds exactly nothing, so the conv over the
+masked concatenation is the standalone conv over the unused outputs (its kernel rows for
+those outputs). All 3 block resolutions are selected at run time: one signature, one trace.
+
     >>> space = AuxCellSpace(num_classes=21, width=64)
     >>> model = space.build_genotype("arch0")
     >>> deployable = space.inference_model(model)
 """
 import keras
 
-from tfnas.cells.auxcell import NUM_BRANCHES, AuxCell, branch_pool_size
+from tfnas.cells.auxcell import NUM_BRANCHES, AuxCell, SuperAuxCell, branch_pool_size
+from tfnas.choice import Choice, Take, ZerosLike
 from tfnas.ops import CELL_OPS, ConvBN, ResizeLike
 from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace, check_index, resize_to_finest
+from tfnas.supernet import Use
 
 NUM_BLOCKS = 3
 NUM_TAPS = 4
@@ -155,3 +164,84 @@ class AuxCellSpace(DecoderSpace):
         x = ConvBN(w, 1, name="pre_classifier")(x)
         logits = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=MAIN_OUTPUT)(x)
         return {MAIN_OUTPUT: logits, **outputs}
+
+    # --- the supernet ---------------------------------------------------------------------
+    def supernet_from_features(self, features, strides):
+        w = self.width
+        pool = [ConvBN(w, 1, name=f"adapt{i}")(f) for i, f in enumerate(features)]
+        outputs = {}
+        for b in range(NUM_BLOCKS):
+            branches = []
+            for j in range(2):
+                x = Choice(name=_block_key(b, j))(list(pool))
+                x = SuperAuxCell(w, name=f"block{b}_cell{j}")(x)
+                branches.append(ConvBN(w, 1, name=f"block{b}_agg{j}")(x))
+            # Each path is kept, or resized to the other when it is the coarser one.
+            x1 = Choice([Take(0), ResizeLike()], name=f"block{b}_align0")(branches)
+            x2 = Choice([Take(0), ResizeLike()], name=f"block{b}_align1")(branches[::-1])
+            out = keras.layers.Add(name=f"block{b}_sum")([x1, x2])
+            aux = SuperAuxCell(w, name=f"aux{b}_cell")(out) if self.aux_cells else out
+            outputs[f"aux_{b}"] = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=f"aux_{b}")(aux)
+            pool.append(out)
+        blocks = pool[NUM_TAPS:]
+        reference = Choice(name="collect_reference")(blocks)  # the finest unused block output
+        collected = [Choice([ZerosLike(1), Take(0), ResizeLike()], name=f"collect{b}")([out, reference])
+                     for b, out in enumerate(blocks)]
+        x = keras.layers.Concatenate(name="collect")(collected)
+        x = keras.layers.ReLU(name="collect_relu")(x)
+        x = ConvBN(w, 1, name="pre_classifier")(x)
+        logits = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=MAIN_OUTPUT)(x)
+        return {MAIN_OUTPUT: logits, **outputs}
+
+    def _structure(self, values, strides):
+        """Strides of the pool, unused block outputs and the finest of them, for `values`."""
+        connections, cell = self.genotype(values)
+        pool_strides = list(strides)
+        for c1, c2 in connections:
+            pool_strides.append(min(pool_strides[c1], pool_strides[c2]))
+        used = {c for pair in connections for c in pair}
+        unused = [i for i in range(NUM_TAPS, NUM_TAPS + NUM_BLOCKS) if i not in used]
+        finest = min(unused, key=lambda i: pool_strides[i])
+        return connections, cell, pool_strides, unused, finest
+
+    def supernet_selection(self, values, strides):
+        connections, cell, strides, unused, finest = self._structure(values, strides)
+        selection = {}
+        cells = [f"block{b}_cell{j}" for b in range(NUM_BLOCKS) for j in range(2)]
+        cells += [f"aux{b}_cell" for b in range(NUM_BLOCKS)] if self.aux_cells else []
+        for name in cells:
+            selection.update(SuperAuxCell.selection(cell, prefix=f"{name}/"))
+        for b, pair in enumerate(connections):
+            finer = min(strides[c] for c in pair)
+            for j, c in enumerate(pair):
+                selection[_block_key(b, j)] = c
+                selection[f"block{b}_align{j}"] = int(strides[c] != finer)
+        selection["collect_reference"] = finest - NUM_TAPS
+        for b in range(NUM_BLOCKS):
+            i = NUM_TAPS + b
+            selection[f"collect{b}"] = 0 if i not in unused else (1 if strides[i] == strides[finest] else 2)
+        return selection
+
+    def supernet_uses(self, decoder, values, strides):
+        connections, cell, strides, unused, finest = self._structure(values, strides)
+        w, uses = self.width, []
+        read = {c for pair in connections for c in pair}
+        for i in sorted(read & set(range(NUM_TAPS))):  # Keras drops the adapters of unread taps
+            adapt = decoder.get_layer(f"adapt{i}")
+            uses.append(Use(adapt, (f"adapt{i}",), strides[i], adapt.conv.kernel.shape[2]))
+        for b, pair in enumerate(connections):
+            for j, c in enumerate(pair):
+                name = f"block{b}_cell{j}"
+                for layer, path in decoder.get_layer(name).uses(cell):
+                    uses.append(Use(layer, (name, *path), strides[c], w))
+                uses.append(Use(decoder.get_layer(f"block{b}_agg{j}"), (f"block{b}_agg{j}",), strides[c], w))
+            out_stride = strides[NUM_TAPS + b]
+            if self.aux_cells:
+                for layer, path in decoder.get_layer(f"aux{b}_cell").uses(cell):
+                    uses.append(Use(layer, (f"aux{b}_cell", *path), out_stride, w, inference=False))
+            uses.append(Use(decoder.get_layer(f"aux_{b}"), (f"aux_{b}",), out_stride, w, inference=False))
+        rows = tuple(r for i in unused for r in range((i - NUM_TAPS) * w, (i - NUM_TAPS + 1) * w))
+        uses.append(Use(decoder.get_layer("pre_classifier"), ("pre_classifier",), strides[finest], len(rows),
+                        rows=rows))
+        uses.append(Use(decoder.get_layer(MAIN_OUTPUT), (MAIN_OUTPUT,), strides[finest], w))
+        return uses

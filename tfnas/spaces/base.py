@@ -89,6 +89,20 @@ class DecoderSpace(keras_tuner.HyperModel):
         """Builds the decoder on symbolic `features` (with `strides`); returns a dict of logits."""
         raise NotImplementedError
 
+    def supernet_from_features(self, features, strides):
+        """Builds the supernet decoder (every architecture, `tfnas.choice.Choice` layers) on
+        symbolic `features`; returns a dict of logits with the standalone decoder's keys."""
+        raise NotImplementedError
+
+    def supernet_selection(self, values, strides):
+        """dict Choice path -> index that makes the supernet compute the architecture `values`
+        (`strides`: the encoder features' strides)."""
+        raise NotImplementedError
+
+    def supernet_uses(self, decoder, values, strides):
+        """The supernet layers architecture `values` uses: `tfnas.supernet.Use` records."""
+        raise NotImplementedError
+
     # --- shared machinery ---------------------------------------------------------------
     def config(self):
         """Constructor arguments, JSON-able, to rebuild this space (`get_space(name)(**config)`)."""
@@ -118,6 +132,25 @@ class DecoderSpace(keras_tuner.HyperModel):
         """The searched part: declares the decisions on `hp` and builds the decoder model."""
         values = self.declare_hyperparameters(hp)
         return self.decoder_from_genotype_values(values, specs or self.feature_specs())
+
+    def build_supernet(self, encoder=None):
+        """The space's supernet: one decoder graph for every architecture (`tfnas.supernet`).
+
+        Args:
+            encoder: the encoder model (default: `build_encoder()`); its feature specs shape
+                the supernet and it is used to account parameters and multiply-adds.
+
+        Returns:
+            a `tfnas.supernet.Supernet`; its `decoder` maps the encoder features to the dict
+            of logits of the standalone decoders.
+        """
+        from tfnas.supernet import Supernet
+
+        encoder = encoder or self.build_encoder()
+        specs = self.feature_specs(encoder)
+        inputs = [keras.Input((None, None, c), name=f"feature_{i}") for i, (c, _) in enumerate(specs)]
+        outputs = self.supernet_from_features(list(inputs), [s for _, s in specs])
+        return Supernet(self, keras.Model(inputs, outputs, name="decoder"), encoder)
 
     def assemble(self, encoder, decoder):
         """image -> encoder -> decoder: the training model (outputs: dict of logits)."""

@@ -1,4 +1,4 @@
-"""Dense Prediction Cell space of Chen et al., NeurIPS 2018 (seed 002, Sec. 3.1).
+"""Dense Prediction Cell space of Chen et al., NeurIPS 2018 (Sec. 3.1).
 
 A Dense Prediction Cell (`tfnas.cells.dpc`) on the last backbone features at output stride
 16 (MobileNetV2 by default, ResNet-50 with `encoder="resnet50"`), then a 1x1 conv to the
@@ -11,13 +11,17 @@ backbone); `op` is a name in `tfnas.cells.dpc.DPC_OPS`: `"conv1x1"`, `"sep3x3_<r
 (rates in 1, 3, 6, ..., 21) or `"pool<gh>x<gw>"` (grids in 1, 2, 4, 8). The paper counts
 `B! * 81^B` cells (about 4.2e11 for B = 5), which is `DPCSpace().size()`.
 
+The supernet (`build_supernet`, `tfnas.supernet`) is a `SuperDensePredictionCell`: every
+shape is fixed, so one graph (one trace) serves every architecture.
+
     >>> space = DPCSpace(num_classes=19)
     >>> model = space.build_genotype("top1_cityscapes")
 """
 import keras
 
-from tfnas.cells.dpc import DPC_OPS, DensePredictionCell
+from tfnas.cells.dpc import DPC_OPS, DensePredictionCell, SuperDensePredictionCell
 from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace, check_index
+from tfnas.supernet import Use
 
 
 def _branch_keys(i):
@@ -110,3 +114,20 @@ class DPCSpace(DecoderSpace):
         logits = keras.layers.Conv2D(self.num_classes, 1, name=MAIN_OUTPUT)(cell)
         return {MAIN_OUTPUT: logits}
 
+    # --- the supernet ---------------------------------------------------------------------
+    def supernet_from_features(self, features, strides):
+        cell = SuperDensePredictionCell(self.num_branches, self.width, name="cell")(features[-1])
+        logits = keras.layers.Conv2D(self.num_classes, 1, name=MAIN_OUTPUT)(cell)
+        return {MAIN_OUTPUT: logits}
+
+    def supernet_selection(self, values, strides):
+        return SuperDensePredictionCell.selection(self.genotype(values), prefix="cell/")
+
+    def supernet_uses(self, decoder, values, strides):
+        cell, stride = decoder.get_layer("cell"), strides[-1]
+        backbone = decoder.inputs[-1].shape[-1]
+        uses = [Use(layer, ("cell", *path), stride, backbone if on_backbone else self.width)
+                for layer, path, on_backbone in cell.uses(self.genotype(values))]
+        uses.append(Use(cell.projection, ("cell", "projection"), stride, self.width * self.num_branches))
+        uses.append(Use(decoder.get_layer(MAIN_OUTPUT), (MAIN_OUTPUT,), stride, self.width))
+        return uses

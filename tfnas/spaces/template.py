@@ -1,4 +1,4 @@
-"""Template-based space of Nekrasov et al., WACV 2020 (seed 001, Sec. 3 and 4.1).
+"""Template-based space of Nekrasov et al., WACV 2020 (Sec. 3 and 4.1).
 
 The network starts from a *stem*: the first three inverted-residual stages of MobileNetV2,
 whose outputs at 1/4 (24 channels) and 1/8 (32 channels) start the sampling pool. It is the
@@ -73,6 +73,14 @@ class TemplateSpace(DecoderSpace):
             or a channel factor that is not a whole number >= 1.
     """
 
+    # Strides (FIDELITY.md section 2, row 9). tfnas follows Sec. 3.3 of the paper: a stride-2
+    # block strides only its first instantiation, and each op of it halves the resolution once.
+    # The authors' code differs: its TemplateDecoder passes the stride to every repeat, its
+    # separable convs stride each of their (two) units, and its skip and GAP ops ignore the
+    # stride, the aggregation then resizing to the coarser path. So the published networks'
+    # strided blocks are coarser in the authors' models than here: arch0 block 0 runs at 1/32
+    # there and at 1/16 in tfnas, and so does arch1 block 1. Parameter counts are unaffected
+    # (strides change no weight shape); multiply-adds and latency of these blocks are not.
     PUBLISHED = {
         "arch0": [[[3, 0, 1], [4, 1, 1], [3, 1, 1]],
                   [[0, 1, 0, 0, 1], [2, 1, 2, 1, 0], [3, 1, 1, 1, 0], [1, 1, 2, 0, 0],
