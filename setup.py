@@ -1,4 +1,5 @@
 """tfnas: neural architecture search for compact, fast dense-prediction networks in Keras."""
+
 import os
 import re
 
@@ -46,9 +47,9 @@ setup(
         "tf2onnx==1.17.0",
         "onnx==1.23.2",
         "onnxruntime==1.31.1",
-        "matplotlib",          # tfnas report
+        "matplotlib",  # tfnas report
         "pycocotools==2.0.11",  # COCO keypoint AP of the bottom-up pose task
-        "scipy",               # people grouping of the bottom-up pose task
+        "scipy",  # people grouping of the bottom-up pose task
     ],
     extras_require={
         "cpu": [],  # kept so that `pip install tfnas[cpu]` keeps working: the base install is CPU

@@ -12,6 +12,7 @@ median of `--runs` timed runs after one warm-up. Writes benchmarks/results/deplo
     python benchmarks/bench_deploy_graphs.py                          # all, 512x512
     python benchmarks/bench_deploy_graphs.py --archs auxcell:arch0 --size 128 --runs 2   # smoke run
 """
+
 import argparse
 import datetime
 import json
@@ -26,12 +27,12 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: (space, architecture) -> (space constructor arguments): the papers' deployment settings.
 ARCHS = {
-    ("auxcell", "arch0"): {"num_classes": 21, "width": 64},   # CVPR 2019, PASCAL VOC
+    ("auxcell", "arch0"): {"num_classes": 21, "width": 64},  # CVPR 2019, PASCAL VOC
     ("auxcell", "arch1"): {"num_classes": 21, "width": 64},
     ("auxcell", "arch2"): {"num_classes": 21, "width": 64},
     ("template", "arch0"): {"num_classes": 19, "width": 64},  # WACV 2020, Cityscapes
     ("template", "arch1"): {"num_classes": 19, "width": 64},
-    ("dpc", "top1_cityscapes"): {"num_classes": 19},          # NeurIPS 2018, Cityscapes
+    ("dpc", "top1_cityscapes"): {"num_classes": 19},  # NeurIPS 2018, Cityscapes
 }
 #: ONNX ops that are decompositions (dynamic shapes) rather than the searched ops themselves.
 DECOMPOSED = ("Transpose", "SpaceToDepth", "DepthToSpace", "Split", "Slice", "Concat", "Shape", "Cast")
@@ -66,9 +67,18 @@ def bench_arch(space_name, arch, config, size, runs, tmp):
     x = preprocess(image).numpy()
     keras_fn = tf.function(lambda t: model(t, training=False), autograph=False)
     reference = keras_fn(tf.constant(x)).numpy()
-    result = {"space": space_name, "arch": arch, "config": config, "params": int(model.count_params()),
-              "input": [1, *size, 3], "runtimes": {}}
-    result["runtimes"]["Keras (tf.function)"] = {**timed(lambda: keras_fn(tf.constant(x)), runs), "max_abs_diff": 0.0}
+    result = {
+        "space": space_name,
+        "arch": arch,
+        "config": config,
+        "params": int(model.count_params()),
+        "input": [1, *size, 3],
+        "runtimes": {},
+    }
+    result["runtimes"]["Keras (tf.function)"] = {
+        **timed(lambda: keras_fn(tf.constant(x)), runs),
+        "max_abs_diff": 0.0,
+    }
     saved = export(model, tmp, f"{space_name}_{arch}", warmup_images=np.zeros((1, 32, 32, 3), np.uint8))
     for name, input_size in (("ONNX dynamic", None), ("ONNX fixed", size)):
         path = os.path.join(tmp, f"{space_name}_{arch}_{name.split()[1]}.onnx")
@@ -78,9 +88,13 @@ def bench_arch(space_name, arch, config, size, runs, tmp):
         census = op_census(path)
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         entry = timed(lambda s=session: s.run(None, {"images": x}), runs)
-        entry.update(nodes=sum(census.values()), conv=census["Conv"],
-                     decomposition_ops={op: census[op] for op in DECOMPOSED if census[op]},
-                     max_abs_diff=report["max_abs_diff"]["logits"], convert_s=round(convert_s, 1))
+        entry.update(
+            nodes=sum(census.values()),
+            conv=census["Conv"],
+            decomposition_ops={op: census[op] for op in DECOMPOSED if census[op]},
+            max_abs_diff=report["max_abs_diff"]["logits"],
+            convert_s=round(convert_s, 1),
+        )
         result["runtimes"][name] = entry
         print(f"  {name}: {entry}", flush=True)
     calibration = rng.integers(0, 256, (8, *size, 3), dtype=np.uint8)
@@ -92,23 +106,30 @@ def bench_arch(space_name, arch, config, size, runs, tmp):
         got = runner(images=x)["logits"]
         census = tflite_op_census(path)
         entry = timed(lambda r=runner: r(images=x), runs)
-        entry.update(ops=sum(census.values()), space_to_batch=census["SPACE_TO_BATCH_ND"],
-                     max_abs_diff=float(np.max(np.abs(got - reference))),
-                     class_agreement=float(np.mean(got.argmax(-1) == reference.argmax(-1))),
-                     size_bytes=os.path.getsize(path))
+        entry.update(
+            ops=sum(census.values()),
+            space_to_batch=census["SPACE_TO_BATCH_ND"],
+            max_abs_diff=float(np.max(np.abs(got - reference))),
+            class_agreement=float(np.mean(got.argmax(-1) == reference.argmax(-1))),
+            size_bytes=os.path.getsize(path),
+        )
         result["runtimes"][label] = entry
         print(f"  {label}: {entry}", flush=True)
     return result
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--archs", default=",".join(f"{s}:{a}" for s, a in ARCHS),
-                        help="comma-separated space:arch")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--archs", default=",".join(f"{s}:{a}" for s, a in ARCHS), help="comma-separated space:arch"
+    )
     parser.add_argument("--size", default="512x512", help="input HxW")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per runtime")
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "deploy_graphs.json"), help="JSON output")
+    parser.add_argument(
+        "--out", default=os.path.join(HERE, "results", "deploy_graphs.json"), help="JSON output"
+    )
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -116,27 +137,41 @@ def main():
     from tfnas.serving.onnx_export import parse_input_size
 
     size = parse_input_size(args.size)
-    report = {"date": datetime.date.today().isoformat(), "size": list(size), "runs": args.runs,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-                          "load_average_at_start": list(os.getloadavg())},
-              "results": []}
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "size": list(size),
+        "runs": args.runs,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "tensorflow": tf.__version__,
+            "load_average_at_start": list(os.getloadavg()),
+        },
+        "results": [],
+    }
     for item in args.archs.split(","):
         space_name, arch = item.split(":")
         print(f"{space_name} {arch} at {size[0]}x{size[1]}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            report["results"].append(bench_arch(space_name, arch, ARCHS[(space_name, arch)], size, args.runs, tmp))
+            report["results"].append(
+                bench_arch(space_name, arch, ARCHS[(space_name, arch)], size, args.runs, tmp)
+            )
         report["machine"]["load_average_at_end"] = list(os.getloadavg())
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
-    print(f"\n{size[0]}x{size[1]}, batch 1, median ms of {args.runs}; nodes (ONNX) / ops (TFLite); "
-          "max |logit - Keras|\n")
+    print(
+        f"\n{size[0]}x{size[1]}, batch 1, median ms of {args.runs}; nodes (ONNX) / ops (TFLite); "
+        "max |logit - Keras|\n"
+    )
     print("| space | arch | runtime | nodes | median ms | max abs diff |")
     print("| --- | --- | --- | ---: | ---: | ---: |")
     for r in report["results"]:
         for name, e in r["runtimes"].items():
             nodes = e.get("nodes", e.get("ops", ""))
-            print(f"| {r['space']} | {r['arch']} | {name} | {nodes} | {e['median_ms']:.0f} | {e['max_abs_diff']:.1e} |")
+            print(
+                f"| {r['space']} | {r['arch']} | {name} | {nodes} | {e['median_ms']:.0f} | {e['max_abs_diff']:.1e} |"
+            )
 
 
 if __name__ == "__main__":

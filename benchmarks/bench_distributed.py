@@ -10,6 +10,7 @@ machine with more cores (or one GPU per worker) they add throughput.
     .venv/bin/python benchmarks/bench_distributed.py                 # ~15 min on 2 cores
     .venv/bin/python benchmarks/bench_distributed.py --trials 4 --workers 1 2
 """
+
 import argparse
 import datetime
 import glob
@@ -23,10 +24,35 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUTPUT = os.path.join(HERE, "results", "distributed.json")
-SEARCH = ["--space", "auxcell", "--oracle", "random", "--scenes", "64", "--image-size", "32",
-          "--digits", "01", "--width", "8", "--alpha", "0.35", "--stage1-epochs", "2",
-          "--stage2-epochs", "1", "--warmup-epochs", "1", "--latency-runs", "0",
-          "--no-termination", "--verbose", "0", "--batch-size", "8"]
+SEARCH = [
+    "--space",
+    "auxcell",
+    "--oracle",
+    "random",
+    "--scenes",
+    "64",
+    "--image-size",
+    "32",
+    "--digits",
+    "01",
+    "--width",
+    "8",
+    "--alpha",
+    "0.35",
+    "--stage1-epochs",
+    "2",
+    "--stage2-epochs",
+    "1",
+    "--warmup-epochs",
+    "1",
+    "--latency-runs",
+    "0",
+    "--no-termination",
+    "--verbose",
+    "0",
+    "--batch-size",
+    "8",
+]
 
 
 def throughput(out):
@@ -38,8 +64,11 @@ def throughput(out):
             if json.load(f)["status"] == "COMPLETED":
                 done.append(os.path.getmtime(os.path.join(os.path.dirname(path), "model.weights.h5")))
     seconds = max(done) - prepared
-    return {"completed": len(done), "seconds_after_preparation": seconds,
-            "trials_per_hour": 3600.0 * len(done) / seconds}
+    return {
+        "completed": len(done),
+        "seconds_after_preparation": seconds,
+        "trials_per_hour": 3600.0 * len(done) / seconds,
+    }
 
 
 def run(workers, trials, workdir):
@@ -48,8 +77,9 @@ def run(workers, trials, workdir):
     if workers:
         command += ["--workers", str(workers)]
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    subprocess.run(
+        command, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    )
     return {"workers": workers, "wall_seconds": time.perf_counter() - start, **throughput(out)}
 
 
@@ -64,14 +94,23 @@ def main():
         for workers in [0] + list(args.workers):
             row = run(workers, args.trials, workdir)
             rows.append(row)
-            print(f"{'one process' if not workers else f'{workers} worker(s)'}: "
-                  f"{row['trials_per_hour']:.0f} trials/h ({row['completed']} trials, "
-                  f"{row['seconds_after_preparation']:.0f} s after preparation)", flush=True)
+            print(
+                f"{'one process' if not workers else f'{workers} worker(s)'}: "
+                f"{row['trials_per_hour']:.0f} trials/h ({row['completed']} trials, "
+                f"{row['seconds_after_preparation']:.0f} s after preparation)",
+                flush=True,
+            )
     single = rows[0]["trials_per_hour"]
     for row in rows:
         row["ratio_to_one_process"] = row["trials_per_hour"] / single
-    result = {"date": datetime.date.today().isoformat(), "cores": os.cpu_count(),
-              "platform": platform.platform(), "trials": args.trials, "search": SEARCH, "rows": rows}
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "trials": args.trials,
+        "search": SEARCH,
+        "rows": rows,
+    }
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)

@@ -10,6 +10,7 @@ exit (column 4, 7 and 10), at 512x512 and 640x640, and checks the count against 
     python benchmarks/bench_fabric.py                     # 512 and 640, width 32
     python benchmarks/bench_fabric.py --quick              # smoke run: 64x64, width 8
 """
+
 import argparse
 import datetime
 import json
@@ -20,8 +21,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: Table 4.1 and 4.3 of the thesis: input -> (params M, GFLOPs at columns 4, 7, 10).
-THESIS = {512: {"params_m": 17.79, "gflops": {"eel_4": 10.14, "eel_7": 12.38, "logits": 16.63}},
-          640: {"params_m": 17.85, "gflops": {"eel_4": 15.85, "eel_7": 19.34, "logits": 25.98}}}
+THESIS = {
+    512: {"params_m": 17.79, "gflops": {"eel_4": 10.14, "eel_7": 12.38, "logits": 16.63}},
+    640: {"params_m": 17.85, "gflops": {"eel_4": 15.85, "eel_7": 19.34, "logits": 25.98}},
+}
 
 
 def exit_model(space, model, key):
@@ -39,8 +42,12 @@ def param_groups(model):
     from tfnas.profile import params
 
     decoder = model.get_layer("decoder")
-    groups = {"stem": params(model.get_layer("encoder"))["total"], "cells": 0, "resample": 0,
-              "fuse_split_heads": 0}
+    groups = {
+        "stem": params(model.get_layer("encoder"))["total"],
+        "cells": 0,
+        "resample": 0,
+        "fuse_split_heads": 0,
+    }
     for layer in decoder.layers:
         if not layer.weights:
             continue
@@ -73,9 +80,16 @@ def main():
     model = space.build_genotype("3m_pose")
     build_s = time.perf_counter() - start
     counts = params(model)
-    result = {"date": datetime.date.today().isoformat(), "machine": platform.platform(),
-              "space": space.config(), "genotype": space.PUBLISHED["3m_pose"], "build_s": round(build_s, 1),
-              "params": counts, "param_groups": param_groups(model), "sizes": {}}
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "machine": platform.platform(),
+        "space": space.config(),
+        "genotype": space.PUBLISHED["3m_pose"],
+        "build_s": round(build_s, 1),
+        "params": counts,
+        "param_groups": param_groups(model),
+        "sizes": {},
+    }
     for size in args.sizes:
         row = {}
         for key in ("eel_4", "eel_7", "logits"):
@@ -86,8 +100,10 @@ def main():
         row["counted_all_heads"] = madds(model, (size, size, 3))
         result["sizes"][str(size)] = row
         thesis = THESIS.get(size)
-        print(f"\n{size}x{size}: {counts['total'] / 1e6:.2f} M params"
-              + (f" (thesis {thesis['params_m']} M)" if thesis else ""))
+        print(
+            f"\n{size}x{size}: {counts['total'] / 1e6:.2f} M params"
+            + (f" (thesis {thesis['params_m']} M)" if thesis else "")
+        )
         print("| exit | GMACs counted | thesis GFLOPs | difference |")
         print("|---|---|---|---|")
         for key in ("eel_4", "eel_7", "logits"):

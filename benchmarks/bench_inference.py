@@ -9,6 +9,7 @@ int8. Writes benchmarks/results/inference.json and prints a markdown table.
     python benchmarks/bench_inference.py                 # arch0, width 64, 512x512
     python benchmarks/bench_inference.py --size 64 --width 8 --runs 2   # smoke run
 """
+
 import argparse
 import json
 import os
@@ -58,8 +59,9 @@ def runtimes(model, saved_model_dir, onnx_path, tflite_paths):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--arch", default="arch0", help="published auxcell architecture")
     parser.add_argument("--width", type=int, default=64, help="decoder width")
     parser.add_argument("--num-classes", type=int, default=21, help="classes (21 = PASCAL VOC)")
@@ -80,24 +82,37 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         saved = export(model, tmp, args.arch, warmup_images=np.zeros((1, 32, 32, 3), np.uint8))
         onnx_path = os.path.join(tmp, "model.onnx")
-        onnx_report = to_onnx(saved, onnx_path, signature="logits",
-                              sample_inputs=rng.uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32))
+        onnx_report = to_onnx(
+            saved,
+            onnx_path,
+            signature="logits",
+            sample_inputs=rng.uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32),
+        )
         calibration = rng.integers(0, 256, (8, args.size, args.size, 3), dtype=np.uint8)
-        tflite = {"fp32": to_tflite(saved, os.path.join(tmp, "fp32.tflite")),
-                  "int8": to_tflite(saved, os.path.join(tmp, "int8.tflite"), "int8", calibration)}
+        tflite = {
+            "fp32": to_tflite(saved, os.path.join(tmp, "fp32.tflite")),
+            "int8": to_tflite(saved, os.path.join(tmp, "int8.tflite"), "int8", calibration),
+        }
         results = []
         for batch_size in [int(b) for b in args.batches.split(",")]:
             batch = rng.integers(0, 256, (batch_size, args.size, args.size, 3), dtype=np.uint8)
             for name, fn in runtimes(model, saved, onnx_path, tflite).items():
                 runs = args.runs if batch_size == 1 else max(2, args.runs // 2)
                 timing = timed(fn, batch, warmup=1, runs=runs)
-                timing.update(runtime=name, batch=batch_size,
-                              images_per_s=batch_size * 1000 / timing["median_ms"])
+                timing.update(
+                    runtime=name, batch=batch_size, images_per_s=batch_size * 1000 / timing["median_ms"]
+                )
                 results.append(timing)
                 print(f"{name:55s} batch {batch_size:2d}: {timing['median_ms']:9.1f} ms", flush=True)
     report = {
-        "model": {"space": "auxcell", "arch": args.arch, "width": args.width, "num_classes": args.num_classes,
-                  "params": int(model.count_params()), "input": [args.size, args.size, 3]},
+        "model": {
+            "space": "auxcell",
+            "arch": args.arch,
+            "width": args.width,
+            "num_classes": args.num_classes,
+            "params": int(model.count_params()),
+            "input": [args.size, args.size, 3],
+        },
         "onnx_max_abs_diff": onnx_report["max_abs_diff"]["logits"],
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__},
         "results": results,
@@ -106,13 +121,21 @@ def main():
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
     batches = sorted({r["batch"] for r in results})
-    print(f"\n{args.arch} width {args.width}, {args.size}x{args.size}, {report['model']['params']:,} params, "
-          f"{os.cpu_count()} CPUs; median ms (images/s)\n")
+    print(
+        f"\n{args.arch} width {args.width}, {args.size}x{args.size}, {report['model']['params']:,} params, "
+        f"{os.cpu_count()} CPUs; median ms (images/s)\n"
+    )
     print("| runtime | " + " | ".join(f"batch {b}" for b in batches) + " |")
     print("| --- | " + " | ".join("---:" for _ in batches) + " |")
     for name in dict.fromkeys(r["runtime"] for r in results):
-        cells = [next(f"{r['median_ms']:.0f} ({r['images_per_s']:.1f})" for r in results
-                      if r["runtime"] == name and r["batch"] == b) for b in batches]
+        cells = [
+            next(
+                f"{r['median_ms']:.0f} ({r['images_per_s']:.1f})"
+                for r in results
+                if r["runtime"] == name and r["batch"] == b
+            )
+            for b in batches
+        ]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

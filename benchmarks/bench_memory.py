@@ -28,6 +28,7 @@ except where the CLI's defaults apply (batch size 16, auxcell width 48, MobileNe
 
     nice -n 10 .venv/bin/python benchmarks/bench_memory.py --trials 30 --label after
 """
+
 import argparse
 import collections
 import ctypes
@@ -62,8 +63,16 @@ DEFAULT_OUTPUT = os.path.join(HERE, "results", "memory.json")
 
 #: The issue's search: (digits, scenes, image size, stage-1, stage-2, warm-up epochs).
 DIGITS, SCENES, IMAGE_SIZE = [0, 1, 7], 96, 32
-SETTINGS = {"stage1_epochs": 1, "stage2_epochs": 1, "warmup_epochs": 1, "latency_runs": 0,
-            "termination": False, "batch_size": 16, "seed": 0, "verbose": 0}
+SETTINGS = {
+    "stage1_epochs": 1,
+    "stage2_epochs": 1,
+    "warmup_epochs": 1,
+    "latency_runs": 0,
+    "termination": False,
+    "batch_size": 16,
+    "seed": 0,
+    "verbose": 0,
+}
 
 
 def _mallinfo():
@@ -93,14 +102,14 @@ def _mallinfo():
             report = f.read()
     finally:
         os.remove(path)
-    totals = report[report.rindex("</heap>"):]
-    size = lambda kind, tag="total": int(re.search(
-        rf'<{tag} type="{kind}"[^>]*size="(\d+)"', totals).group(1))
+    totals = report[report.rindex("</heap>") :]
+    size = lambda kind, tag="total": int(
+        re.search(rf'<{tag} type="{kind}"[^>]*size="(\d+)"', totals).group(1)
+    )
     free = size("fast") + size("rest")
     heap = size("current", "system") + size("mmap")
     mb = 1024 * 1024
-    return {"malloc_in_use_mb": (heap - free) / mb, "malloc_heap_mb": heap / mb,
-            "malloc_free_mb": free / mb}
+    return {"malloc_in_use_mb": (heap - free) / mb, "malloc_heap_mb": heap / mb, "malloc_free_mb": free / mb}
 
 
 #: Kinds of live objects counted after each trial: name -> predicate.
@@ -155,25 +164,37 @@ class MemoryTuner(NASTuner):
         """Records the trial, then samples memory."""
         super().on_trial_end(trial)
         gc.collect()
-        sample = {"trial": len(self.samples) + 1, "trial_id": trial.trial_id,
-                  "status": trial.status, "seconds": round(time.perf_counter() - self._start, 1),
-                  "rss_mb": psutil.Process().memory_info().rss / 2**20, **_mallinfo(),
-                  "objects": count_objects()}
+        sample = {
+            "trial": len(self.samples) + 1,
+            "trial_id": trial.trial_id,
+            "status": trial.status,
+            "seconds": round(time.perf_counter() - self._start, 1),
+            "rss_mb": psutil.Process().memory_info().rss / 2**20,
+            **_mallinfo(),
+            "objects": count_objects(),
+        }
         if self.trace:
             snapshot = tracemalloc.take_snapshot()
             sample["python_traced_mb"] = tracemalloc.get_traced_memory()[0] / 2**20
             if self._snapshot is not None:
                 sample["top_growth"] = [
-                    {"where": str(stat.traceback[0]), "size_diff_kb": stat.size_diff / 1024,
-                     "count_diff": stat.count_diff}
-                    for stat in snapshot.compare_to(self._snapshot, "lineno")[:10]]
+                    {
+                        "where": str(stat.traceback[0]),
+                        "size_diff_kb": stat.size_diff / 1024,
+                        "count_diff": stat.count_diff,
+                    }
+                    for stat in snapshot.compare_to(self._snapshot, "lineno")[:10]
+                ]
             self._snapshot = snapshot
         self.samples.append(sample)
         if self.on_sample is not None:
             self.on_sample(self.samples)
-        print(f"trial {sample['trial']:3d} ({trial.status}): rss {sample['rss_mb']:.0f} MB, "
-              f"malloc in use {sample.get('malloc_in_use_mb', float('nan')):.0f} MB, "
-              f"objects {sample['objects']}", flush=True)
+        print(
+            f"trial {sample['trial']:3d} ({trial.status}): rss {sample['rss_mb']:.0f} MB, "
+            f"malloc in use {sample.get('malloc_in_use_mb', float('nan')):.0f} MB, "
+            f"objects {sample['objects']}",
+            flush=True,
+        )
 
 
 def run(trials, directory, trace=False, on_sample=None):
@@ -187,9 +208,16 @@ def run(trials, directory, trace=False, on_sample=None):
     space = get_space("auxcell")(num_classes=num_classes(digits))
     oracle = make_oracle("random", trials, seed=SETTINGS["seed"])
     samples = []
-    tuner = MemoryTuner(space, oracle=oracle, samples=samples, trace=trace, on_sample=on_sample,
-                        directory=directory,
-                        project_name="search", **SETTINGS)
+    tuner = MemoryTuner(
+        space,
+        oracle=oracle,
+        samples=samples,
+        trace=trace,
+        on_sample=on_sample,
+        directory=directory,
+        project_name="search",
+        **SETTINGS,
+    )
     tuner.search(train)
     return samples
 
@@ -211,8 +239,7 @@ def stage_loop(iterations, without_fix=False, on_sample=None):
     import numpy as np
 
     from tfnas import profile
-    from tfnas.training import ParameterGroup, ProxyModel, evaluate_reward, make_optimizer, run_stage
-    from tfnas.training import stages
+    from tfnas.training import ParameterGroup, ProxyModel, evaluate_reward, make_optimizer, run_stage, stages
 
     if without_fix:
         stages.release_custom_gradients = contextlib.nullcontext
@@ -237,23 +264,29 @@ def stage_loop(iterations, without_fix=False, on_sample=None):
         network = build()
         group = ParameterGroup(make_optimizer("adam", 1e-3, 0.9), network.trainable_variables)
         model = ProxyModel(network, [group], 3)
-        run_stage(model, train.shuffle(64, seed=i).batch(16, drop_remainder=True), 1, "loop",
-                  verbose=0)
+        run_stage(model, train.shuffle(64, seed=i).batch(16, drop_remainder=True), 1, "loop", verbose=0)
         evaluate_reward(model, val)
         profile.madds(network, (8, 8, 32))
         del network, group, model
         gc.collect()
-        sample = {"trial": i + 1, "seconds": round(time.perf_counter() - start, 1),
-                  "rss_mb": psutil.Process().memory_info().rss / 2**20, **_mallinfo(),
-                  "objects": count_objects()}
+        sample = {
+            "trial": i + 1,
+            "seconds": round(time.perf_counter() - start, 1),
+            "rss_mb": psutil.Process().memory_info().rss / 2**20,
+            **_mallinfo(),
+            "objects": count_objects(),
+        }
         trim(0)
         sample["rss_after_malloc_trim_mb"] = psutil.Process().memory_info().rss / 2**20
         samples.append(sample)
         if on_sample is not None:
             on_sample(samples)
-        print(f"iteration {i + 1}: rss {sample['rss_mb']:.0f} MB, malloc in use "
-              f"{sample.get('malloc_in_use_mb', float('nan')):.0f} MB, func graphs "
-              f"{sample['objects']['func_graphs']}", flush=True)
+        print(
+            f"iteration {i + 1}: rss {sample['rss_mb']:.0f} MB, malloc in use "
+            f"{sample.get('malloc_in_use_mb', float('nan')):.0f} MB, func graphs "
+            f"{sample['objects']['func_graphs']}",
+            flush=True,
+        )
     return samples
 
 
@@ -289,10 +322,14 @@ def main(argv=None):
     parser.add_argument("--tracemalloc", action="store_true", help="record Python allocation diffs")
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
     parser.add_argument("--keep", default=None, help="keep the search folder here")
-    parser.add_argument("--loop", type=int, default=0,
-                        help="instead of the search, run `stage_loop` for this many iterations")
-    parser.add_argument("--without-fix", action="store_true",
-                        help="with --loop: run_stage without release_custom_gradients (the code before the fix)")
+    parser.add_argument(
+        "--loop", type=int, default=0, help="instead of the search, run `stage_loop` for this many iterations"
+    )
+    parser.add_argument(
+        "--without-fix",
+        action="store_true",
+        help="with --loop: run_stage without release_custom_gradients (the code before the fix)",
+    )
     args = parser.parse_args(argv)
     directory = args.keep or tempfile.mkdtemp(prefix="tfnas-memory-")
     start = time.perf_counter()
@@ -301,15 +338,28 @@ def main(argv=None):
         result = {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join([os.path.basename(sys.argv[0])] + list(argv or sys.argv[1:])),
-            "settings": settings or {"space": "auxcell", "oracle": "random", "scenes": SCENES,
-                                     "image_size": IMAGE_SIZE, "digits": DIGITS, **SETTINGS},
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                        "tensorflow": tf.__version__, "keras": keras.__version__,
-                        "keras_tuner": keras_tuner.__version__,
-                        "malloc_env": {k: v for k, v in os.environ.items()
-                                       if k.startswith(("MALLOC", "LD_PRELOAD"))}},
-            "seconds": round(time.perf_counter() - start, 1), "finished": disk is not None,
-            "summary": summarize(samples), "disk": disk, "samples": samples,
+            "settings": settings
+            or {
+                "space": "auxcell",
+                "oracle": "random",
+                "scenes": SCENES,
+                "image_size": IMAGE_SIZE,
+                "digits": DIGITS,
+                **SETTINGS,
+            },
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "keras_tuner": keras_tuner.__version__,
+                "malloc_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC", "LD_PRELOAD"))},
+            },
+            "seconds": round(time.perf_counter() - start, 1),
+            "finished": disk is not None,
+            "summary": summarize(samples),
+            "disk": disk,
+            "samples": samples,
         }
         results = {}
         if os.path.exists(args.output):
@@ -323,8 +373,9 @@ def main(argv=None):
 
     if args.loop:
         settings = {"mode": "stage_loop", "iterations": args.loop, "without_fix": args.without_fix}
-        samples = stage_loop(args.loop, args.without_fix,
-                             on_sample=lambda done: save(done, settings=settings))
+        samples = stage_loop(
+            args.loop, args.without_fix, on_sample=lambda done: save(done, settings=settings)
+        )
         result = save(samples, disk={}, settings=settings)
         print(json.dumps(result["summary"], indent=1))
         return
@@ -335,6 +386,7 @@ def main(argv=None):
         if args.keep is None:
             shutil.rmtree(directory, ignore_errors=True)
     print(json.dumps(result["summary"], indent=1))
+
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ keras-tuner bookkeeping, wall-clock seconds on this shared machine).
     .venv/bin/python benchmarks/bench_sample_efficiency.py --real     # NASTuner part
     .venv/bin/python benchmarks/bench_sample_efficiency.py --quick    # seconds, for tests
 """
+
 import argparse
 import concurrent.futures
 import datetime
@@ -43,28 +44,44 @@ DEFAULT_OUTPUT = os.path.join(HERE, "results", "sample_efficiency.json")
 #: Oracle names -> (description, constructor arguments). Built in `make_oracle`.
 ORACLES = {
     "ppo_lr1e-4": "PPOOracle with the authors' settings: rollout buffer 100, 1 epoch in 100 "
-                  "minibatches (100 Adam steps per architecture), Adam lr 1e-4, clip 0.1, "
-                  "baseline decay 0.95, grad-norm clip 2.0",
+    "minibatches (100 Adam steps per architecture), Adam lr 1e-4, clip 0.1, "
+    "baseline decay 0.95, grad-norm clip 2.0",
     "ppo_lr3e-3": "PPOOracle, Adam lr 3e-3, otherwise as the paper",
     "random_tfnas": "tfnas NearBestRandomOracle: uniform, or (p = 0.5) a mutation of a top-5 trial",
     "random_uniform": "keras-tuner NearBestRandomOracle (uniform)",
     "bayesian": "keras-tuner BayesianOptimizationOracle (stock: 3 x 19 = 57 random initial "
-                "points, then a Matern GP with UCB, beta 2.6)",
+    "points, then a Matern GP with UCB, beta 2.6)",
 }
 
 #: Settings per mode: seeds, budgets N, and the largest N for the (slow) Bayesian Oracle.
 MODES = {
-    "quick": {"seeds": [1], "budgets": [3, 6], "bayesian_seeds": [1], "bayesian_max": 4,
-              "oracles": list(ORACLES)},
-    "default": {"seeds": [1, 2, 3], "budgets": [25, 50, 100, 300], "bayesian_seeds": [1],
-                "bayesian_max": 70, "oracles": ["ppo_lr1e-4", "random_tfnas", "random_uniform"]},
-    "full": {"seeds": [1, 2, 3, 4, 5], "budgets": [50, 100, 200], "bayesian_seeds": [1, 2, 3],
-             "bayesian_max": 100, "oracles": list(ORACLES)},
+    "quick": {
+        "seeds": [1],
+        "budgets": [3, 6],
+        "bayesian_seeds": [1],
+        "bayesian_max": 4,
+        "oracles": list(ORACLES),
+    },
+    "default": {
+        "seeds": [1, 2, 3],
+        "budgets": [25, 50, 100, 300],
+        "bayesian_seeds": [1],
+        "bayesian_max": 70,
+        "oracles": ["ppo_lr1e-4", "random_tfnas", "random_uniform"],
+    },
+    "full": {
+        "seeds": [1, 2, 3, 4, 5],
+        "budgets": [50, 100, 200],
+        "bayesian_seeds": [1, 2, 3],
+        "bayesian_max": 100,
+        "oracles": list(ORACLES),
+    },
 }
 
 
 def _space():
     from tfnas.spaces.auxcell import AuxCellSpace
+
     return AuxCellSpace(num_classes=11, width=16, alpha=0.35)
 
 
@@ -84,6 +101,7 @@ def make_oracle(name, max_trials, seed, objective):
         ValueError: if `name` is unknown.
     """
     import keras_tuner
+
     from tfnas.tuners.ppo import PPOOracle
     from tfnas.tuners.random_search import NearBestRandomOracle
 
@@ -118,16 +136,21 @@ def run_synthetic(name, seed, max_trials, objective_seed=0):
     directory = tempfile.mkdtemp(prefix="tfnas-bench-se-")
     try:
         oracle = make_oracle(name, max_trials, seed, synthetic.OBJECTIVE)
-        tuner = synthetic.SyntheticTuner(objective, oracle, space, directory=directory,
-                                         project_name="search")
+        tuner = synthetic.SyntheticTuner(objective, oracle, space, directory=directory, project_name="search")
         oracle_times = _time_oracle(oracle)
         start, cpu = time.perf_counter(), time.process_time()
         tuner.search(verbose=0)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    return {"name": name, "seed": seed, "rewards": tuner.rewards, "seconds": seconds,
-            "cpu_seconds": cpu, "oracle_times": oracle_times}
+    return {
+        "name": name,
+        "seed": seed,
+        "rewards": tuner.rewards,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "oracle_times": oracle_times,
+    }
 
 
 def _time_oracle(oracle):
@@ -202,12 +225,15 @@ def synthetic_part(mode, jobs, log=print, oracles=None, trials=None):
         futures = [pool.submit(run_synthetic, *task) for task in tasks]
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
-            log(f"  {result['name']:>15} seed {result['seed']}: {len(result['rewards'])} trials, "
-                f"best {max(result['rewards']):.4f}, {result['seconds']:.1f} s")
+            log(
+                f"  {result['name']:>15} seed {result['seed']}: {len(result['rewards'])} trials, "
+                f"best {max(result['rewards']):.4f}, {result['seconds']:.1f} s"
+            )
             results.append(result)
 
     sys.path.insert(0, HERE)
     import synthetic
+
     objective = synthetic.SyntheticObjective(_space(), seed=0)
     reference, _ = objective.reference_optimum(restarts=20 if mode == "quick" else 200)
     space = _space()
@@ -215,11 +241,15 @@ def synthetic_part(mode, jobs, log=print, oracles=None, trials=None):
     entry = {
         "objective": {
             "space": "auxcell (CVPR 2019 Appendix A), 19 decisions, 1.8e15 architectures",
-            "seed": 0, "num_interactions": 40, "interaction_scale": 0.5, "sharpness": 0.5,
+            "seed": 0,
+            "num_interactions": 40,
+            "interaction_scale": 0.5,
+            "sharpness": 0.5,
             "reference_optimum": reference,
             "uniform_mean": sum(uniform) / len(uniform),
-            "uniform_std": math.sqrt(sum((u - sum(uniform) / len(uniform)) ** 2
-                                         for u in uniform) / len(uniform)),
+            "uniform_std": math.sqrt(
+                sum((u - sum(uniform) / len(uniform)) ** 2 for u in uniform) / len(uniform)
+            ),
         },
         "budgets": budgets,
         "oracles": {},
@@ -232,18 +262,24 @@ def synthetic_part(mode, jobs, log=print, oracles=None, trials=None):
             "description": ORACLES[name],
             "seeds": sorted(rewards),
             "max_trials": max(len(r) for r in rewards.values()),
-            "best_at": best_at(rewards, budgets + ([len(next(iter(rewards.values())))]
-                                                   if name == "bayesian" else [])),
+            "best_at": best_at(
+                rewards, budgets + ([len(next(iter(rewards.values())))] if name == "bayesian" else [])
+            ),
             "seconds_per_trial": sum(r["seconds"] for r in runs) / trials_run,
             "cpu_seconds_per_trial": sum(r["cpu_seconds"] for r in runs) / trials_run,
             # populate_space + end_trial (controller update, keras-tuner bookkeeping) over
             # the last 10 trials of each seed, when the buffer is (nearly) full.
             "oracle_last10": {
-                kind: sum(p[i] + e[i] for r in runs
-                          for p, e in zip(r["oracle_times"]["populate_space"][-10:],
-                                          r["oracle_times"]["end_trial"][-10:]))
+                kind: sum(
+                    p[i] + e[i]
+                    for r in runs
+                    for p, e in zip(
+                        r["oracle_times"]["populate_space"][-10:], r["oracle_times"]["end_trial"][-10:]
+                    )
+                )
                 / sum(len(r["oracle_times"]["end_trial"][-10:]) for r in runs)
-                for i, kind in enumerate(["wall_seconds", "cpu_seconds"])},
+                for i, kind in enumerate(["wall_seconds", "cpu_seconds"])
+            },
             "rewards": {str(s): r for s, r in rewards.items()},
         }
     return entry
@@ -251,17 +287,42 @@ def synthetic_part(mode, jobs, log=print, oracles=None, trials=None):
 
 #: Settings of the real part per mode (64x64 digit scenes, alpha 0.35, width 16).
 REAL_MODES = {
-    "quick": {"oracles": ["ppo_lr3e-3", "random_tfnas"], "seeds": [1], "trials": 1,
-              "train_images": 32, "val_images": 16, "batch_size": 8, "stage1_epochs": 1,
-              "stage2_epochs": 0, "warmup_epochs": 1, "latency_runs": 2},
-    "default": {"oracles": ["ppo_lr1e-4", "ppo_lr3e-3", "random_tfnas", "bayesian"],
-                "seeds": [1], "trials": 3, "train_images": 512, "val_images": 64,
-                "batch_size": 16, "stage1_epochs": 5, "stage2_epochs": 0, "warmup_epochs": 30,
-                "latency_runs": 10},
-    "full": {"oracles": ["ppo_lr1e-4", "ppo_lr3e-3", "random_tfnas", "bayesian"],
-             "seeds": [1, 2], "trials": 6, "train_images": 256, "val_images": 64,
-             "batch_size": 16, "stage1_epochs": 3, "stage2_epochs": 1, "warmup_epochs": 3,
-             "latency_runs": 10},
+    "quick": {
+        "oracles": ["ppo_lr3e-3", "random_tfnas"],
+        "seeds": [1],
+        "trials": 1,
+        "train_images": 32,
+        "val_images": 16,
+        "batch_size": 8,
+        "stage1_epochs": 1,
+        "stage2_epochs": 0,
+        "warmup_epochs": 1,
+        "latency_runs": 2,
+    },
+    "default": {
+        "oracles": ["ppo_lr1e-4", "ppo_lr3e-3", "random_tfnas", "bayesian"],
+        "seeds": [1],
+        "trials": 3,
+        "train_images": 512,
+        "val_images": 64,
+        "batch_size": 16,
+        "stage1_epochs": 5,
+        "stage2_epochs": 0,
+        "warmup_epochs": 30,
+        "latency_runs": 10,
+    },
+    "full": {
+        "oracles": ["ppo_lr1e-4", "ppo_lr3e-3", "random_tfnas", "bayesian"],
+        "seeds": [1, 2],
+        "trials": 6,
+        "train_images": 256,
+        "val_images": 64,
+        "batch_size": 16,
+        "stage1_epochs": 3,
+        "stage2_epochs": 1,
+        "warmup_epochs": 3,
+        "latency_runs": 10,
+    },
 }
 
 
@@ -275,9 +336,10 @@ def real_part(mode, log=print):
     trials within so few; progressive termination is off so every trial is scored alike.
     """
     import keras_tuner
+
     from tfnas.data import digit_scene_arrays, num_classes
-    from tfnas.spaces.auxcell import AuxCellSpace
     from tfnas.search_dir import WARMUP_WEIGHTS
+    from tfnas.spaces.auxcell import AuxCellSpace
     from tfnas.tuners import OBJECTIVE, NASTuner
 
     settings = REAL_MODES[mode]
@@ -288,26 +350,42 @@ def real_part(mode, log=print):
     val = digit_scene_arrays("validation", num_scenes=settings["val_images"], **scenes)
     workdir = tempfile.mkdtemp(prefix="tfnas-bench-se-real-")
     warmed = None
-    entry = {"settings": {**settings, **scenes, "alpha": 0.35, "width": 16,
-                          "termination": False, "bayesian_num_initial_points": 2},
-             "oracles": {}}
+    entry = {
+        "settings": {
+            **settings,
+            **scenes,
+            "alpha": 0.35,
+            "width": 16,
+            "termination": False,
+            "bayesian_num_initial_points": 2,
+        },
+        "oracles": {},
+    }
     try:
         for name in settings["oracles"]:
             rewards, seconds = {}, 0.0
             for seed in settings["seeds"]:
                 if name == "bayesian":
                     oracle = keras_tuner.oracles.BayesianOptimizationOracle(
-                        objective=OBJECTIVE, max_trials=settings["trials"], seed=seed,
-                        num_initial_points=2)
+                        objective=OBJECTIVE, max_trials=settings["trials"], seed=seed, num_initial_points=2
+                    )
                 else:
                     oracle = make_oracle(name, settings["trials"], seed, OBJECTIVE)
                 tuner = NASTuner(
-                    AuxCellSpace(num_classes=num_classes(scenes["digits"]), width=16, alpha=0.35), oracle=oracle,
-                    seed=seed, stage1_epochs=settings["stage1_epochs"],
-                    stage2_epochs=settings["stage2_epochs"], batch_size=settings["batch_size"],
-                    warmup_epochs=settings["warmup_epochs"], termination=False,
-                    latency_runs=settings["latency_runs"], verbose=0, directory=workdir,
-                    project_name=f"{name}_{seed}", overwrite=True)
+                    AuxCellSpace(num_classes=num_classes(scenes["digits"]), width=16, alpha=0.35),
+                    oracle=oracle,
+                    seed=seed,
+                    stage1_epochs=settings["stage1_epochs"],
+                    stage2_epochs=settings["stage2_epochs"],
+                    batch_size=settings["batch_size"],
+                    warmup_epochs=settings["warmup_epochs"],
+                    termination=False,
+                    latency_runs=settings["latency_runs"],
+                    verbose=0,
+                    directory=workdir,
+                    project_name=f"{name}_{seed}",
+                    overwrite=True,
+                )
                 if warmed is not None:
                     shutil.copy(warmed, os.path.join(tuner.project_dir, WARMUP_WEIGHTS))
                 start = time.perf_counter()
@@ -319,8 +397,7 @@ def real_part(mode, log=print):
                 rewards[seed] = [t.score if t.score is not None else 0.0 for t in trials]
                 log(f"  {name:>15} seed {seed}: rewards {[round(r, 4) for r in rewards[seed]]}")
             entry["oracles"][name] = {
-                "description": ORACLES[name] + (" (num_initial_points=2)" if name == "bayesian"
-                                                else ""),
+                "description": ORACLES[name] + (" (num_initial_points=2)" if name == "bayesian" else ""),
                 "seeds": sorted(rewards),
                 "best_at": best_at(rewards, list(range(1, settings["trials"] + 1))),
                 "seconds_per_trial": seconds / sum(len(r) for r in rewards.values()),
@@ -339,9 +416,12 @@ def _load(path):
 
 
 def _machine():
-    return {"cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(),
-            "note": "shared machine: other engineers were running tests at the same time"}
+    return {
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "note": "shared machine: other engineers were running tests at the same time",
+    }
 
 
 def main(argv=None):
@@ -349,16 +429,29 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="tiny settings (seconds), for tests")
-    group.add_argument("--full", action="store_true",
-                       help="more seeds and trials (synthetic: 5 seeds, N up to 200; over an hour)")
-    parser.add_argument("--real", action="store_true",
-                        help="run the real NASTuner part instead of the synthetic one")
+    group.add_argument(
+        "--full",
+        action="store_true",
+        help="more seeds and trials (synthetic: 5 seeds, N up to 200; over an hour)",
+    )
+    parser.add_argument(
+        "--real", action="store_true", help="run the real NASTuner part instead of the synthetic one"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="parallel searches (default 2)")
-    parser.add_argument("--oracles", nargs="+", choices=sorted(ORACLES),
-                        help="synthetic part: the Oracles to run instead of the mode's")
-    parser.add_argument("--trials", nargs="+", default=[], metavar="ORACLE=N",
-                        help="synthetic part: trials per seed for an Oracle, e.g. "
-                             "ppo_lr1e-4=100, instead of the mode's largest budget")
+    parser.add_argument(
+        "--oracles",
+        nargs="+",
+        choices=sorted(ORACLES),
+        help="synthetic part: the Oracles to run instead of the mode's",
+    )
+    parser.add_argument(
+        "--trials",
+        nargs="+",
+        default=[],
+        metavar="ORACLE=N",
+        help="synthetic part: trials per seed for an Oracle, e.g. "
+        "ppo_lr1e-4=100, instead of the mode's largest budget",
+    )
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="JSON file to update")
     args = parser.parse_args(argv)
     if args.jobs < 1:
@@ -371,12 +464,12 @@ def main(argv=None):
     if args.real:
         print(f"real part (NASTuner), mode {mode}")
         entry = real_part(mode)
-        entry.update(mode=mode, date=datetime.date.today().isoformat(),
-                     seconds=time.perf_counter() - start)
+        entry.update(mode=mode, date=datetime.date.today().isoformat(), seconds=time.perf_counter() - start)
         data["real"] = entry
         for name, result in entry["oracles"].items():
-            cells = "  ".join(f"N={n}: {v['mean']:.4f} +- {v['std']:.4f}"
-                              for n, v in result["best_at"].items())
+            cells = "  ".join(
+                f"N={n}: {v['mean']:.4f} +- {v['std']:.4f}" for n, v in result["best_at"].items()
+            )
             print(f"{name:>15}  {cells}  ({result['seconds_per_trial']:.1f} s/trial)")
     else:
         print(f"synthetic part, mode {mode}, {args.jobs} job(s)")
@@ -384,16 +477,17 @@ def main(argv=None):
         for item in args.trials:
             name, _, count = item.partition("=")
             if name not in ORACLES or not count.isdigit() or int(count) < 1:
-                parser.error(f"--trials {item!r}: expected ORACLE=N with ORACLE one of "
-                             f"{sorted(ORACLES)} and N >= 1")
+                parser.error(
+                    f"--trials {item!r}: expected ORACLE=N with ORACLE one of {sorted(ORACLES)} and N >= 1"
+                )
             trials[name] = int(count)
         entry = synthetic_part(mode, args.jobs, oracles=args.oracles, trials=trials)
-        entry.update(mode=mode, date=datetime.date.today().isoformat(),
-                     seconds=time.perf_counter() - start)
+        entry.update(mode=mode, date=datetime.date.today().isoformat(), seconds=time.perf_counter() - start)
         data["synthetic"] = entry
         for name, result in entry["oracles"].items():
-            cells = "  ".join(f"N={n}: {v['mean']:.4f} +- {v['std']:.4f}"
-                              for n, v in result["best_at"].items())
+            cells = "  ".join(
+                f"N={n}: {v['mean']:.4f} +- {v['std']:.4f}" for n, v in result["best_at"].items()
+            )
             print(f"{name:>15}  {cells}  ({result['seconds_per_trial']:.2f} s/trial)")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:

@@ -27,6 +27,7 @@ to `benchmarks/results/search.json`:
     .venv/bin/python benchmarks/bench_search.py            # about 8 minutes here
     .venv/bin/python benchmarks/bench_search.py --quick    # about a minute, for tests
 """
+
 import argparse
 import datetime
 import json
@@ -60,12 +61,28 @@ DEFAULT_OUTPUT = os.path.join(HERE, "results", "search.json")
 
 #: Settings per mode. Images are 64x64 digit scenes; MobileNetV2 alpha 0.35, width 16.
 MODES = {
-    "quick": {"image_size": 64, "train_images": 32, "val_images": 16, "batch_size": 8,
-              "timed_rounds": 1, "trials": 1, "stage1_epochs": 2, "stage2_epochs": 0,
-              "epoch_images": 32},
-    "default": {"image_size": 64, "train_images": 128, "val_images": 32, "batch_size": 16,
-                "timed_rounds": 3, "trials": 3, "stage1_epochs": 3, "stage2_epochs": 1,
-                "epoch_images": 256},
+    "quick": {
+        "image_size": 64,
+        "train_images": 32,
+        "val_images": 16,
+        "batch_size": 8,
+        "timed_rounds": 1,
+        "trials": 1,
+        "stage1_epochs": 2,
+        "stage2_epochs": 0,
+        "epoch_images": 32,
+    },
+    "default": {
+        "image_size": 64,
+        "train_images": 128,
+        "val_images": 32,
+        "batch_size": 16,
+        "timed_rounds": 3,
+        "trials": 3,
+        "stage1_epochs": 3,
+        "stage2_epochs": 1,
+        "epoch_images": 256,
+    },
 }
 ALPHA, WIDTH, GENOTYPE = 0.35, 16, "arch0"
 DECODER_LR, AUX_WEIGHT = ProxySettings.decoder_learning_rate, ProxySettings.aux_weight
@@ -146,11 +163,12 @@ class EndToEndHyperModel(keras_tuner.HyperModel):
         model = self.space.build(hp)
         names = list(model.output.keys()) if isinstance(model.output, dict) else ["logits"]
         loss = SegmentationLoss()
-        model.compile(optimizer=keras.optimizers.Adam(DECODER_LR),
-                      loss={name: loss for name in names},
-                      loss_weights={name: 1.0 if name == "logits" else AUX_WEIGHT
-                                    for name in names},
-                      jit_compile=False)
+        model.compile(
+            optimizer=keras.optimizers.Adam(DECODER_LR),
+            loss={name: loss for name in names},
+            loss_weights={name: 1.0 if name == "logits" else AUX_WEIGHT for name in names},
+            jit_compile=False,
+        )
         EVENTS.append(("hypermodel", "build_end", _now()))
         return model
 
@@ -182,8 +200,9 @@ def stage1_vs_end_to_end(settings, workdir, log=print):
         epochs), `epoch_seconds_all`, `images_per_second`, and ratios to stage 1.
     """
     space = _space()
-    images, masks = digit_scene_arrays("train", image_size=settings["image_size"],
-                                       num_scenes=settings["epoch_images"])
+    images, masks = digit_scene_arrays(
+        "train", image_size=settings["image_size"], num_scenes=settings["epoch_images"]
+    )
     batch = settings["batch_size"]
     hp = space.hyperparameters(space.values(space.PUBLISHED[GENOTYPE]))
     dataset = tf.data.Dataset.from_tensor_slices((images, masks))
@@ -191,9 +210,15 @@ def stage1_vs_end_to_end(settings, workdir, log=print):
 
     keras.utils.set_random_seed(0)
     # The proxy task's own stages and data (tfnas.training.ProxyTask), all images cached.
-    proxy = ProxyTask(space, workdir, ProxySettings(
-        batch_size=batch, cache_images=None, warmup_epochs=0, termination=False, latency_runs=0),
-        teacher=None, verbose=0)
+    proxy = ProxyTask(
+        space,
+        workdir,
+        ProxySettings(
+            batch_size=batch, cache_images=None, warmup_epochs=0, termination=False, latency_runs=0
+        ),
+        teacher=None,
+        verbose=0,
+    )
     start = _now()
     prepared = proxy.prepare(dataset, val=dataset.take(batch))
     cache_seconds = _now() - start
@@ -209,13 +234,22 @@ def stage1_vs_end_to_end(settings, workdir, log=print):
     encoder, decoder = networks()
     variants["stage1_cached"] = (proxy.stage1_model(decoder), proxy.stage1_batches(0))
     encoder, decoder = networks()
-    variants["end_to_end"] = (proxy.stage2_model(encoder, decoder, space.assemble(encoder, decoder)),
-                              proxy.stage2_batches(0))
+    variants["end_to_end"] = (
+        proxy.stage2_model(encoder, decoder, space.assemble(encoder, decoder)),
+        proxy.stage2_batches(0),
+    )
     encoder, decoder = networks()
     encoder.trainable = False  # inference-mode batch norm, no encoder gradients
-    variants["frozen_encoder_uncached"] = (ProxyModel(space.assemble(encoder, decoder), [
-        ParameterGroup(make_optimizer("adam", DECODER_LR, 0.9), decoder.trainable_variables)],
-        NUM_CLASSES, AUX_WEIGHT, name="frozen_encoder_uncached"), image_data)
+    variants["frozen_encoder_uncached"] = (
+        ProxyModel(
+            space.assemble(encoder, decoder),
+            [ParameterGroup(make_optimizer("adam", DECODER_LR, 0.9), decoder.trainable_variables)],
+            NUM_CLASSES,
+            AUX_WEIGHT,
+            name="frozen_encoder_uncached",
+        ),
+        image_data,
+    )
 
     del EVENTS[:]
     for name, (model, data) in variants.items():
@@ -223,25 +257,34 @@ def stage1_vs_end_to_end(settings, workdir, log=print):
         run_stage(model, data, 1, name, callbacks=[EpochTimer()], verbose=0)
     names = list(variants)
     for r in range(settings["timed_rounds"]):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             model, data = variants[name]
             model.fit(data, epochs=1, verbose=0, callbacks=[EpochTimer()])
-    result = {"genotype": GENOTYPE, "images": len(images), "batch_size": batch,
-              "steps_per_epoch": steps, "cache_seconds": cache_seconds, "variants": {}}
+    result = {
+        "genotype": GENOTYPE,
+        "images": len(images),
+        "batch_size": batch,
+        "steps_per_epoch": steps,
+        "cache_seconds": cache_seconds,
+        "variants": {},
+    }
     for name in names:
         epochs = _spans(name, "epoch_begin", "epoch_end", EVENTS)
         median = statistics.median(epochs[1:])
         result["variants"][name] = {
-            "first_epoch_seconds": epochs[0], "epoch_seconds": median,
-            "epoch_seconds_all": epochs[1:], "images_per_second": steps * batch / median,
+            "first_epoch_seconds": epochs[0],
+            "epoch_seconds": median,
+            "epoch_seconds_all": epochs[1:],
+            "images_per_second": steps * batch / median,
             "trace_seconds": max(epochs[0] - median, 0.0),
         }
         log(f"  {name}: first epoch {epochs[0]:.2f} s, then {median:.3f} s/epoch")
     base = result["variants"]["stage1_cached"]["epoch_seconds"]
     result["ratio_end_to_end_to_stage1"] = result["variants"]["end_to_end"]["epoch_seconds"] / base
     result["ratio_frozen_uncached_to_stage1"] = (
-        result["variants"]["frozen_encoder_uncached"]["epoch_seconds"] / base)
+        result["variants"]["frozen_encoder_uncached"]["epoch_seconds"] / base
+    )
     return result
 
 
@@ -266,9 +309,16 @@ def _tuner_phases(source, events):
 
 
 def _epochs_of(source, events, begin_after, end_before):
-    return [b - a for (s, e, a), (s2, e2, b) in zip(events, events[1:])
-            if s == source and e == "epoch_begin" and s2 == source and e2 == "epoch_end"
-            and begin_after <= a and b <= end_before]
+    return [
+        b - a
+        for (s, e, a), (s2, e2, b) in zip(events, events[1:])
+        if s == source
+        and e == "epoch_begin"
+        and s2 == source
+        and e2 == "epoch_end"
+        and begin_after <= a
+        and b <= end_before
+    ]
 
 
 def _first(source, event, events, after, before):
@@ -290,8 +340,10 @@ def _nas_rows(tuner, events, log):
     rows = []
     trials = sorted(tuner.oracle.trials.values(), key=lambda t: int(t.trial_id))
     for i, ((run_begin, run_end), trial) in enumerate(zip(_runs("nas", events), trials)):
-        metric = {name: trial.metrics.get_last_value(name) for name in (
-            "stage1_seconds", "stage2_seconds", "profile_seconds", "trial_seconds", "reward")}
+        metric = {
+            name: trial.metrics.get_last_value(name)
+            for name in ("stage1_seconds", "stage2_seconds", "profile_seconds", "trial_seconds", "reward")
+        }
         # NASTuner's own clock starts after clear_session/gc at the top of run_trial, and
         # run_trial returns right after it reads the clock the last time.
         t0 = run_end - metric["trial_seconds"]
@@ -316,8 +368,10 @@ def _nas_rows(tuner, events, log):
             "stage2_epochs_seconds": sum(e2),
             "stage2_first_epoch_seconds": e2[0] if e2 else 0.0,
             "stage2_validation_seconds": (stage2_end - s2_end) if s2_end else 0.0,
-            "save_weights_seconds": metric["trial_seconds"] - metric["stage1_seconds"]
-            - metric["stage2_seconds"] - metric["profile_seconds"],
+            "save_weights_seconds": metric["trial_seconds"]
+            - metric["stage1_seconds"]
+            - metric["stage2_seconds"]
+            - metric["profile_seconds"],
             "profile_seconds": metric["profile_seconds"],
             "run_trial_seconds": run_end - run_begin,
             "create_trial_seconds": phases["create_trial"][i],
@@ -336,8 +390,9 @@ def _stock_rows(model_name, events, log):
     phases = _tuner_phases("stock", events)
     rows = []
     for i, (run_begin, run_end) in enumerate(_runs("stock", events)):
-        build = (_first("hypermodel", "build_end", events, run_begin, run_end)
-                 - _first("hypermodel", "build_begin", events, run_begin, run_end))
+        build = _first("hypermodel", "build_end", events, run_begin, run_end) - _first(
+            "hypermodel", "build_begin", events, run_begin, run_end
+        )
         epochs_seen = _epochs_of(model_name, events, run_begin, run_end)
         later = statistics.mean(epochs_seen[1:]) if len(epochs_seen) > 1 else None
         train_begin = _first(model_name, "train_begin", events, run_begin, run_end)
@@ -375,46 +430,64 @@ def compare_tuners(settings, train, val, workdir, log=print):
 
     class TimedNASTuner(PhaseTimer, NASTuner):
         """NASTuner with its keras-tuner hooks timestamped (the source is unchanged)."""
+
         timer_source = "nas"
 
     class TimedRandomSearch(PhaseTimer, keras_tuner.RandomSearch):
         """keras_tuner.RandomSearch with its hooks timestamped."""
+
         timer_source = "stock"
 
     space = _space()
     batch = settings["batch_size"]
     epochs = settings["stage1_epochs"] + settings["stage2_epochs"]
     nas = TimedNASTuner(
-        space, oracle=make_oracle("random", 1, seed=1), seed=1,
-        stage1_epochs=settings["stage1_epochs"], stage2_epochs=settings["stage2_epochs"],
-        batch_size=batch, termination=False, warmup_epochs=0, teacher=None, verbose=0,
-        directory=workdir, project_name="nas_tuner", overwrite=True)
+        space,
+        oracle=make_oracle("random", 1, seed=1),
+        seed=1,
+        stage1_epochs=settings["stage1_epochs"],
+        stage2_epochs=settings["stage2_epochs"],
+        batch_size=batch,
+        termination=False,
+        warmup_epochs=0,
+        teacher=None,
+        verbose=0,
+        directory=workdir,
+        project_name="nas_tuner",
+        overwrite=True,
+    )
 
     keys = ["logits"] + [f"aux_{b}" for b in range(3)]
 
     def as_targets(images, masks):
         return images, {key: masks for key in keys}
 
-    train_data = pipeline(tf.data.Dataset.from_tensor_slices(train), batch, shuffle=True, seed=1,
-                          drop_remainder=True).map(as_targets)
+    train_data = pipeline(
+        tf.data.Dataset.from_tensor_slices(train), batch, shuffle=True, seed=1, drop_remainder=True
+    ).map(as_targets)
     val_data = pipeline(tf.data.Dataset.from_tensor_slices(val), batch).map(as_targets)
-    stock = TimedRandomSearch(EndToEndHyperModel(_space()), objective="val_loss", max_trials=1,
-                              seed=1, directory=workdir, project_name="random_search",
-                              overwrite=True)
+    stock = TimedRandomSearch(
+        EndToEndHyperModel(_space()),
+        objective="val_loss",
+        max_trials=1,
+        seed=1,
+        directory=workdir,
+        project_name="random_search",
+        overwrite=True,
+    )
 
     def run_nas():
         nas.search(train, validation_data=val, callbacks=[EpochTimer()], verbose=0)
 
     def run_stock():
-        stock.search(train_data, validation_data=val_data, epochs=epochs,
-                     callbacks=[EpochTimer()], verbose=0)
+        stock.search(train_data, validation_data=val_data, epochs=epochs, callbacks=[EpochTimer()], verbose=0)
 
     del EVENTS[:]
     seconds = {"nas": 0.0, "stock": 0.0}
     setup = 0.0
     for i in range(settings["trials"]):
         turns = [("nas", nas, run_nas), ("stock", stock, run_stock)]
-        for name, tuner, run in (turns if i % 2 == 0 else turns[::-1]):
+        for name, tuner, run in turns if i % 2 == 0 else turns[::-1]:
             log(f"  {name} trial {i}")
             tuner.oracle.max_trials = i + 1
             start = _now()
@@ -425,10 +498,19 @@ def compare_tuners(settings, train, val, workdir, log=print):
     events = list(EVENTS)
     origin = events[0][2]
     raw = [[s, e, round(t - origin, 4)] for s, e, t in events]
-    return ({"search_seconds": seconds["nas"], "setup_seconds": setup,
-             "trials": _nas_rows(nas, events, log), "events": raw},
-            {"search_seconds": seconds["stock"], "epochs": epochs,
-             "trials": _stock_rows(space.name, events, log)})
+    return (
+        {
+            "search_seconds": seconds["nas"],
+            "setup_seconds": setup,
+            "trials": _nas_rows(nas, events, log),
+            "events": raw,
+        },
+        {
+            "search_seconds": seconds["stock"],
+            "epochs": epochs,
+            "trials": _stock_rows(space.name, events, log),
+        },
+    )
 
 
 def _mean(rows, key):
@@ -443,11 +525,15 @@ def summarize(nas, stock):
     nas_phases = {key: _mean(nas["trials"], key) for key in nas["trials"][0]}
     stock_phases = {key: _mean(stock["trials"], key) for key in stock["trials"][0]}
     nas_phases["keras_tuner_bookkeeping_seconds"] = (
-        nas_phases["create_trial_seconds"] + nas_phases["update_trial_seconds"]
-        + nas_phases["end_trial_seconds"])
+        nas_phases["create_trial_seconds"]
+        + nas_phases["update_trial_seconds"]
+        + nas_phases["end_trial_seconds"]
+    )
     stock_phases["keras_tuner_bookkeeping_seconds"] = (
-        stock_phases["create_trial_seconds"] + stock_phases["update_trial_seconds"]
-        + stock_phases["end_trial_seconds"])
+        stock_phases["create_trial_seconds"]
+        + stock_phases["update_trial_seconds"]
+        + stock_phases["end_trial_seconds"]
+    )
     fixed = {
         "build": nas_phases["clear_session_seconds"] + nas_phases["build_seconds"],
         "stage1_trace": nas_phases["stage1_trace_seconds"] or 0.0,
@@ -459,14 +545,21 @@ def summarize(nas, stock):
         "keras_tuner_bookkeeping": nas_phases["keras_tuner_bookkeeping_seconds"],
     }
     return {
-        "nas_tuner": {"trials": len(nas["trials"]), "seconds_per_trial": nas_trial,
-                      "trials_per_hour": 3600.0 / nas_trial,
-                      "setup_seconds": nas["setup_seconds"],
-                      "trials_per_hour_with_setup": 3600.0 * len(nas["trials"]) / nas["search_seconds"],
-                      "phases": nas_phases},
-        "stock_random_search": {"trials": len(stock["trials"]), "seconds_per_trial": stock_trial,
-                                "trials_per_hour": 3600.0 / stock_trial,
-                                "epochs": stock["epochs"], "phases": stock_phases},
+        "nas_tuner": {
+            "trials": len(nas["trials"]),
+            "seconds_per_trial": nas_trial,
+            "trials_per_hour": 3600.0 / nas_trial,
+            "setup_seconds": nas["setup_seconds"],
+            "trials_per_hour_with_setup": 3600.0 * len(nas["trials"]) / nas["search_seconds"],
+            "phases": nas_phases,
+        },
+        "stock_random_search": {
+            "trials": len(stock["trials"]),
+            "seconds_per_trial": stock_trial,
+            "trials_per_hour": 3600.0 / stock_trial,
+            "epochs": stock["epochs"],
+            "phases": stock_phases,
+        },
         "ratio_trials_per_hour": stock_trial / nas_trial,
         "nas_tuner_fixed_overhead_seconds": fixed,
         "nas_tuner_fixed_overhead_total": sum(fixed.values()),
@@ -475,10 +568,15 @@ def summarize(nas, stock):
 
 
 def _machine():
-    return {"cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "keras_tuner": keras_tuner.__version__,
-            "note": "shared machine: other engineers were running tests at the same time"}
+    return {
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_tuner": keras_tuner.__version__,
+        "note": "shared machine: other engineers were running tests at the same time",
+    }
 
 
 def main(argv=None):
@@ -486,18 +584,28 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings, for tests")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="JSON file to write")
-    parser.add_argument("--skip-tuners", action="store_true",
-                        help="only measurement 1 (no NASTuner / RandomSearch trials)")
+    parser.add_argument(
+        "--skip-tuners", action="store_true", help="only measurement 1 (no NASTuner / RandomSearch trials)"
+    )
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "default"
     settings = MODES[mode]
     workdir = tempfile.mkdtemp(prefix="tfnas-bench-search-")
     start = _now()
     try:
-        result = {"benchmark": "search", "mode": mode, "date": datetime.date.today().isoformat(),
-                  "machine": _machine(),
-                  "settings": {**settings, "alpha": ALPHA, "width": WIDTH,
-                               "num_classes": NUM_CLASSES, "encoder": "mobilenetv2"}}
+        result = {
+            "benchmark": "search",
+            "mode": mode,
+            "date": datetime.date.today().isoformat(),
+            "machine": _machine(),
+            "settings": {
+                **settings,
+                "alpha": ALPHA,
+                "width": WIDTH,
+                "num_classes": NUM_CLASSES,
+                "encoder": "mobilenetv2",
+            },
+        }
         print("1. stage 1 on cached features vs end to end")
         result["stage1_vs_end_to_end"] = stage1_vs_end_to_end(settings, workdir)
         if not args.skip_tuners:
@@ -513,15 +621,19 @@ def main(argv=None):
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
     s = result["stage1_vs_end_to_end"]
-    print(f"stage 1 {s['variants']['stage1_cached']['epoch_seconds']:.3f} s/epoch; end to end "
-          f"x{s['ratio_end_to_end_to_stage1']:.2f}; frozen uncached "
-          f"x{s['ratio_frozen_uncached_to_stage1']:.2f}")
+    print(
+        f"stage 1 {s['variants']['stage1_cached']['epoch_seconds']:.3f} s/epoch; end to end "
+        f"x{s['ratio_end_to_end_to_stage1']:.2f}; frozen uncached "
+        f"x{s['ratio_frozen_uncached_to_stage1']:.2f}"
+    )
     if "throughput" in result:
         t = result["throughput"]
-        print(f"NASTuner {t['nas_tuner']['trials_per_hour']:.0f} trials/h, RandomSearch "
-              f"{t['stock_random_search']['trials_per_hour']:.0f} trials/h "
-              f"(x{t['ratio_trials_per_hour']:.2f}); dominant overhead: "
-              f"{t['nas_tuner_dominant_overhead']}")
+        print(
+            f"NASTuner {t['nas_tuner']['trials_per_hour']:.0f} trials/h, RandomSearch "
+            f"{t['stock_random_search']['trials_per_hour']:.0f} trials/h "
+            f"(x{t['ratio_trials_per_hour']:.2f}); dominant overhead: "
+            f"{t['nas_tuner_dominant_overhead']}"
+        )
     print(f"wrote {args.output} in {result['seconds']:.0f} s")
 
 

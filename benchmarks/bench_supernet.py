@@ -24,6 +24,7 @@ Writes `benchmarks/results/supernet.json`.
     nice -n 10 .venv/bin/python benchmarks/bench_supernet.py             # 6 trials
     nice -n 10 .venv/bin/python benchmarks/bench_supernet.py --trials 3 --no-aux-cells  # quicker
 """
+
 import argparse
 import datetime
 import json
@@ -80,9 +81,11 @@ def template_signatures(n=100):
         templates, blocks = space.genotype(space.random_values(seed))
         c, s, signature, used = list(channels), list(strides), [], set()
         for b, (loc1, loc2, _, _, log2_stride) in enumerate(blocks):
-            stride = 2 ** log2_stride
-            filters = [c[loc1] * (space.channel_factor if stride > 1 else 1),
-                       c[loc2] * (space.channel_factor if stride > 1 else 1)]
+            stride = 2**log2_stride
+            filters = [
+                c[loc1] * (space.channel_factor if stride > 1 else 1),
+                c[loc2] * (space.channel_factor if stride > 1 else 1),
+            ]
             out = [s[loc1] * stride, s[loc2] * stride]
             c.append(max(filters))
             s.append(max(out) if space.strided(b) else min(out))
@@ -96,9 +99,13 @@ def template_signatures(n=100):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--no-aux-cells", dest="aux_cells", action="store_false",
-                        help="auxiliary heads without their cell (6 searched cells instead of 9: "
-                             "a smaller supernet, quicker to build and trace)")
+    parser.add_argument(
+        "--no-aux-cells",
+        dest="aux_cells",
+        action="store_false",
+        help="auxiliary heads without their cell (6 searched cells instead of 9: "
+        "a smaller supernet, quicker to build and trace)",
+    )
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "supernet.json"))
     args = parser.parse_args()
 
@@ -127,13 +134,17 @@ def main():
         build_standalone_s, decoder = timed(lambda: space.decoder_from_genotype_values(v, specs))
         own_step = make_step(decoder)
         trace_s, _ = timed(lambda: float(own_step(features, labels)))
-        row["standalone"] = {"build_s": build_standalone_s, "trace_and_step_s": trace_s,
-                             "total_s": build_standalone_s + trace_s}
+        row["standalone"] = {
+            "build_s": build_standalone_s,
+            "trace_and_step_s": trace_s,
+            "total_s": build_standalone_s + trace_s,
+        }
         cost_s, cost = timed(lambda: supernet.cost(v, IMAGE))
         model = space.build_genotype(space.genotype(v))
         inference = space.inference_model(model)
-        profile_s, counted = timed(lambda: {"params": profile.params(inference),
-                                            "madds": profile.madds(inference, IMAGE)})
+        profile_s, counted = timed(
+            lambda: {"params": profile.params(inference), "madds": profile.madds(inference, IMAGE)}
+        )
         row["accounting"] = {"cost_s": cost_s, "profile_s": profile_s, "equal": cost == counted}
         row["traces_so_far"] = step.experimental_get_tracing_count()
         rows.append(row)
@@ -161,9 +172,15 @@ def main():
     }
     summary["speedup_per_trial"] = summary["standalone_per_trial_s"] / summary["supernet_per_trial_s"]
     settings = {**DEMO, "aux_cells": args.aux_cells, "image": IMAGE, "batch": BATCH}
-    result = {"date": datetime.date.today().isoformat(), "machine": platform.machine(),
-              "cpus": os.cpu_count(), "load_average": os.getloadavg(), "settings": settings,
-              "summary": summary, "trials": rows}
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "settings": settings,
+        "summary": summary,
+        "trials": rows,
+    }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps(summary, indent=1))

@@ -9,6 +9,7 @@ metric on its validation split before and after training. Writes
 
     python benchmarks/bench_task_data.py [--epochs 8] [--train 384] [--size 64]
 """
+
 import argparse
 import json
 import os
@@ -23,16 +24,21 @@ import tensorflow as tf  # noqa: E402
 from tfnas.tasks import get_task  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KEYS = {"segmentation": ("reward", "miou"), "depth": ("reward", "rmse", "abs_rel", "delta1"),
-        "pose": ("reward", "pckh@0.5", "pckh@0.1"), "pose-multi": ("reward", "ap", "ar")}
+KEYS = {
+    "segmentation": ("reward", "miou"),
+    "depth": ("reward", "rmse", "abs_rel", "delta1"),
+    "pose": ("reward", "pckh@0.5", "pckh@0.1"),
+    "pose-multi": ("reward", "ap", "ar"),
+}
 
 
 def network(task, size, width=48):
     inputs = keras.Input((size, size, 3))
     x = inputs
     for stride, rate in ((2, 1), (2, 1), (1, 2), (1, 4)):
-        x = keras.layers.Conv2D(width, 3, strides=stride, dilation_rate=rate, padding="same",
-                                use_bias=False)(x)
+        x = keras.layers.Conv2D(width, 3, strides=stride, dilation_rate=rate, padding="same", use_bias=False)(
+            x
+        )
         x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
     return keras.Model(inputs, task.head(x, feature_stride=4))
 
@@ -52,8 +58,7 @@ def run(name, args):
         task = get_task(name, num_classes=4)
     train = task.builtin_data("train", image_size=args.size, num_samples=args.train, **kwargs)
     val = task.builtin_data("validation", image_size=args.size, num_samples=args.val, **kwargs)
-    train_batches = task.pipeline(train, args.batch, shuffle=True, augment=True,
-                                  drop_remainder=True)
+    train_batches = task.pipeline(train, args.batch, shuffle=True, augment=True, drop_remainder=True)
     val_batches = list(task.pipeline(val, args.batch))
     model = network(task, args.size)
     optimizer = keras.optimizers.Adam(args.lr)
@@ -74,10 +79,14 @@ def run(name, args):
         losses.append(float(np.mean(epoch)))
     seconds = time.perf_counter() - start
     after = evaluate(task, model, val_batches)
-    return {"task": name, "params": int(model.count_params()), "train_seconds": seconds,
-            "epoch_losses": losses,
-            "before": {k: before[k] for k in KEYS[name]},
-            "after": {k: after[k] for k in KEYS[name]}}
+    return {
+        "task": name,
+        "params": int(model.count_params()),
+        "train_seconds": seconds,
+        "epoch_losses": losses,
+        "before": {k: before[k] for k in KEYS[name]},
+        "after": {k: after[k] for k in KEYS[name]},
+    }
 
 
 def main():
@@ -97,8 +106,9 @@ def main():
         print(json.dumps(result), flush=True)
         results.append(result)
     with open(args.out, "w") as handle:
-        json.dump({"settings": vars(args), "results": results,
-                   "date": time.strftime("%Y-%m-%d")}, handle, indent=1)
+        json.dump(
+            {"settings": vars(args), "results": results, "date": time.strftime("%Y-%m-%d")}, handle, indent=1
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ genotypes of the same comparison.
     nice -n 10 .venv/bin/python benchmarks/check_supernet.py            # 50 per space
     nice -n 10 .venv/bin/python benchmarks/check_supernet.py --n 5 --spaces dpc
 """
+
 import argparse
 import datetime
 import json
@@ -38,10 +39,17 @@ SHAPES = {"auxcell": (64, 64, 3), "dpc": (48, 48, 3)}
 
 def summarize(name, space, shape, rows, build_s):
     checked = [r for r in rows if "max_abs_diff" in r]
-    return {"space": name, "config": space.config(), "input_shape": list(shape), "genotypes": len(rows),
-            "cost_equal": sum(r["equal"] for r in rows), "outputs_checked": len(checked),
-            "max_abs_diff": max((r["max_abs_diff"] for r in checked), default=None),
-            "supernet_build_s": round(build_s, 1), "rows": rows}
+    return {
+        "space": name,
+        "config": space.config(),
+        "input_shape": list(shape),
+        "genotypes": len(rows),
+        "cost_equal": sum(r["equal"] for r in rows),
+        "outputs_checked": len(checked),
+        "max_abs_diff": max((r["max_abs_diff"] for r in checked), default=None),
+        "supernet_build_s": round(build_s, 1),
+        "rows": rows,
+    }
 
 
 def check_space(name, n, outputs, out):
@@ -62,8 +70,12 @@ def check_space(name, n, outputs, out):
         supernet.transfer(values, model)
         inference = space.inference_model(model)
         cost = supernet.cost(values, shape)
-        row = {"seed": seed, "genotype": space.genotype(values), "cost": cost,
-               "profile": {"params": profile.params(inference), "madds": profile.madds(inference, shape)}}
+        row = {
+            "seed": seed,
+            "genotype": space.genotype(values),
+            "cost": cost,
+            "profile": {"params": profile.params(inference), "madds": profile.madds(inference, shape)},
+        }
         row["equal"] = row["cost"] == row["profile"]
         if seed < outputs:
             diff = 0.0
@@ -85,13 +97,18 @@ def main():
     parser.add_argument("--n", type=int, default=50, help="random genotypes per space")
     parser.add_argument("--outputs", type=int, default=10, help="of which outputs are compared")
     parser.add_argument("--spaces", nargs="+", default=sorted(SPACES), choices=sorted(SPACES))
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"),
-                        help="folder for supernet_check_<space>.json")
+    parser.add_argument(
+        "--out",
+        default=os.path.join(os.path.dirname(__file__), "results"),
+        help="folder for supernet_check_<space>.json",
+    )
     args = parser.parse_args()
     for name in args.spaces:
         r = check_space(name, args.n, args.outputs, os.path.join(args.out, f"supernet_check_{name}.json"))
-        print(f"{r['space']}: cost == profile for {r['cost_equal']}/{r['genotypes']} genotypes; "
-              f"max |diff| over {r['outputs_checked']}: {r['max_abs_diff']:.2e}")
+        print(
+            f"{r['space']}: cost == profile for {r['cost_equal']}/{r['genotypes']} genotypes; "
+            f"max |diff| over {r['outputs_checked']}: {r['max_abs_diff']:.2e}"
+        )
 
 
 if __name__ == "__main__":

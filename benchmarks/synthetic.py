@@ -33,6 +33,7 @@ training:
     >>> tuner.search(verbose=0)
     >>> tuner.rewards  # reward of each trial, in the order they ran
 """
+
 import math
 
 import keras_tuner
@@ -59,8 +60,10 @@ def decisions_of(space):
     for hp in space.hyperparameters().space:
         values = getattr(hp, "values", None)
         if not values:
-            raise ValueError(f"decision {hp.name!r} is a {type(hp).__name__} without a list of "
-                             "values; the synthetic objective needs categorical decisions")
+            raise ValueError(
+                f"decision {hp.name!r} is a {type(hp).__name__} without a list of "
+                "values; the synthetic objective needs categorical decisions"
+            )
         decisions.append((hp.name, list(values)))
     return decisions
 
@@ -87,23 +90,27 @@ class SyntheticObjective:
             raise ValueError(
                 f"num_interactions={num_interactions!r}, interaction_scale={interaction_scale!r}, "
                 f"sharpness={sharpness!r}: expected num_interactions >= 0, interaction_scale >= 0 "
-                "and sharpness > 0")
+                "and sharpness > 0"
+            )
         self.decisions = decisions_of(space)
         self.names = [name for name, _ in self.decisions]
         self.sizes = [len(values) for _, values in self.decisions]
         count = len(self.decisions)
         pairs_available = count * (count - 1) // 2
         if num_interactions > pairs_available:
-            raise ValueError(f"num_interactions={num_interactions} but the space has only "
-                             f"{pairs_available} pairs of its {count} decisions; ask for fewer")
+            raise ValueError(
+                f"num_interactions={num_interactions} but the space has only "
+                f"{pairs_available} pairs of its {count} decisions; ask for fewer"
+            )
         rng = np.random.default_rng(seed)
         self.preferences = [rng.normal(size=n) for n in self.sizes]
         all_pairs = [(a, b) for a in range(count) for b in range(a + 1, count)]
         chosen = rng.choice(len(all_pairs), size=num_interactions, replace=False)
         self.interactions = [
             (a, b, rng.normal(scale=interaction_scale, size=(self.sizes[a], self.sizes[b])))
-            for a, b in (all_pairs[int(i)] for i in sorted(chosen))]
-        self.scale = math.sqrt(count + num_interactions * interaction_scale ** 2)
+            for a, b in (all_pairs[int(i)] for i in sorted(chosen))
+        ]
+        self.scale = math.sqrt(count + num_interactions * interaction_scale**2)
         self.sharpness = float(sharpness)
 
     def indices(self, values):
@@ -115,13 +122,13 @@ class SyntheticObjective:
         result = []
         for name, choices in self.decisions:
             if name not in values:
-                raise ValueError(f"values lack the decision {name!r}; expected every decision "
-                                 f"of the space: {self.names}")
+                raise ValueError(
+                    f"values lack the decision {name!r}; expected every decision of the space: {self.names}"
+                )
             try:
                 result.append(choices.index(values[name]))
             except ValueError:
-                raise ValueError(f"values[{name!r}] is {values[name]!r}, expected one of "
-                                 f"{choices}") from None
+                raise ValueError(f"values[{name!r}] is {values[name]!r}, expected one of {choices}") from None
         return result
 
     def raw_score(self, indices):
@@ -168,7 +175,7 @@ class SyntheticObjective:
                     for v in range(n):
                         if v == current[d]:
                             continue
-                        trial = current[:d] + [v] + current[d + 1:]
+                        trial = current[:d] + [v] + current[d + 1 :]
                         trial_score = self.raw_score(trial)
                         if trial_score > score + 1e-12:
                             current, score, improved = trial, trial_score, True

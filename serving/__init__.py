@@ -5,6 +5,7 @@ Imports are lazy, so that `import tfnas.serving.tftrt` (which must run on a Jets
 NVIDIA's TensorFlow installed) does not pull TensorFlow-independent dependencies, and so that
 `tfnas --help` stays fast. `from tfnas.serving import export` works as usual.
 """
+
 import importlib
 
 _EXPORTS = {

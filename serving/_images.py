@@ -1,4 +1,5 @@
 """Checking user-supplied images for export, warm-up and calibration."""
+
 import numpy as np
 
 

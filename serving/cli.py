@@ -4,6 +4,7 @@
 (`tfnas.cli`, which also turns their errors into one line). `export` reads a trial of a
 search directory through `tfnas.search_dir.SearchDir`.
 """
+
 import argparse
 import json
 import os
@@ -81,9 +82,15 @@ def run_convert(args):
         if precision == "fp16":
             raise ValueError("--to onnx writes fp32 or int8 (Q/DQ); fp16 is a TensorRT build option")
         out = args.out or f"{stem}{'_int8' if precision == 'int8' else ''}.onnx"
-        float_out = out[:-len(".onnx")] + "_fp32.onnx" if precision == "int8" else out
-        report = to_onnx(args.saved_model, float_out, opset=args.opset, signature=args.signature,
-                         input_size=size, batch_size=batch)
+        float_out = out[: -len(".onnx")] + "_fp32.onnx" if precision == "int8" else out
+        report = to_onnx(
+            args.saved_model,
+            float_out,
+            opset=args.opset,
+            signature=args.signature,
+            input_size=size,
+            batch_size=batch,
+        )
         if precision == "int8":
             from tfnas.serving.quantize import quantize_onnx
 
@@ -94,8 +101,16 @@ def run_convert(args):
 
         quantization = {"fp32": "none", "fp16": "float16", "int8": "int8"}[precision]
         out = args.out or f"{stem}_{precision}.tflite"
-        print(to_tflite(args.saved_model, out, quantization, _calibration(args, precision == "int8"),
-                        input_size=size, batch_size=batch))
+        print(
+            to_tflite(
+                args.saved_model,
+                out,
+                quantization,
+                _calibration(args, precision == "int8"),
+                input_size=size,
+                batch_size=batch,
+            )
+        )
     else:
         return _convert_tensorrt(args, precision, stem, size, batch)
     return 0
@@ -108,7 +123,9 @@ def _convert_tensorrt(args, precision, stem, size, batch):
     out = args.out or f"{stem}_tensorrt_{precision}"
     os.makedirs(out, exist_ok=True)
     onnx_path = os.path.join(out, "model.onnx")
-    to_onnx(args.saved_model, onnx_path, opset=args.opset, signature="logits", input_size=size, batch_size=batch)
+    to_onnx(
+        args.saved_model, onnx_path, opset=args.opset, signature="logits", input_size=size, batch_size=batch
+    )
     if precision == "int8":  # explicit quantization: what TensorRT 10 builds INT8 from
         from tfnas.serving.quantize import quantize_onnx
 
@@ -131,11 +148,18 @@ def run_serve(args):
     """Handler of `tfnas serve`: the local preview server (a development aid)."""
     from tfnas.serving.preview import PreviewServer
 
-    server = PreviewServer(args.base_dir, host=args.host, rest_port=args.rest_port,
-                           grpc_port=None if args.grpc_port < 0 else args.grpc_port)
+    server = PreviewServer(
+        args.base_dir,
+        host=args.host,
+        rest_port=args.rest_port,
+        grpc_port=None if args.grpc_port < 0 else args.grpc_port,
+    )
     server.start()
-    print(f"tfnas preview server (development aid, not for production): REST {server.rest_url}, "
-          f"gRPC {server.grpc_target or 'off'}; models in {args.base_dir}. Ctrl-C stops.", flush=True)
+    print(
+        f"tfnas preview server (development aid, not for production): REST {server.rest_url}, "
+        f"gRPC {server.grpc_target or 'off'}; models in {args.base_dir}. Ctrl-C stops.",
+        flush=True,
+    )
     try:
         server.wait()
     except KeyboardInterrupt:
@@ -156,57 +180,91 @@ def register(subparsers):
     """
     fmt = argparse.ArgumentDefaultsHelpFormatter
     export = subparsers.add_parser(
-        "export", formatter_class=fmt, help="export a searched model as a TF Serving SavedModel",
+        "export",
+        formatter_class=fmt,
+        help="export a searched model as a TF Serving SavedModel",
         description="Rebuild a trial of a search run, load its weights and write BASE/NAME/<version>/ "
-                    "(signatures serving_default (uint8), serving_float, logits; metadata and warm-up "
-                    "requests in assets.extra).")
+        "(signatures serving_default (uint8), serving_float, logits; metadata and warm-up "
+        "requests in assets.extra).",
+    )
     export.add_argument("run_dir", metavar="RUN_DIR", help="search run directory (run.json, trial_<id>/)")
-    export.add_argument("--trial", default="best", help="trial id, or 'best' = highest score among COMPLETED trials")
+    export.add_argument(
+        "--trial", default="best", help="trial id, or 'best' = highest score among COMPLETED trials"
+    )
     export.add_argument("--name", default=None, help="model name (default: the run directory's name)")
     export.add_argument("--base", default="exports", help="TF Serving model base directory")
-    export.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    export.add_argument(
+        "--version", type=int, default=None, help="version number (default: the next free one)"
+    )
     export.set_defaults(func=run_export)
 
     convert = subparsers.add_parser(
-        "convert", formatter_class=fmt, help="convert an exported SavedModel to ONNX, TensorRT, TF-TRT or TFLite",
+        "convert",
+        formatter_class=fmt,
+        help="convert an exported SavedModel to ONNX, TensorRT, TF-TRT or TFLite",
         description="Convert an exported SavedModel version directory for edge devices, at the deployment size "
-                    "(--input-size, --batch). A fixed size gives every op its native form (dilated convolutions "
-                    "as one Conv, no layout transposes inside the graph, one Resize per resize); "
-                    "'--input-size dynamic' (onnx, tflite) keeps any height and width at a cost: about 6x the "
-                    "ONNX nodes and 2.5x the onnxruntime latency (docs/serving.md). tensorrt writes the "
-                    "fixed-size ONNX model (logits signature; INT8: its Q/DQ copy calibrated on "
-                    "--calibration-images) and a trtexec script, and builds the engine where TensorRT is "
-                    "installed (on the Jetson).")
-    convert.add_argument("saved_model", metavar="SAVED_MODEL", help="SavedModel version directory, e.g. exports/NAME/1")
+        "(--input-size, --batch). A fixed size gives every op its native form (dilated convolutions "
+        "as one Conv, no layout transposes inside the graph, one Resize per resize); "
+        "'--input-size dynamic' (onnx, tflite) keeps any height and width at a cost: about 6x the "
+        "ONNX nodes and 2.5x the onnxruntime latency (docs/serving.md). tensorrt writes the "
+        "fixed-size ONNX model (logits signature; INT8: its Q/DQ copy calibrated on "
+        "--calibration-images) and a trtexec script, and builds the engine where TensorRT is "
+        "installed (on the Jetson).",
+    )
+    convert.add_argument(
+        "saved_model", metavar="SAVED_MODEL", help="SavedModel version directory, e.g. exports/NAME/1"
+    )
     convert.add_argument("--to", required=True, choices=CONVERT_TARGETS, help="target format")
-    convert.add_argument("--precision", default=None, choices=("fp32", "fp16", "int8"),
-                         help="precision for tensorrt/tftrt (default fp16), tflite (default fp32; fp16 = float16 "
-                              "weights, int8 = full-integer) and onnx (default fp32; int8 = Q/DQ model)")
-    convert.add_argument("--input-size", default="512x512", metavar="HxW",
-                         help="deployment image size the onnx, tensorrt and tflite graphs are converted for "
-                              "(a multiple of the network's output stride), or 'dynamic' (onnx, tflite: any "
-                              "size, a larger and slower graph)")
+    convert.add_argument(
+        "--precision",
+        default=None,
+        choices=("fp32", "fp16", "int8"),
+        help="precision for tensorrt/tftrt (default fp16), tflite (default fp32; fp16 = float16 "
+        "weights, int8 = full-integer) and onnx (default fp32; int8 = Q/DQ model)",
+    )
+    convert.add_argument(
+        "--input-size",
+        default="512x512",
+        metavar="HxW",
+        help="deployment image size the onnx, tensorrt and tflite graphs are converted for "
+        "(a multiple of the network's output stride), or 'dynamic' (onnx, tflite: any "
+        "size, a larger and slower graph)",
+    )
     convert.add_argument("--batch", type=int, default=1, help="fixed batch size with --input-size HxW")
-    convert.add_argument("--out", default=None,
-                         help="output file (onnx, tflite) or folder (tensorrt, tftrt); default: "
-                              "<name>_v<version>[_<precision>] in the current directory")
-    convert.add_argument("--calibration-images", default=None,
-                         help="folder of your images for int8 calibration (required for int8; resized to the "
-                              "input size)")
-    convert.add_argument("--signature", default="serving_default",
-                         choices=("serving_default", "serving_float", "logits"), help="signature converted to ONNX")
+    convert.add_argument(
+        "--out",
+        default=None,
+        help="output file (onnx, tflite) or folder (tensorrt, tftrt); default: "
+        "<name>_v<version>[_<precision>] in the current directory",
+    )
+    convert.add_argument(
+        "--calibration-images",
+        default=None,
+        help="folder of your images for int8 calibration (required for int8; resized to the input size)",
+    )
+    convert.add_argument(
+        "--signature",
+        default="serving_default",
+        choices=("serving_default", "serving_float", "logits"),
+        help="signature converted to ONNX",
+    )
     convert.add_argument("--opset", type=int, default=17, help="ONNX opset")
     convert.add_argument("--input-shape", default=None, help=argparse.SUPPRESS)  # older NxHxWx3 form
     convert.set_defaults(func=run_convert)
 
     serve = subparsers.add_parser(
-        "serve", formatter_class=fmt, help="local preview server with TF Serving's REST and gRPC API",
+        "serve",
+        formatter_class=fmt,
+        help="local preview server with TF Serving's REST and gRPC API",
         description="Serve the SavedModels under BASE_DIR (NAME/<version>/, optional models.config) with "
-                    "TF Serving's REST (/v1/models/NAME[:predict|/metadata]) and gRPC Predict API. A "
-                    "development aid, not a production server: use serving/docker-compose.yml for that.")
+        "TF Serving's REST (/v1/models/NAME[:predict|/metadata]) and gRPC Predict API. A "
+        "development aid, not a production server: use serving/docker-compose.yml for that.",
+    )
     serve.add_argument("base_dir", metavar="BASE_DIR", help="export base directory")
     serve.add_argument("--rest-port", type=int, default=8501, help="REST port (0: any free port)")
-    serve.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (0: any free port, -1: no gRPC)")
+    serve.add_argument(
+        "--grpc-port", type=int, default=8500, help="gRPC port (0: any free port, -1: no gRPC)"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind")
     serve.set_defaults(func=run_serve)
     return {"export": export, "convert": convert, "serve": serve}

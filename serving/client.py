@@ -8,6 +8,7 @@
 
 REST paths: `/v1/models/NAME[/versions/V | /labels/L][:predict | /metadata]`.
 """
+
 import json
 import socket
 import urllib.error
@@ -15,12 +16,22 @@ import urllib.request
 
 import numpy as np
 
-_START_A_SERVER = ("Start one with `tfnas serve EXPORT_DIR` (local preview) or "
-                   "`docker compose -f serving/docker-compose.yml up` (TF Serving).")
+_START_A_SERVER = (
+    "Start one with `tfnas serve EXPORT_DIR` (local preview) or "
+    "`docker compose -f serving/docker-compose.yml up` (TF Serving)."
+)
 
-_JSON_DTYPES = {"DT_FLOAT": np.float32, "DT_DOUBLE": np.float64, "DT_INT32": np.int32, "DT_INT64": np.int64,
-                "DT_UINT8": np.uint8, "DT_INT8": np.int8, "DT_INT16": np.int16, "DT_HALF": np.float16,
-                "DT_BOOL": np.bool_}
+_JSON_DTYPES = {
+    "DT_FLOAT": np.float32,
+    "DT_DOUBLE": np.float64,
+    "DT_INT32": np.int32,
+    "DT_INT64": np.int64,
+    "DT_UINT8": np.uint8,
+    "DT_INT8": np.int8,
+    "DT_INT16": np.int16,
+    "DT_HALF": np.float16,
+    "DT_BOOL": np.bool_,
+}
 
 
 class ServingError(RuntimeError):
@@ -70,8 +81,11 @@ class ServingClient:
     def _request(self, url, body=None):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            url, data=data, method="GET" if data is None else "POST",
-            headers={"Content-Type": "application/json"})
+            url,
+            data=data,
+            method="GET" if data is None else "POST",
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
@@ -82,18 +96,22 @@ class ServingClient:
             except (ValueError, KeyError, TypeError):
                 message = raw.decode(errors="replace")[:500]
             raise ServingError(f"HTTP {e.code} from {url}: {message}", status=e.code) from None
-        except (socket.timeout, TimeoutError):
-            raise ServingConnectionError(f"no answer from {url} within {self.timeout} s; "
-                                         "raise timeout= or check the server's load") from None
+        except TimeoutError:
+            raise ServingConnectionError(
+                f"no answer from {url} within {self.timeout} s; raise timeout= or check the server's load"
+            ) from None
         except urllib.error.URLError as e:
             if isinstance(e.reason, (socket.timeout, TimeoutError)):
-                raise ServingConnectionError(f"no answer from {url} within {self.timeout} s; "
-                                             "raise timeout= or check the server's load") from None
+                raise ServingConnectionError(
+                    f"no answer from {url} within {self.timeout} s; raise timeout= or check the server's load"
+                ) from None
             raise ServingConnectionError(
-                f"cannot reach {url} ({e.reason}). Is a model server running there? {_START_A_SERVER}") from None
+                f"cannot reach {url} ({e.reason}). Is a model server running there? {_START_A_SERVER}"
+            ) from None
         except ConnectionError as e:
             raise ServingConnectionError(
-                f"cannot reach {url} ({e}). Is a model server running there? {_START_A_SERVER}") from None
+                f"cannot reach {url} ({e}). Is a model server running there? {_START_A_SERVER}"
+            ) from None
 
     def status(self, name, version=None, label=None):
         """`GET /v1/models/NAME`: the model's version status.
@@ -135,7 +153,9 @@ class ServingClient:
             self._output_dtypes[key] = {k: _JSON_DTYPES.get(v.get("dtype")) for k, v in outputs.items()}
         return self._output_dtypes[key]
 
-    def predict(self, name, inputs, version=None, label=None, signature_name="serving_default", form="instances"):
+    def predict(
+        self, name, inputs, version=None, label=None, signature_name="serving_default", form="instances"
+    ):
         """`POST /v1/models/NAME:predict` over REST.
 
         Args:
@@ -199,9 +219,12 @@ class ServingClient:
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise ServingConnectionError(
                     f"cannot reach {where} ({e.details()}). Is a model server running there? {_START_A_SERVER}",
-                    status=code.name) from None
+                    status=code.name,
+                ) from None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise ServingConnectionError(f"no answer from {where} within {self.timeout} s", status=code.name) from None
+                raise ServingConnectionError(
+                    f"no answer from {where} within {self.timeout} s", status=code.name
+                ) from None
             raise ServingError(f"{where} failed with {code.name}: {e.details()}", status=code.name) from None
 
     def predict_grpc(self, name, inputs, version=None, label=None, signature_name="serving_default"):

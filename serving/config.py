@@ -9,6 +9,7 @@ with the official proto and passed to `tensorflow_model_server --model_config_fi
         ModelConfig("tiny", version_policy="latest", num_versions=2),
     ])
 """
+
 import dataclasses
 import os
 
@@ -48,7 +49,8 @@ class ModelConfig:
             self.base_path = f"/models/{self.name}"
         if self.version_policy not in VERSION_POLICIES:
             raise ValueError(
-                f"model {self.name!r}: version_policy {self.version_policy!r} must be one of {VERSION_POLICIES}")
+                f"model {self.name!r}: version_policy {self.version_policy!r} must be one of {VERSION_POLICIES}"
+            )
         if self.version_policy == "latest" and int(self.num_versions) < 1:
             raise ValueError(f"model {self.name!r}: num_versions {self.num_versions} must be >= 1")
         if self.version_policy == "specific" and not self.versions:
@@ -60,12 +62,14 @@ class ModelConfig:
                 if version not in self.versions:
                     raise ValueError(
                         f"model {self.name!r}: label {label!r} points to version {version}, which is "
-                        f"not served (versions={self.versions}); add it to versions")
+                        f"not served (versions={self.versions}); add it to versions"
+                    )
 
     def to_proto(self):
         """Returns the `tensorflow.serving.ModelConfig` proto."""
         proto = model_server_config_pb2.ModelConfig(
-            name=self.name, base_path=self.base_path, model_platform="tensorflow")
+            name=self.name, base_path=self.base_path, model_platform="tensorflow"
+        )
         policy = proto.model_version_policy
         if self.version_policy == "latest":
             policy.latest.num_versions = int(self.num_versions)
@@ -110,14 +114,18 @@ def models_config_text(models):
     names = [m.name for m in models]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"model names {duplicates} appear more than once in models.config; names must be unique")
+        raise ValueError(
+            f"model names {duplicates} appear more than once in models.config; names must be unique"
+        )
     config = model_server_config_pb2.ModelServerConfig()
     config.model_config_list.config.extend(m.to_proto() for m in models)
     text = text_format.MessageToString(config)
     if text_format.Parse(text, model_server_config_pb2.ModelServerConfig()) != config:
-        raise RuntimeError("models.config text does not parse back into the same ModelServerConfig "
-                           "(a protobuf / tensorflow-serving-api version mismatch?); "
-                           f"check the installed versions: {text!r}")
+        raise RuntimeError(
+            "models.config text does not parse back into the same ModelServerConfig "
+            "(a protobuf / tensorflow-serving-api version mismatch?); "
+            f"check the installed versions: {text!r}"
+        )
     return text
 
 

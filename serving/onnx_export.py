@@ -25,6 +25,7 @@ dynamic, 378 nodes and 65 ms fixed).
 simplest graph to deploy with onnxruntime; `logits` is the one to feed TensorRT (float input,
 no argmax, smallest output).
 """
+
 import collections
 import os
 import tempfile
@@ -63,8 +64,10 @@ def parse_input_size(value):
     except (TypeError, ValueError):
         parts = []
     if len(parts) != 2 or min(parts) < 1:
-        raise ValueError(f"input size {value!r} must be HxW with positive integers (e.g. 512x512), "
-                         "or 'dynamic' for dynamic shapes")
+        raise ValueError(
+            f"input size {value!r} must be HxW with positive integers (e.g. 512x512), "
+            "or 'dynamic' for dynamic shapes"
+        )
     return tuple(parts)
 
 
@@ -180,7 +183,8 @@ def check_input_size(input_size, stride):
         raise ValueError(
             f"input size {input_size[0]}x{input_size[1]} does not fit this network: its {side} {size} is not "
             f"divisible by the network's output stride {s} (its deepest features are at 1/{s} of the "
-            f"input); use multiples of {stride[0]}x{stride[1]}, e.g. {fixes}")
+            f"input); use multiples of {stride[0]}x{stride[1]}, e.g. {fixes}"
+        )
 
 
 def _fold_static_shapes(graph_def):
@@ -236,14 +240,16 @@ def _frozen_graph(saved_model_dir, signature, input_shape):
     loaded = tf.saved_model.load(saved_model_dir)
     if signature not in loaded.signatures:
         raise ValueError(
-            f"signature {signature!r} is not in {saved_model_dir}; it has {sorted(loaded.signatures)}")
+            f"signature {signature!r} is not in {saved_model_dir}; it has {sorted(loaded.signatures)}"
+        )
     fn = loaded.signatures[signature]
-    (input_name, spec), = fn.structured_input_signature[1].items()
+    ((input_name, spec),) = fn.structured_input_signature[1].items()
     concrete = fn
     if input_shape is not None:
         fixed = tf.TensorSpec(input_shape, spec.dtype, name=input_name)
-        concrete = tf.function(lambda images: fn(**{input_name: images}), input_signature=[fixed],
-                               autograph=False).get_concrete_function()
+        concrete = tf.function(
+            lambda images: fn(**{input_name: images}), input_signature=[fixed], autograph=False
+        ).get_concrete_function()
     captured = {id(t) for t in concrete.captured_inputs}
     inputs = [t.name for t in concrete.inputs if t.dtype != tf.resource and id(t) not in captured]
     outputs = [t.name for t in concrete.outputs]
@@ -258,8 +264,16 @@ def _frozen_graph(saved_model_dir, signature, input_shape):
     return graph_def, inputs, outputs, renames, spec, fn
 
 
-def to_onnx(source, path, opset=17, signature="serving_default", input_size=None, batch_size=1,
-            sample_inputs=None, atol=1e-4):
+def to_onnx(
+    source,
+    path,
+    opset=17,
+    signature="serving_default",
+    input_size=None,
+    batch_size=1,
+    sample_inputs=None,
+    atol=1e-4,
+):
     """Converts one signature of an exported SavedModel to ONNX and checks it in onnxruntime.
 
     Args:
@@ -309,8 +323,14 @@ def to_onnx(source, path, opset=17, signature="serving_default", input_size=None
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with tf.device("/cpu:0"):
             convert._convert_common(  # noqa: SLF001 - the CLI's own conversion step (tf2onnx 1.17)
-                graph_def, name=os.path.basename(saved), opset=opset, input_names=inputs,
-                output_names=outputs, tensors_to_rename=renames, output_path=path)
+                graph_def,
+                name=os.path.basename(saved),
+                opset=opset,
+                input_names=inputs,
+                output_names=outputs,
+                tensors_to_rename=renames,
+                output_path=path,
+            )
         input_name = renames[inputs[0]]
         dtype = spec.dtype.as_numpy_dtype
         if sample_inputs is None:
@@ -320,10 +340,18 @@ def to_onnx(source, path, opset=17, signature="serving_default", input_size=None
         expected = {k: v.numpy() for k, v in fn(**{input_name: tf.constant(sample_inputs)}).items()}
     got = onnx_predict(path, sample_inputs)
     census = op_census(path)
-    report = {"path": path, "signature": signature, "input_names": [input_name],
-              "output_names": sorted(got), "input_shape": list(input_shape) if input_shape else None,
-              "output_stride": list(stride) if stride else None, "nodes": sum(census.values()),
-              "op_counts": dict(census), "max_abs_diff": {}, "mismatch_fraction": {}}
+    report = {
+        "path": path,
+        "signature": signature,
+        "input_names": [input_name],
+        "output_names": sorted(got),
+        "input_shape": list(input_shape) if input_shape else None,
+        "output_stride": list(stride) if stride else None,
+        "nodes": sum(census.values()),
+        "op_counts": dict(census),
+        "max_abs_diff": {},
+        "mismatch_fraction": {},
+    }
     failures = []
     for key, want in expected.items():
         if key not in got:
@@ -344,5 +372,7 @@ def to_onnx(source, path, opset=17, signature="serving_default", input_size=None
     if failures:
         raise ParityError(
             f"ONNX parity check of {path} (signature {signature!r}) against TensorFlow failed: "
-            + "; ".join(failures) + ". Try another opset or signature='logits'.")
+            + "; ".join(failures)
+            + ". Try another opset or signature='logits'."
+        )
     return report

@@ -17,6 +17,7 @@ version policies and labels are used (a `base_path` that does not exist here, su
 container path `/models/NAME`, is read as `BASE_DIR/NAME`). New versions are picked up on the
 next request, like TF Serving's file-system polling.
 """
+
 import http.server
 import json
 import os
@@ -31,7 +32,8 @@ from tfnas.serving.config import ModelConfig, read_models_config
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-    r"(?P<suffix>/metadata|:predict|:classify|:regress)?/?$")
+    r"(?P<suffix>/metadata|:predict|:classify|:regress)?/?$"
+)
 
 
 class ServingRequestError(Exception):
@@ -53,7 +55,8 @@ class ServingRequestError(Exception):
         import grpc
 
         return {404: grpc.StatusCode.NOT_FOUND, 400: grpc.StatusCode.INVALID_ARGUMENT}.get(
-            self.status, grpc.StatusCode.INTERNAL)
+            self.status, grpc.StatusCode.INTERNAL
+        )
 
 
 class ModelRepository:
@@ -65,7 +68,9 @@ class ModelRepository:
 
     def __init__(self, base_dir):
         if not os.path.isdir(base_dir):
-            raise FileNotFoundError(f"model base directory {base_dir!r} does not exist; export a model there first")
+            raise FileNotFoundError(
+                f"model base directory {base_dir!r} does not exist; export a model there first"
+            )
         self.base_dir = base_dir
         self._loaded = {}
         self._lock = threading.Lock()
@@ -92,10 +97,12 @@ class ModelRepository:
         if config is None:
             raise ServingRequestError(404, f"Servable not found for request: Latest({name})")
         on_disk = sorted(
-            int(d) for d in os.listdir(config.base_path)
-            if d.isdigit() and os.path.exists(os.path.join(config.base_path, d, "saved_model.pb")))
+            int(d)
+            for d in os.listdir(config.base_path)
+            if d.isdigit() and os.path.exists(os.path.join(config.base_path, d, "saved_model.pb"))
+        )
         if config.version_policy == "latest":
-            served = on_disk[-config.num_versions:]
+            served = on_disk[-config.num_versions :]
         elif config.version_policy == "specific":
             served = [v for v in on_disk if v in config.versions]
         else:
@@ -123,8 +130,10 @@ class ModelRepository:
         if label is not None:
             if label not in config.version_labels:
                 raise ServingRequestError(
-                    404, f"Unrecognized servable version label: {label} (model {name} has labels "
-                         f"{sorted(config.version_labels)})")
+                    404,
+                    f"Unrecognized servable version label: {label} (model {name} has labels "
+                    f"{sorted(config.version_labels)})",
+                )
             version = config.version_labels[label]
         if version is None:
             version = served[-1]
@@ -134,7 +143,8 @@ class ModelRepository:
             raise ServingRequestError(400, f"Version {version!r} of model {name} is not an integer") from None
         if version not in served:
             raise ServingRequestError(
-                404, f"Servable not found for request: Specific({name}, {version}); served versions: {served}")
+                404, f"Servable not found for request: Specific({name}, {version}); served versions: {served}"
+            )
         return version, os.path.join(config.base_path, str(version))
 
     def load(self, version_dir):
@@ -152,8 +162,10 @@ class ModelRepository:
         name = signature_name or "serving_default"
         if name not in signatures:
             raise ServingRequestError(
-                400, f'Serving signature name: "{name}" not found in signature def; '
-                     f"available: {sorted(signatures)}")
+                400,
+                f'Serving signature name: "{name}" not found in signature def; '
+                f"available: {sorted(signatures)}",
+            )
         return signatures[name]
 
     def predict(self, name, inputs, version=None, label=None, signature_name=None):
@@ -180,13 +192,15 @@ class ModelRepository:
         if not isinstance(inputs, dict):
             if len(specs) != 1:
                 raise ServingRequestError(
-                    400, f"signature has inputs {sorted(specs)}; pass them by name as a JSON object")
+                    400, f"signature has inputs {sorted(specs)}; pass them by name as a JSON object"
+                )
             inputs = {next(iter(specs)): inputs}
         unknown = sorted(set(inputs) - set(specs))
         missing = sorted(set(specs) - set(inputs))
         if unknown or missing:
             raise ServingRequestError(
-                400, f"input names {sorted(inputs)} do not match the signature's inputs {sorted(specs)}")
+                400, f"input names {sorted(inputs)} do not match the signature's inputs {sorted(specs)}"
+            )
         tensors = {k: tf.constant(_to_array(k, v, specs[k])) for k, v in inputs.items()}
         outputs = fn(**tensors)
         return version, {k: v.numpy() for k, v in outputs.items()}
@@ -213,19 +227,28 @@ def _to_array(name, value, spec):
     except ValueError as e:
         raise ServingRequestError(400, f"input {name!r} is not a rectangular array: {e}") from None
     if array.dtype.kind not in "biuf":
-        raise ServingRequestError(400, f"input {name!r} has values of type {array.dtype}; expected numbers ({spec.dtype.name})")
+        raise ServingRequestError(
+            400, f"input {name!r} has values of type {array.dtype}; expected numbers ({spec.dtype.name})"
+        )
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        if array.size and (array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0)
-                           or array.min() < info.min or array.max() > info.max):
+        if array.size and (
+            array.dtype.kind == "f"
+            and not np.all(np.mod(array, 1) == 0)
+            or array.min() < info.min
+            or array.max() > info.max
+        ):
             raise ServingRequestError(
-                400, f"input {name!r} must be {spec.dtype.name} (integers in [{info.min}, {info.max}]), "
-                     f"got values in [{array.min()}, {array.max()}]")
+                400,
+                f"input {name!r} must be {spec.dtype.name} (integers in [{info.min}, {info.max}]), "
+                f"got values in [{array.min()}, {array.max()}]",
+            )
     array = array.astype(dtype)
     if not spec.shape.is_compatible_with(array.shape):
         expected = tuple(-1 if d is None else d for d in spec.shape.as_list())
         raise ServingRequestError(
-            400, f"input {name!r} has shape {array.shape} but the signature expects {expected}")
+            400, f"input {name!r} has shape {array.shape} but the signature expects {expected}"
+        )
     return array
 
 
@@ -288,7 +311,8 @@ def _rest_handler(repository):
                     raise ServingRequestError(
                         404 if suffix in (None, "/metadata", ":predict") else 400,
                         f"Malformed request: {method} {self.path} (the preview server supports GET status, "
-                        "GET /metadata and POST :predict)")
+                        "GET /metadata and POST :predict)",
+                    )
             except ServingRequestError as e:
                 self._send(e.status, {"error": e.message})
             except Exception as e:  # a bug or a TensorFlow runtime error: report, keep serving
@@ -303,8 +327,10 @@ def _rest_handler(repository):
                 raise ServingRequestError(400, "JSON Value: request body must be a JSON object")
             if ("instances" in body) == ("inputs" in body):
                 raise ServingRequestError(
-                    400, 'JSON Value: request must have exactly one of "instances" (row format) or '
-                         '"inputs" (columnar format)')
+                    400,
+                    'JSON Value: request must have exactly one of "instances" (row format) or '
+                    '"inputs" (columnar format)',
+                )
             signature = body.get("signature_name")
             if "instances" in body:
                 _, outputs = repository.predict(name, _columns(body["instances"]), version, label, signature)
@@ -328,9 +354,12 @@ def _status(repository, name, version, label):
         _, versions = repository.versions(name)
     else:
         versions = [repository.resolve(name, version, label)[0]]
-    return {"model_version_status": [
-        {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-        for v in reversed(versions)]}
+    return {
+        "model_version_status": [
+            {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            for v in reversed(versions)
+        ]
+    }
 
 
 def _metadata(repository, name, version, label):
@@ -338,9 +367,12 @@ def _metadata(repository, name, version, label):
 
     version, version_dir = repository.resolve(name, version, label)
     signature_map = json_format.MessageToDict(
-        repository.signature_def_map(version_dir), preserving_proto_field_name=True)
-    return {"model_spec": {"name": name, "signature_name": "", "version": str(version)},
-            "metadata": {"signature_def": signature_map}}
+        repository.signature_def_map(version_dir), preserving_proto_field_name=True
+    )
+    return {
+        "model_spec": {"name": name, "signature_name": "", "version": str(version)},
+        "metadata": {"signature_def": signature_map},
+    }
 
 
 def _grpc_servicer(repository):
@@ -358,7 +390,8 @@ def _grpc_servicer(repository):
                 name, version, label = spec_args(request.model_spec)
                 inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
                 version, outputs = repository.predict(
-                    name, inputs, version, label, request.model_spec.signature_name or None)
+                    name, inputs, version, label, request.model_spec.signature_name or None
+                )
             except ServingRequestError as e:
                 context.abort(e.grpc_code, e.message)
             response = predict_pb2.PredictResponse()
@@ -373,8 +406,10 @@ def _grpc_servicer(repository):
 
         def GetModelMetadata(self, request, context):  # noqa: N802 - gRPC naming
             if list(request.metadata_field) != ["signature_def"]:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"Metadata field {list(request.metadata_field)} is not supported; ask for ['signature_def']")
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Metadata field {list(request.metadata_field)} is not supported; ask for ['signature_def']",
+                )
             try:
                 name, version, label = spec_args(request.model_spec)
                 version, version_dir = repository.resolve(name, version, label)
@@ -432,12 +467,18 @@ class PreviewServer:
             OSError: if a port is taken (the message names it).
         """
         try:
-            self._http = http.server.ThreadingHTTPServer((self.host, self.rest_port), _rest_handler(self.repository))
+            self._http = http.server.ThreadingHTTPServer(
+                (self.host, self.rest_port), _rest_handler(self.repository)
+            )
         except OSError as e:
-            raise OSError(f"cannot bind REST port {self.host}:{self.rest_port} ({e}); pass another --rest-port") from e
+            raise OSError(
+                f"cannot bind REST port {self.host}:{self.rest_port} ({e}); pass another --rest-port"
+            ) from e
         self._http.daemon_threads = True
         self.rest_port = self._http.server_address[1]
-        self._thread = threading.Thread(target=self._http.serve_forever, name="tfnas-preview-rest", daemon=True)
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, name="tfnas-preview-rest", daemon=True
+        )
         self._thread.start()
         if self.grpc_port is not None:
             import grpc
@@ -445,12 +486,15 @@ class PreviewServer:
 
             self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=self.workers))
             prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-                _grpc_servicer(self.repository), self._grpc)
+                _grpc_servicer(self.repository), self._grpc
+            )
             try:
                 port = self._grpc.add_insecure_port(f"{self.host}:{self.grpc_port}")
             except RuntimeError as e:
                 self.stop()
-                raise OSError(f"cannot bind gRPC port {self.host}:{self.grpc_port} ({e}); pass another --grpc-port") from e
+                raise OSError(
+                    f"cannot bind gRPC port {self.host}:{self.grpc_port} ({e}); pass another --grpc-port"
+                ) from e
             self.grpc_port = port
             self._grpc.start()
         return self

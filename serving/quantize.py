@@ -10,6 +10,7 @@ activations and weights, symmetric (zero point 0), weights per output channel, b
 The same Q/DQ model runs in onnxruntime (CPU), which is how its accuracy is checked here before
 it goes to the device.
 """
+
 import os
 
 import numpy as np
@@ -83,13 +84,15 @@ def _reader_class():
                     raise ValueError(f"the model's batch is {batch}, but fewer calibration images were given")
             fixed = [d if isinstance(d, int) and d > 0 else None for d in input_shape[1:3]]
             if any(f is not None and f != s for f, s in zip(fixed, images.shape[1:3])):
-                raise ValueError(f"calibration images are {images.shape[1]}x{images.shape[2]}, the model input "
-                                 f"is {fixed[0]}x{fixed[1]}; resize them (calibration_images(..., size=))")
+                raise ValueError(
+                    f"calibration images are {images.shape[1]}x{images.shape[2]}, the model input "
+                    f"is {fixed[0]}x{fixed[1]}; resize them (calibration_images(..., size=))"
+                )
             if dtype == "float":
                 images = images.astype(np.float32) / 127.5 - 1.0  # tfnas.preprocessing.preprocess
             elif dtype == "float_255":
                 images = images.astype(np.float32)
-            self.batches = iter([images[i:i + batch] for i in range(0, len(images), batch)])
+            self.batches = iter([images[i : i + batch] for i in range(0, len(images), batch)])
 
         def get_next(self):
             batch = next(self.batches, None)
@@ -163,18 +166,36 @@ def quantize_onnx(onnx_path, out_path, calibration_data, method="minmax", per_ch
     reader = _reader_class()(images, graph_input.name, dims, dtype)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     quantize_static(
-        onnx_path, out_path, reader, quant_format=QuantFormat.QDQ, per_channel=bool(per_channel),
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                          "percentile": CalibrationMethod.Percentile}[method],
+        onnx_path,
+        out_path,
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=bool(per_channel),
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method={
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[method],
         # TensorRT's explicit quantization: symmetric int8 (zero point 0) for activations and weights,
         # float biases (TensorRT folds them into the convolution). Relu/Clip stay in the graph: with
         # symmetric ranges removing them would let negative values through (onnxruntime #11660).
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                       "QDQKeepRemovableActivations": True})
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "QDQKeepRemovableActivations": True,
+        },
+    )
     census = op_census(out_path)
     if not census["QuantizeLinear"]:
         raise ValueError(f"onnxruntime quantized nothing in {onnx_path} (ops: {dict(census)})")
-    return {"path": out_path, "calibration_images": int(len(images)), "method": method,
-            "quantize_linear": census["QuantizeLinear"], "dequantize_linear": census["DequantizeLinear"],
-            "nodes": sum(census.values())}
+    return {
+        "path": out_path,
+        "calibration_images": int(len(images)),
+        "method": method,
+        "quantize_linear": census["QuantizeLinear"],
+        "dequantize_linear": census["DequantizeLinear"],
+        "nodes": sum(census.values()),
+    }

@@ -14,6 +14,7 @@ The first two do the training preprocessing (`tfnas.preprocessing.preprocess`) i
 resize the logits bilinearly to the input size, then apply softmax and argmax. `logits` is the
 raw network, the best starting point for ONNX, TensorRT and TFLite conversion.
 """
+
 import datetime
 import json
 import os
@@ -23,7 +24,6 @@ import numpy as np
 import tensorflow as tf
 
 import tfnas
-
 from tfnas.preprocessing import preprocess
 from tfnas.serving._images import image_batch
 
@@ -58,8 +58,11 @@ class ServingModule(tf.Module):
 
     def __init__(self, model):
         super().__init__(name="tfnas_serving")
-        run_model = tf.function(lambda images: model(images, training=False),
-                                input_signature=[_image_spec(tf.float32)], autograph=False)
+        run_model = tf.function(
+            lambda images: model(images, training=False),
+            input_signature=[_image_spec(tf.float32)],
+            autograph=False,
+        )
 
         def class_map(images):
             logits = run_model(preprocess(images))
@@ -73,8 +76,12 @@ class ServingModule(tf.Module):
             return {"logits": run_model(images)}
 
         functions = {
-            "serving_default": tf.function(class_map, input_signature=[_image_spec(tf.uint8)], autograph=False),
-            "serving_float": tf.function(class_map, input_signature=[_image_spec(tf.float32)], autograph=False),
+            "serving_default": tf.function(
+                class_map, input_signature=[_image_spec(tf.uint8)], autograph=False
+            ),
+            "serving_float": tf.function(
+                class_map, input_signature=[_image_spec(tf.float32)], autograph=False
+            ),
             "logits": tf.function(logits, input_signature=[_image_spec(tf.float32)], autograph=False),
         }
         concrete = {name: fn.get_concrete_function() for name, fn in functions.items()}
@@ -115,12 +122,14 @@ def inference_model(model):
         if "logits" not in outputs:
             raise ValueError(
                 f"model {model.name!r} outputs a dict with keys {sorted(outputs)}, but a tfnas "
-                "training model must have a 'logits' output; pass space.inference_model(model)")
+                "training model must have a 'logits' output; pass space.inference_model(model)"
+            )
         return keras.Model(model.inputs, _main_output(outputs["logits"]), name=f"{model.name}_inference")
     if isinstance(outputs, (list, tuple)):
         raise ValueError(
             f"model {model.name!r} has {len(outputs)} outputs; expected one logits tensor or a "
-            "dict with 'logits' (the tfnas model contract)")
+            "dict with 'logits' (the tfnas model contract)"
+        )
     if outputs is None:  # subclassed model: select the logits at call time.
         return _LogitsOnly(model)
     return model
@@ -196,7 +205,8 @@ def _num_classes(model):
     if len(out.shape) != 4:
         raise ValueError(
             f"inference model returns shape {tuple(out.shape)} for a (1, 32, 32, 3) image; expected "
-            "logits (N, h, w, num_classes)")
+            "logits (N, h, w, num_classes)"
+        )
     return int(out.shape[-1])
 
 
@@ -207,7 +217,8 @@ def _json_default(value):
         return value.tolist()
     raise TypeError(
         f"metadata value {value!r} of type {type(value).__name__} is not JSON serializable; "
-        "pass numbers, strings, lists and dicts")
+        "pass numbers, strings, lists and dicts"
+    )
 
 
 def _as_batches(warmup_images):
@@ -224,7 +235,8 @@ def _as_batches(warmup_images):
             if images.min() < 0 or images.max() > 255:
                 raise ValueError(
                     f"warm-up image {i} has values in [{images.min()}, {images.max()}]; expected "
-                    "uint8 or floats in [0, 255]")
+                    "uint8 or floats in [0, 255]"
+                )
             images = images.astype(np.uint8)
         batches.append(images)
     return batches
@@ -248,10 +260,10 @@ def write_warmup_requests(path, name, warmup_images=None):
     with tf.io.TFRecordWriter(path) as writer:
         for images in batches:
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=name, signature_name="serving_default"))
+                model_spec=model_pb2.ModelSpec(name=name, signature_name="serving_default")
+            )
             request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(images, dtype=tf.uint8))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
     return len(batches)
 
@@ -325,14 +337,17 @@ def export(model, base_dir, name, version=None, metadata=None, warmup_images=Non
     if version is None:
         version = next_version(base_dir, name)
     if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
-        raise ValueError(f"version {version!r} must be a positive integer (TF Serving versions are folders 1, 2, ...)")
+        raise ValueError(
+            f"version {version!r} must be a positive integer (TF Serving versions are folders 1, 2, ...)"
+        )
     version = int(version)
     model_dir = os.path.join(base_dir, name)
     final_dir = os.path.join(model_dir, str(version))
     if os.path.exists(final_dir):
         raise FileExistsError(
             f"{final_dir} already exists; pass another version or version=None for the next free one "
-            f"({next_version(base_dir, name)})")
+            f"({next_version(base_dir, name)})"
+        )
     batches = _as_batches(warmup_images)
 
     inference = inference_model(model)
@@ -340,15 +355,17 @@ def export(model, base_dir, name, version=None, metadata=None, warmup_images=Non
     module = ServingModule(inference)
     info = dict(metadata or {})
     info.setdefault("params", int(inference.count_params()))
-    info.update({
-        "name": name,
-        "version": version,
-        "num_classes": num_classes,
-        "tfnas_version": tfnas.__version__,
-        "tensorflow_version": tf.__version__,
-        "export_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "signatures": SIGNATURES,
-    })
+    info.update(
+        {
+            "name": name,
+            "version": version,
+            "num_classes": num_classes,
+            "tfnas_version": tfnas.__version__,
+            "tensorflow_version": tf.__version__,
+            "export_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "signatures": SIGNATURES,
+        }
+    )
     text = json.dumps(info, indent=2, default=_json_default)
 
     os.makedirs(model_dir, exist_ok=True)
@@ -380,7 +397,9 @@ def latest_version_dir(model_dir):
     """
     versions = [int(d) for d in os.listdir(model_dir) if d.isdigit()] if os.path.isdir(model_dir) else []
     if not versions:
-        raise FileNotFoundError(f"no version folders (1, 2, ...) in {model_dir!r}; export a model there first")
+        raise FileNotFoundError(
+            f"no version folders (1, 2, ...) in {model_dir!r}; export a model there first"
+        )
     return os.path.join(model_dir, str(max(versions)))
 
 
@@ -402,6 +421,7 @@ def saved_model_dir(source, tmp_dir):
         if not os.path.exists(os.path.join(source, "saved_model.pb")):
             raise FileNotFoundError(
                 f"{source!r} is not a SavedModel directory (no saved_model.pb); pass a version directory "
-                "written by tfnas.serving.export, or a Keras model")
+                "written by tfnas.serving.export, or a Keras model"
+            )
         return os.fspath(source)
     return export(source, tmp_dir, "model", warmup_images=np.zeros((1, 8, 8, 3), np.uint8))

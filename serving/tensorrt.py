@@ -21,6 +21,7 @@ downloads its libraries from NVIDIA at install time); there `build_engine` and `
 raise `RuntimeError` saying to run them on the Jetson or use the generated trtexec script.
 Engines are specific to the GPU and TensorRT version they were built with.
 """
+
 import os
 import shutil
 import stat
@@ -59,7 +60,8 @@ def _engine_shape(onnx_path, input_shape):
         if input_shape is not None and tuple(int(d) for d in input_shape) != model_shape:
             raise ValueError(
                 f"{onnx_path} has the fixed input shape {model_shape}, not {tuple(input_shape)}; convert the "
-                "model at that size (to_onnx(..., input_size=(H, W), batch_size=N)) or leave input_shape out")
+                "model at that size (to_onnx(..., input_size=(H, W), batch_size=N)) or leave input_shape out"
+            )
         return model_shape, True
     shape = tuple(int(d) for d in (input_shape or (1, 512, 512, 3)))
     if len(shape) != 4 or min(shape) < 1:
@@ -74,7 +76,8 @@ def _import_tensorrt():
         raise RuntimeError(
             f"TensorRT is not installed here ({e}). Run this on the Jetson (JetPack ships TensorRT "
             "and its Python bindings), or copy the folder written by write_trtexec_script "
-            "(`tfnas convert SAVED_MODEL --to tensorrt`) there and run its script.") from None
+            "(`tfnas convert SAVED_MODEL --to tensorrt`) there and run its script."
+        ) from None
     return trt
 
 
@@ -95,7 +98,8 @@ class _CudaMemory:
             except ImportError:
                 raise RuntimeError(
                     "TensorRT needs device memory from `cuda-python` or `pycuda`; install one "
-                    "(`pip install cuda-python`) on the Jetson") from None
+                    "(`pip install cuda-python`) on the Jetson"
+                ) from None
             self._cudart, self._pycuda = None, cuda
 
     def _check(self, result):
@@ -150,7 +154,8 @@ def _calibration_batches(calibration_data, input_shape, dtype):
             if tuple(image.shape) != tuple(input_shape[1:]):
                 raise ValueError(
                     f"calibration image is {image.shape}, but the engine input is {tuple(input_shape[1:])}; "
-                    "resize your calibration images to the engine input size")
+                    "resize your calibration images to the engine input size"
+                )
             batch.append(image)
             if len(batch) == input_shape[0]:
                 array = np.stack(batch)
@@ -192,8 +197,15 @@ def _make_calibrator(trt, batches, nbytes, cache_path, memory):
     return EntropyCalibrator()
 
 
-def build_engine(onnx_path, engine_path, precision="fp16", calibration_data=None, workspace_mb=1024,
-                 input_shape=None, calibration_cache=None):
+def build_engine(
+    onnx_path,
+    engine_path,
+    precision="fp16",
+    calibration_data=None,
+    workspace_mb=1024,
+    input_shape=None,
+    calibration_cache=None,
+):
     """Builds a TensorRT engine from an ONNX model with the TensorRT Python API.
 
     Args:
@@ -228,17 +240,24 @@ def build_engine(onnx_path, engine_path, precision="fp16", calibration_data=None
         raise ValueError(f"precision {precision!r} must be one of {PRECISIONS}")
     calibration_cache = calibration_cache or f"{engine_path}.calib"
     explicit = precision == "int8" and os.path.exists(onnx_path) and is_qdq_model(onnx_path)
-    if precision == "int8" and not explicit and calibration_data is None and not os.path.exists(calibration_cache):
+    if (
+        precision == "int8"
+        and not explicit
+        and calibration_data is None
+        and not os.path.exists(calibration_cache)
+    ):
         raise ValueError(
             f"int8 needs a Q/DQ model (tfnas.serving.quantize.quantize_onnx on {onnx_path}) or, on TensorRT < 10, "
-            "calibration_data (your images) or an existing calibration cache")
+            "calibration_data (your images) or an existing calibration cache"
+        )
     trt = _import_tensorrt()
     if precision == "int8" and not explicit and needs_explicit_quantization(trt.__version__):
         raise ValueError(
             f"TensorRT {trt.__version__} has no implicit INT8 calibration; {onnx_path} has no "
             "QuantizeLinear/DequantizeLinear nodes. Quantize it first: "
             "tfnas.serving.quantize.quantize_onnx(onnx_path, 'model_int8.onnx', your_images), or "
-            "`tfnas convert SAVED_MODEL --to tensorrt --precision int8 --calibration-images DIR`")
+            "`tfnas convert SAVED_MODEL --to tensorrt --precision int8 --calibration-images DIR`"
+        )
     input_shape, _ = _engine_shape(onnx_path, input_shape)
     trt = _import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
@@ -303,7 +322,9 @@ def time_engine(engine_path, runs=100, warmup=10):
     with open(engine_path, "rb") as f:
         engine = trt.Runtime(logger).deserialize_cuda_engine(f.read())
     if engine is None:
-        raise RuntimeError(f"could not load {engine_path}; engines only load with the TensorRT version and GPU that built them")
+        raise RuntimeError(
+            f"could not load {engine_path}; engines only load with the TensorRT version and GPU that built them"
+        )
     context = engine.create_execution_context()
     buffers, input_shape = [], None
     for i in range(engine.num_io_tensors):
@@ -330,12 +351,23 @@ def time_engine(engine_path, runs=100, warmup=10):
     finally:
         for ptr in buffers:
             memory.free(ptr)
-    return {"mean_ms": float(np.mean(times)), "median_ms": float(np.median(times)),
-            "p90_ms": float(np.percentile(times, 90)), "input_shape": list(input_shape)}
+    return {
+        "mean_ms": float(np.mean(times)),
+        "median_ms": float(np.median(times)),
+        "p90_ms": float(np.percentile(times, 90)),
+        "input_shape": list(input_shape),
+    }
 
 
-def write_trtexec_script(onnx_path, out_dir, precision="fp16", input_shape=None,
-                         calibration_cache=None, input_name=None, iterations=200):
+def write_trtexec_script(
+    onnx_path,
+    out_dir,
+    precision="fp16",
+    input_shape=None,
+    calibration_cache=None,
+    input_name=None,
+    iterations=200,
+):
     """Writes a folder to copy to the Jetson: the ONNX model and `build_engine.sh` for trtexec.
 
     The script builds `model_<precision>.engine` with `trtexec --onnx=... --saveEngine=...`
@@ -388,12 +420,14 @@ def write_trtexec_script(onnx_path, out_dir, precision="fp16", input_shape=None,
     if precision == "int8" and explicit:
         note = "# INT8 from the model's QuantizeLinear/DequantizeLinear scales (explicit quantization).\n"
     elif precision == "int8" and not calibration_cache:
-        note = ("echo 'note: model.onnx has no Q/DQ nodes and there is no calibration cache: INT8 ranges are "
-                "placeholders (timing only); use tfnas convert --precision int8 --calibration-images DIR'\n")
+        note = (
+            "echo 'note: model.onnx has no Q/DQ nodes and there is no calibration cache: INT8 ranges are "
+            "placeholders (timing only); use tfnas convert --precision int8 --calibration-images DIR'\n"
+        )
     script = f"""#!/bin/sh
 # Generated by tfnas.serving.tensorrt.write_trtexec_script: build and time a TensorRT engine.
 # Run on the Jetson (JetPack ships trtexec in /usr/src/tensorrt/bin). Precision: {precision}.
-# Input {input_name}: {'x'.join(str(d) for d in shape)}{' (fixed in the model)' if static else ''}.
+# Input {input_name}: {"x".join(str(d) for d in shape)}{" (fixed in the model)" if static else ""}.
 set -e
 {note}HERE=$(cd "$(dirname "$0")" && pwd)
 TRTEXEC=${{TRTEXEC:-/usr/src/tensorrt/bin/trtexec}}

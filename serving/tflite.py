@@ -19,6 +19,7 @@ them (`tflite_predict` does the preprocessing).
 `compare` reports what quantization costs: the largest logit difference to TensorFlow and,
 on the class maps, pixel agreement and mean IoU with TensorFlow's prediction as reference.
 """
+
 import os
 import tempfile
 import warnings
@@ -57,14 +58,22 @@ def _converter(saved_model_dir, input_shape):
     loaded = tf.saved_model.load(saved_model_dir)
     fn = loaded.signatures[SIGNATURE]
     spec = tf.TensorSpec(input_shape, tf.float32, name="images")
-    concrete = tf.function(lambda images: fn(images=images), input_signature=[spec],
-                           autograph=False).get_concrete_function()
+    concrete = tf.function(
+        lambda images: fn(images=images), input_signature=[spec], autograph=False
+    ).get_concrete_function()
     check_input_size(input_shape[1:3], network_stride(inlined_graph(concrete), input_shape[1:3]))
     return tf.lite.TFLiteConverter.from_concrete_functions([concrete], trackable_obj=loaded)
 
 
-def to_tflite(source, path, quantization="none", representative_data=None, num_calibration_images=100,
-              input_size=None, batch_size=1):
+def to_tflite(
+    source,
+    path,
+    quantization="none",
+    representative_data=None,
+    num_calibration_images=100,
+    input_size=None,
+    batch_size=1,
+):
     """Converts a tfnas model to a `.tflite` file.
 
     Args:
@@ -98,7 +107,8 @@ def to_tflite(source, path, quantization="none", representative_data=None, num_c
     if quantization == "int8" and representative_data is None:
         raise ValueError(
             "int8 quantization needs representative_data: a few dozen of your own images "
-            "(array (N, H, W, 3), iterable, or tf.data) to calibrate activation ranges")
+            "(array (N, H, W, 3), iterable, or tf.data) to calibrate activation ranges"
+        )
     from tfnas.serving.onnx_export import parse_input_size
     from tfnas.serving.savedmodel import saved_model_dir as as_saved_model_dir
 
@@ -196,7 +206,9 @@ def compare(saved_model_dir, tflite_path, images):
     from tfnas.preprocessing import preprocess
 
     images = np.asarray(images)
-    reference = tf.saved_model.load(saved_model_dir).signatures[SIGNATURE](images=preprocess(images))["logits"]
+    reference = tf.saved_model.load(saved_model_dir).signatures[SIGNATURE](images=preprocess(images))[
+        "logits"
+    ]
     reference = reference.numpy()
     got = tflite_predict(tflite_path, images)
     size = images.shape[1:3]
@@ -224,8 +236,12 @@ def tflite_input_details(path):
         warnings.simplefilter("ignore", UserWarning)
         interpreter = tf.lite.Interpreter(model_path=path)
     detail = interpreter.get_input_details()[0]
-    return {"name": detail["name"], "shape": detail["shape"].tolist(),
-            "shape_signature": detail["shape_signature"].tolist(), "dtype": detail["dtype"]}
+    return {
+        "name": detail["name"],
+        "shape": detail["shape"].tolist(),
+        "shape_signature": detail["shape_signature"].tolist(),
+        "dtype": detail["dtype"],
+    }
 
 
 def tflite_op_census(path):

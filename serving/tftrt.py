@@ -10,6 +10,7 @@ and run as a script next to NVIDIA's TensorFlow:
 
     python tftrt.py exports/segmenter/1 exports-trt/segmenter/1 --precision FP16
 """
+
 import argparse
 import os
 import shutil
@@ -35,7 +36,8 @@ def _not_available(reason):
         "Stock TensorFlow has no TensorRT since 2.18. Either run this on the Jetson with NVIDIA's JetPack "
         "TensorFlow, or take the ONNX path: `tfnas convert SAVED_MODEL --to onnx` here, then build a "
         "TensorRT engine on the device (`tfnas convert SAVED_MODEL --to tensorrt` writes the ONNX model "
-        "and a trtexec script for it).")
+        "and a trtexec script for it)."
+    )
 
 
 def load_images(directory, limit=100):
@@ -63,8 +65,14 @@ def load_images(directory, limit=100):
     return images
 
 
-def to_tftrt(saved_model_dir, out_dir, precision="FP16", calibration_data=None,
-             signature="serving_default", max_workspace_size_bytes=1 << 30):
+def to_tftrt(
+    saved_model_dir,
+    out_dir,
+    precision="FP16",
+    calibration_data=None,
+    signature="serving_default",
+    max_workspace_size_bytes=1 << 30,
+):
     """Converts an exported SavedModel with TF-TRT and saves it, keeping `assets.extra`.
 
     Args:
@@ -93,11 +101,15 @@ def to_tftrt(saved_model_dir, out_dir, precision="FP16", calibration_data=None,
         raise _not_available("built without TensorRT")
     try:
         params = tf.experimental.tensorrt.ConversionParams(
-            precision_mode=precision, max_workspace_size_bytes=max_workspace_size_bytes,
-            use_calibration=precision == "INT8")
+            precision_mode=precision,
+            max_workspace_size_bytes=max_workspace_size_bytes,
+            use_calibration=precision == "INT8",
+        )
         converter = tf.experimental.tensorrt.Converter(
-            input_saved_model_dir=saved_model_dir, input_saved_model_signature_key=signature,
-            conversion_params=params)
+            input_saved_model_dir=saved_model_dir,
+            input_saved_model_signature_key=signature,
+            conversion_params=params,
+        )
     except RuntimeError as e:
         raise _not_available(str(e)) from e
 
@@ -116,13 +128,23 @@ def to_tftrt(saved_model_dir, out_dir, precision="FP16", calibration_data=None,
 
 def main(argv=None):
     """Command line: `python tftrt.py SAVED_MODEL OUT_DIR [--precision FP16] [--calibration-images DIR]`."""
-    parser = argparse.ArgumentParser(description="Convert a tfnas SavedModel with TF-TRT (run on the Jetson).")
+    parser = argparse.ArgumentParser(
+        description="Convert a tfnas SavedModel with TF-TRT (run on the Jetson)."
+    )
     parser.add_argument("saved_model", help="SavedModel version directory written by `tfnas export`")
     parser.add_argument("out_dir", help="output SavedModel directory")
-    parser.add_argument("--precision", default="FP16", type=str.upper, choices=PRECISIONS,
-                        help="TensorRT precision (default: FP16)")
-    parser.add_argument("--calibration-images", default=None,
-                        help="folder of your images for INT8 calibration (default: none; required for INT8)")
+    parser.add_argument(
+        "--precision",
+        default="FP16",
+        type=str.upper,
+        choices=PRECISIONS,
+        help="TensorRT precision (default: FP16)",
+    )
+    parser.add_argument(
+        "--calibration-images",
+        default=None,
+        help="folder of your images for INT8 calibration (default: none; required for INT8)",
+    )
     args = parser.parse_args(argv)
     data = load_images(args.calibration_images) if args.calibration_images else None
     try:

@@ -9,6 +9,7 @@ Each run of `run_trial` appends `start <trial_id> <tuner_id>` and `done <trial_i
 <tuner_id>` lines to `<DIR>/search/runs.log`, so a test can see which trials ran, how often
 and on which worker.
 """
+
 import argparse
 import os
 import time

@@ -1,4 +1,5 @@
 """Auxiliary-cell space (seed 000, Appendix A): decisions, codec, cell, published archs."""
+
 import keras
 import numpy as np
 import pytest
@@ -17,8 +18,15 @@ def space():
 def test_decisions_are_declared_in_controller_order_with_growing_pools(space):
     hp = space.hyperparameters()
     names = [p.name for p in hp.space]
-    assert names[:7] == ["block0_input0", "block0_input1", "block1_input0", "block1_input1",
-                         "block2_input0", "block2_input1", "cell_op1"]
+    assert names[:7] == [
+        "block0_input0",
+        "block0_input1",
+        "block1_input0",
+        "block1_input1",
+        "block2_input0",
+        "block2_input1",
+        "cell_op1",
+    ]
     assert names[7:11] == ["branch1_index0", "branch1_index1", "branch1_op0", "branch1_op1"]
     sizes = {p.name: len(p.values) for p in hp.space}
     assert [sizes[f"block{b}_input0"] for b in range(3)] == [4, 5, 6]
@@ -46,31 +54,53 @@ def test_authors_code_order_converts():
     assert AuxCellSpace.from_authors_code([arch0[1], arch0[0]]) == arch0
 
 
-@pytest.mark.parametrize("genotype, message", [
-    ([[[3, 3], [3, 2], [3, 6]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]],
-     r"connection 2 input 1 is 6, but only 0\.\.5 exist"),
-    ([[[4, 3], [3, 2], [3, 0]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]],
-     r"connection 0 input 0 is 4, but only 0\.\.3 exist"),
-    ([[[3, 3], [3, 2], [3, 0]], [11, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]],
-     r"cell op o1 is 11, but only 0\.\.10 exist"),
-    ([[[3, 3], [3, 2], [3, 0]], [8, [2, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]],
-     r"branch 1 index 0 is 2, but only 0\.\.1 exist"),
-    ([[[3, 3], [3, 2], [3, 0]], [8, [0, 0, 5, 2], [0, 5, 8, 8], [0, 5, 1, 4]]],
-     r"branch 2 index 1 is 5, but only 0\.\.4 exist"),
-    ([[[3, 3], [3, 2], [3, 0]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [8, 5, 1, 4]]],
-     r"branch 3 index 0 is 8, but only 0\.\.7 exist"),
-    ([[[3, 3], [3, 2], [3, 0]], [8, [0, 0, 5, -1], [0, 2, 8, 8], [0, 5, 1, 4]]],
-     r"branch 1 op 1 is -1, but only 0\.\.10 exist"),
-    ([[[3, 3], [3, 2], [3, "0"]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]],
-     r"connection 2 input 1 is '0'"),
-    ([[[3, 3], [3, 2]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]], r"must be 3 pairs"),
-    ([[[3, 3], [3, 2], [3, 0, 1]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]], r"must be 3 pairs"),
-    ([[[3, 3], [3, 2], [3, 0]], [8, [0, 0, 5, 2], [0, 2, 8, 8]]], r"cell .* must be \[o1"),
-    ([[[3, 3], [3, 2], [3, 0]], [[8], [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]], r"cell .* must be \[o1"),
-    ([[[3, 3], [3, 2], [3, 0]], [8, [0, 0, 5], [0, 2, 8, 8], [0, 5, 1, 4]]], r"cell .* must be \[o1"),
-    ([8, [0, 0, 5, 2]], r"must be 3 pairs"),
-    ("arch0", r"must be \[connections, cell\]"),
-])
+@pytest.mark.parametrize(
+    "genotype, message",
+    [
+        (
+            [[[3, 3], [3, 2], [3, 6]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]],
+            r"connection 2 input 1 is 6, but only 0\.\.5 exist",
+        ),
+        (
+            [[[4, 3], [3, 2], [3, 0]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]],
+            r"connection 0 input 0 is 4, but only 0\.\.3 exist",
+        ),
+        (
+            [[[3, 3], [3, 2], [3, 0]], [11, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]],
+            r"cell op o1 is 11, but only 0\.\.10 exist",
+        ),
+        (
+            [[[3, 3], [3, 2], [3, 0]], [8, [2, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]],
+            r"branch 1 index 0 is 2, but only 0\.\.1 exist",
+        ),
+        (
+            [[[3, 3], [3, 2], [3, 0]], [8, [0, 0, 5, 2], [0, 5, 8, 8], [0, 5, 1, 4]]],
+            r"branch 2 index 1 is 5, but only 0\.\.4 exist",
+        ),
+        (
+            [[[3, 3], [3, 2], [3, 0]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [8, 5, 1, 4]]],
+            r"branch 3 index 0 is 8, but only 0\.\.7 exist",
+        ),
+        (
+            [[[3, 3], [3, 2], [3, 0]], [8, [0, 0, 5, -1], [0, 2, 8, 8], [0, 5, 1, 4]]],
+            r"branch 1 op 1 is -1, but only 0\.\.10 exist",
+        ),
+        (
+            [[[3, 3], [3, 2], [3, "0"]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]],
+            r"connection 2 input 1 is '0'",
+        ),
+        ([[[3, 3], [3, 2]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]], r"must be 3 pairs"),
+        ([[[3, 3], [3, 2], [3, 0, 1]], [8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]], r"must be 3 pairs"),
+        ([[[3, 3], [3, 2], [3, 0]], [8, [0, 0, 5, 2], [0, 2, 8, 8]]], r"cell .* must be \[o1"),
+        (
+            [[[3, 3], [3, 2], [3, 0]], [[8], [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]],
+            r"cell .* must be \[o1",
+        ),
+        ([[[3, 3], [3, 2], [3, 0]], [8, [0, 0, 5], [0, 2, 8, 8], [0, 5, 1, 4]]], r"cell .* must be \[o1"),
+        ([8, [0, 0, 5, 2]], r"must be 3 pairs"),
+        ("arch0", r"must be \[connections, cell\]"),
+    ],
+)
 def test_bad_genotypes_name_the_position_and_the_range(space, genotype, message):
     with pytest.raises(ValueError, match=message):
         space.values(genotype)
@@ -109,7 +139,9 @@ def test_training_model_has_aux_heads_and_inference_model_drops_them(space):
     x = np.random.default_rng(0).uniform(-1, 1, (1, 48, 64, 3)).astype("float32")
     np.testing.assert_allclose(inference(x), model(x)["logits"], atol=1e-5)
     assert inference.count_params() < model.count_params()
-    aux_layers = {w.path.split("/")[0] for w in model.weights} - {w.path.split("/")[0] for w in inference.weights}
+    aux_layers = {w.path.split("/")[0] for w in model.weights} - {
+        w.path.split("/")[0] for w in inference.weights
+    }
     assert {"aux0_cell", "aux_0", "aux1_cell", "aux_2"} <= aux_layers
 
 

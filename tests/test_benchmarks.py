@@ -4,6 +4,7 @@ No timing is asserted: only that each script finishes, writes the keys RESULTS.m
 from, and that its figures are finite and positive (and, for the synthetic objective, that
 rewards are in (0, 1) and best-so-far values never decrease with N).
 """
+
 import json
 import math
 import os
@@ -20,8 +21,13 @@ sys.path.insert(0, BENCHMARKS)
 def _run(script, output, *extra):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     completed = subprocess.run(
-        [sys.executable, os.path.join(BENCHMARKS, script), "--quick", "--output", str(output),
-         *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+        [sys.executable, os.path.join(BENCHMARKS, script), "--quick", "--output", str(output), *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     with open(output) as f:
         return json.load(f)
@@ -33,6 +39,7 @@ def _positive(value, what):
 
 def test_synthetic_objective_is_deterministic_and_in_unit_interval():
     from synthetic import SyntheticObjective
+
     from tfnas.spaces.auxcell import AuxCellSpace
 
     space = AuxCellSpace(num_classes=11, width=8, alpha=0.35)
@@ -59,7 +66,12 @@ def test_sample_efficiency_quick(tmp_path):
     reference = synthetic["objective"]["reference_optimum"]
     assert 0 < synthetic["objective"]["uniform_mean"] < reference < 1
     assert set(synthetic["oracles"]) == {
-        "ppo_lr1e-4", "ppo_lr3e-3", "random_tfnas", "random_uniform", "bayesian"}
+        "ppo_lr1e-4",
+        "ppo_lr3e-3",
+        "random_tfnas",
+        "random_uniform",
+        "bayesian",
+    }
     for name, result in synthetic["oracles"].items():
         _positive(result["seconds_per_trial"], name)
         table = result["best_at"]
@@ -70,7 +82,7 @@ def test_sample_efficiency_quick(tmp_path):
         first = min(table, key=int)
         for seed_rewards, best in zip(result["rewards"].values(), table[first]["values"]):
             assert all(0 < r < 1 for r in seed_rewards)
-            assert best == max(seed_rewards[:int(first)])
+            assert best == max(seed_rewards[: int(first)])
 
 
 def test_search_quick_stage1_part(tmp_path):

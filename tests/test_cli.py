@@ -1,4 +1,5 @@
 """`tfnas search`: bad arguments, --help, and a search killed with SIGKILL then resumed."""
+
 import glob
 import json
 import os
@@ -21,14 +22,19 @@ def _run(argv):
         return exit_.code
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--space", "nope"], "unknown space 'nope'"),
-    (["--trials", "0"], "--trials: 0 must be at least 1"),
-    (["--oracle", "annealing"], "unknown oracle 'annealing'"),
-    (["--images", "/no/such/folder", "--masks", "/no/such/masks", "--num-classes", "3"],
-     "--images '/no/such/folder' is not a readable folder"),
-    (["--images", "."], "--images needs --masks and --num-classes"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--space", "nope"], "unknown space 'nope'"),
+        (["--trials", "0"], "--trials: 0 must be at least 1"),
+        (["--oracle", "annealing"], "unknown oracle 'annealing'"),
+        (
+            ["--images", "/no/such/folder", "--masks", "/no/such/masks", "--num-classes", "3"],
+            "--images '/no/such/folder' is not a readable folder",
+        ),
+        (["--images", "."], "--images needs --masks and --num-classes"),
+    ],
+)
 def test_bad_arguments_give_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
     assert _run(["search", "--out", str(tmp_path / "run")] + argv) == 2
     err = capsys.readouterr().err
@@ -47,12 +53,19 @@ def test_existing_directory_needs_resume(tmp_path, capsys):
 def test_help_documents_every_option_with_its_default(capsys):
     assert _run(["search", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    for option, default in [("--space", "auxcell"), ("--trials", "20"), ("--out", "runs/search"),
-                            ("--stage1-epochs", "5"), ("--stage2-epochs", "1"),
-                            ("--cache-images", "4000"), ("--latency-runs", "10"),
-                            ("--image-size", "64"), ("--teacher", "auto")]:
+    for option, default in [
+        ("--space", "auxcell"),
+        ("--trials", "20"),
+        ("--out", "runs/search"),
+        ("--stage1-epochs", "5"),
+        ("--stage2-epochs", "1"),
+        ("--cache-images", "4000"),
+        ("--latency-runs", "10"),
+        ("--image-size", "64"),
+        ("--teacher", "auto"),
+    ]:
         assert option in text
-        after = text[text.rindex(option + " "):]
+        after = text[text.rindex(option + " ") :]
         assert f"(default: {default})" in after[:400], option
     for option in ("--oracle", "--resume", "--images", "--masks", "--num-classes", "--tfds"):
         assert option in text
@@ -72,11 +85,42 @@ def _trial_states(out):
 
 def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):
     out = str(tmp_path / "run")
-    command = [sys.executable, "-m", "tfnas.cli", "search", "--space", "auxcell", "--oracle", "random",
-               "--trials", "3", "--out", out, "--image-size", "32", "--scenes", "20",
-               "--width", "8", "--alpha", "0.35", "--stage1-epochs", "1", "--stage2-epochs", "0",
-               "--warmup-epochs", "0", "--cache-images", "16", "--batch-size", "8",
-               "--latency-runs", "2", "--verbose", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "tfnas.cli",
+        "search",
+        "--space",
+        "auxcell",
+        "--oracle",
+        "random",
+        "--trials",
+        "3",
+        "--out",
+        out,
+        "--image-size",
+        "32",
+        "--scenes",
+        "20",
+        "--width",
+        "8",
+        "--alpha",
+        "0.35",
+        "--stage1-epochs",
+        "1",
+        "--stage2-epochs",
+        "0",
+        "--warmup-epochs",
+        "0",
+        "--cache-images",
+        "16",
+        "--batch-size",
+        "8",
+        "--latency-runs",
+        "2",
+        "--verbose",
+        "2",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     log = open(tmp_path / "first.log", "w")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -97,13 +141,20 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):
     before = _trial_states(out)
     done_first = [t for t, s in before.items() if s == "COMPLETED"]
     assert 1 <= len(done_first) < 3
-    weights = {t: os.stat(os.path.join(out, f"trial_{t}", "model.weights.h5")).st_mtime_ns for t in done_first}
+    weights = {
+        t: os.stat(os.path.join(out, f"trial_{t}", "model.weights.h5")).st_mtime_ns for t in done_first
+    }
     (cache_meta,) = glob.glob(os.path.join(out, "cache", "train-*", "meta.json"))
     cache_mtime = os.stat(cache_meta).st_mtime_ns
 
-    resumed = subprocess.run([sys.executable, "-m", "tfnas.cli", "search", "--out", out, "--resume",
-                              "--verbose", "2"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "tfnas.cli", "search", "--out", out, "--resume", "--verbose", "2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     after = _trial_states(out)
     assert sorted(after) == ["0", "1", "2"] and set(after.values()) == {"COMPLETED"}

@@ -4,6 +4,7 @@ A missing path, a bad number or an unknown name prints one line naming the value
 traceback: exit status 2 for argument errors, 1 for errors found while running.
 `--debug` shows the traceback instead.
 """
+
 import pytest
 
 from tfnas.cli import describe_error, main
@@ -16,27 +17,38 @@ def _run(argv):
         return exit_.code
 
 
-@pytest.mark.parametrize("argv, status, message", [
-    # missing paths
-    (["export", "{tmp}/no-run"], 1, "'{tmp}/no-run' is not a folder; expected a tfnas search directory"),
-    (["export", "{tmp}"], 1, "run.json does not exist"),
-    (["convert", "{tmp}/no-model", "--to", "onnx"], 1, "{tmp}/no-model"),
-    (["serve", "{tmp}/no-exports", "--rest-port", "0", "--grpc-port", "-1"], 1, "{tmp}/no-exports"),
-    (["search", "--resume", "--out", "{tmp}/no-run"], 2, "holds no search (no run.json)"),
-    (["search", "--out", "{tmp}/r", "--teacher", "{tmp}/no-teacher.keras"], 2, "--teacher '{tmp}/no-teacher.keras' does not exist"),
-    # bad numbers
-    (["search", "--out", "{tmp}/r", "--trials", "-3"], 2, "--trials: -3 must be at least 1"),
-    (["search", "--out", "{tmp}/r", "--batch-size", "x"], 2, "--batch-size: 'x' is not an integer"),
-    (["search", "--out", "{tmp}/r", "--val-fraction", "1.5"], 2, "--val-fraction 1.5 must be between 0 and 1"),
-    (["export", "{tmp}", "--version", "two"], 2, "argument --version: invalid int value: 'two'"),
-    (["convert", "{tmp}", "--to", "onnx", "--opset", "x"], 2, "argument --opset: invalid int value: 'x'"),
-    (["serve", "{tmp}", "--rest-port", "http"], 2, "argument --rest-port: invalid int value: 'http'"),
-    # unknown names
-    (["search", "--out", "{tmp}/r", "--space", "nasnet"], 2, "unknown space 'nasnet'"),
-    (["search", "--out", "{tmp}/r", "--oracle", "bayes"], 2, "unknown oracle 'bayes'"),
-    (["convert", "{tmp}", "--to", "coreml"], 2, "argument --to: invalid choice: 'coreml'"),
-    (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    "argv, status, message",
+    [
+        # missing paths
+        (["export", "{tmp}/no-run"], 1, "'{tmp}/no-run' is not a folder; expected a tfnas search directory"),
+        (["export", "{tmp}"], 1, "run.json does not exist"),
+        (["convert", "{tmp}/no-model", "--to", "onnx"], 1, "{tmp}/no-model"),
+        (["serve", "{tmp}/no-exports", "--rest-port", "0", "--grpc-port", "-1"], 1, "{tmp}/no-exports"),
+        (["search", "--resume", "--out", "{tmp}/no-run"], 2, "holds no search (no run.json)"),
+        (
+            ["search", "--out", "{tmp}/r", "--teacher", "{tmp}/no-teacher.keras"],
+            2,
+            "--teacher '{tmp}/no-teacher.keras' does not exist",
+        ),
+        # bad numbers
+        (["search", "--out", "{tmp}/r", "--trials", "-3"], 2, "--trials: -3 must be at least 1"),
+        (["search", "--out", "{tmp}/r", "--batch-size", "x"], 2, "--batch-size: 'x' is not an integer"),
+        (
+            ["search", "--out", "{tmp}/r", "--val-fraction", "1.5"],
+            2,
+            "--val-fraction 1.5 must be between 0 and 1",
+        ),
+        (["export", "{tmp}", "--version", "two"], 2, "argument --version: invalid int value: 'two'"),
+        (["convert", "{tmp}", "--to", "onnx", "--opset", "x"], 2, "argument --opset: invalid int value: 'x'"),
+        (["serve", "{tmp}", "--rest-port", "http"], 2, "argument --rest-port: invalid int value: 'http'"),
+        # unknown names
+        (["search", "--out", "{tmp}/r", "--space", "nasnet"], 2, "unknown space 'nasnet'"),
+        (["search", "--out", "{tmp}/r", "--oracle", "bayes"], 2, "unknown oracle 'bayes'"),
+        (["convert", "{tmp}", "--to", "coreml"], 2, "argument --to: invalid choice: 'coreml'"),
+        (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+    ],
+)
 def test_every_subcommand_reports_one_line(tmp_path, capsys, argv, status, message):
     tmp = str(tmp_path)
     assert _run([a.format(tmp=tmp) for a in argv]) == status
@@ -53,8 +65,10 @@ def test_debug_shows_the_traceback(tmp_path):
 
 def test_missing_packages_say_what_to_install():
     err = ModuleNotFoundError("No module named 'tensorflow_serving'", name="tensorflow_serving.apis")
-    assert describe_error(err) == ("the Python package 'tensorflow_serving' is not installed; install "
-                                   "it: pip install tensorflow-serving-api==2.21.0")
+    assert describe_error(err) == (
+        "the Python package 'tensorflow_serving' is not installed; install "
+        "it: pip install tensorflow-serving-api==2.21.0"
+    )
     err = ModuleNotFoundError("No module named 'tensorrt'", name="tensorrt")
     assert "JetPack" in describe_error(err)
 

@@ -15,6 +15,7 @@ kill lands at a known point with no hook in product code:
 The same wrapper appends `start <id>` / `end <id>` to a log on each `NASTuner.run_trial`,
 so the test can check that no trial recorded as COMPLETED is ever started again.
 """
+
 import glob
 import json
 import os
@@ -123,14 +124,44 @@ def _search(tmp_path, out, kill_at, resume):
     if resume:
         command.append("--resume")
     else:
-        command += ["--space", "auxcell", "--oracle", "random", "--trials", str(TRIALS),
-                    "--image-size", "32", "--scenes", "20", "--digits", "01", "--width", "8",
-                    "--alpha", "0.35", "--stage1-epochs", "1", "--stage2-epochs", "0",
-                    "--warmup-epochs", "0", "--cache-images", "16", "--batch-size", "8",
-                    "--latency-runs", "0", "--no-termination"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TFNAS_KILL_AT": kill_at,
-           "TFNAS_TRIAL_LOG": str(tmp_path / "trials.log"),
-           "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+        command += [
+            "--space",
+            "auxcell",
+            "--oracle",
+            "random",
+            "--trials",
+            str(TRIALS),
+            "--image-size",
+            "32",
+            "--scenes",
+            "20",
+            "--digits",
+            "01",
+            "--width",
+            "8",
+            "--alpha",
+            "0.35",
+            "--stage1-epochs",
+            "1",
+            "--stage2-epochs",
+            "0",
+            "--warmup-epochs",
+            "0",
+            "--cache-images",
+            "16",
+            "--batch-size",
+            "8",
+            "--latency-runs",
+            "0",
+            "--no-termination",
+        ]
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "TFNAS_KILL_AT": kill_at,
+        "TFNAS_TRIAL_LOG": str(tmp_path / "trials.log"),
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]),
+    }
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     return done.returncode, done.stdout + done.stderr
 
@@ -154,7 +185,9 @@ def test_search_killed_at_each_point_resumes_and_runs_every_trial_once(tmp_path)
             assert returncode == -9, f"{target}: expected SIGKILL, got {returncode}\n{output[-3000:]}"
             assert lines[-1] == f"killed {target}", lines
         started = {line.split()[1] for line in lines if line.startswith("start ")}
-        assert not started & completed, f"run {step} ({target}) ran completed trials again: {started & completed}"
+        assert not started & completed, (
+            f"run {step} ({target}) ran completed trials again: {started & completed}"
+        )
         completed = {t for t, s in _trials(out).items() if s == "COMPLETED"}
     states = _trials(out)
     assert sorted(states, key=int) == [str(i) for i in range(TRIALS)]

@@ -1,4 +1,5 @@
 """Tests for tfnas.data: digit scenes, image/mask folders, TFDS, split and pipeline."""
+
 import os
 
 import numpy as np
@@ -9,7 +10,6 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from tfnas import data
-from tfnas.data import digits as digits_module
 
 
 def _arrays(dataset):
@@ -18,6 +18,7 @@ def _arrays(dataset):
 
 
 # ----------------------------------------------------------------------------- digit scenes
+
 
 def test_digit_scenes_same_seed_same_arrays_other_seed_differs():
     first = _arrays(data.digit_scenes("train", image_size=32, num_scenes=6, seed=3))
@@ -63,9 +64,9 @@ def test_labels_are_the_visible_placed_digits():
         outside = np.ones(mask.shape, bool)
         for p in placed:
             assert p.label == target[p.digit_index] + 1
-            box = mask[p.top:p.top + p.size, p.left:p.left + p.size]
+            box = mask[p.top : p.top + p.size, p.left : p.left + p.size]
             assert np.count_nonzero(box == p.label) >= p.visible_pixels
-            outside[p.top:p.top + p.size, p.left:p.left + p.size] = False
+            outside[p.top : p.top + p.size, p.left : p.left + p.size] = False
         assert not mask[outside].any()
 
 
@@ -78,7 +79,7 @@ def test_single_digit_mask_is_the_thresholded_scaled_digit():
         glyph = digits.images[p.digit_index][..., None] / 16.0
         scaled = tf.image.resize(glyph, (p.size, p.size), method="bilinear").numpy()[..., 0]
         expected = np.zeros_like(mask)
-        expected[p.top:p.top + p.size, p.left:p.left + p.size] = (scaled > 0.5) * p.label
+        expected[p.top : p.top + p.size, p.left : p.left + p.size] = (scaled > 0.5) * p.label
         assert np.mean(mask != expected) < 0.005
         assert p.visible_pixels == np.count_nonzero(mask) > 0
 
@@ -98,17 +99,21 @@ def test_digit_pools_are_disjoint_and_scenes_use_their_own_pool():
     assert used <= test and not used & train
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(split="val"), "'val'"),
-    (dict(split="train", image_size=8), "image_size=8"),
-    (dict(split="train", image_size=32, max_digit_size=40), "digit sizes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(split="val"), "'val'"),
+        (dict(split="train", image_size=8), "image_size=8"),
+        (dict(split="train", image_size=32, max_digit_size=40), "digit sizes"),
+    ],
+)
 def test_digit_scenes_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         data.digit_scenes(num_scenes=2, **kwargs)
 
 
 # ---------------------------------------------------------------------- image/mask folders
+
 
 def _write_pair(tmp_path, stem, image, mask, image_ext=".png", palette=False):
     images_dir, masks_dir = tmp_path / "images", tmp_path / "masks"
@@ -155,7 +160,7 @@ def test_folder_jpeg_images(tmp_path):
     image, mask = _random_pair(np.random.default_rng(1), 16, 16)
     image[:] = 200
     images_dir, masks_dir = _write_pair(tmp_path, "x", image, mask, image_ext=".jpg")
-    (loaded_image, loaded_mask), = list(data.image_mask_folder(images_dir, masks_dir, 4))
+    ((loaded_image, loaded_mask),) = list(data.image_mask_folder(images_dir, masks_dir, 4))
     assert loaded_image.shape == (16, 16, 3)
     assert np.abs(loaded_image.numpy().astype(int) - 200).max() <= 3
     np.testing.assert_array_equal(loaded_mask.numpy(), mask)
@@ -209,11 +214,14 @@ def test_folder_empty_or_missing(tmp_path):
 
 # ---------------------------------------------------------------------------------- TFDS
 
+
 def _pet_examples(num_examples=3):
     rng = np.random.default_rng(6)
     return [
-        {"image": rng.integers(0, 256, (20 + i, 16, 3), dtype=np.uint8),
-         "segmentation_mask": rng.integers(1, 4, (20 + i, 16, 1), dtype=np.uint8)}
+        {
+            "image": rng.integers(0, 256, (20 + i, 16, 3), dtype=np.uint8),
+            "segmentation_mask": rng.integers(1, 4, (20 + i, 16, 1), dtype=np.uint8),
+        }
         for i in range(num_examples)
     ]
 
@@ -227,17 +235,18 @@ def _mock_as_dataset(examples):
                 "segmentation_mask": tf.TensorSpec((None, None, 1), tf.uint8),
             },
         )
+
     return as_dataset
 
 
 def test_tfds_dataset_maps_pet_examples(tmp_path):
     examples = _pet_examples()
     with tfds.testing.mock_data(as_dataset_fn=_mock_as_dataset(examples)):
-        dataset = data.tfds_dataset("oxford_iiit_pet", "train", num_classes=3, label_offset=1,
-                                    data_dir=str(tmp_path))
+        dataset = data.tfds_dataset(
+            "oxford_iiit_pet", "train", num_classes=3, label_offset=1, data_dir=str(tmp_path)
+        )
         loaded = list(dataset)
-        resized = list(data.tfds_dataset("oxford_iiit_pet", "train", image_size=8,
-                                         data_dir=str(tmp_path)))
+        resized = list(data.tfds_dataset("oxford_iiit_pet", "train", image_size=8, data_dir=str(tmp_path)))
     assert len(loaded) == 3
     for (image, mask), example in zip(loaded, examples):
         assert image.dtype == tf.uint8 and mask.dtype == tf.int32
@@ -250,10 +259,8 @@ def test_tfds_dataset_maps_pet_examples(tmp_path):
 def test_tfds_dataset_errors(tmp_path):
     with tfds.testing.mock_data(as_dataset_fn=_mock_as_dataset(_pet_examples())):
         with pytest.raises(KeyError, match="'mask'.*segmentation_mask"):
-            data.tfds_dataset("oxford_iiit_pet", "train", mask_key="mask",
-                              data_dir=str(tmp_path))
-        too_few = data.tfds_dataset("oxford_iiit_pet", "train", num_classes=3,
-                                    data_dir=str(tmp_path))
+            data.tfds_dataset("oxford_iiit_pet", "train", mask_key="mask", data_dir=str(tmp_path))
+        too_few = data.tfds_dataset("oxford_iiit_pet", "train", num_classes=3, data_dir=str(tmp_path))
         with pytest.raises(tf.errors.InvalidArgumentError, match="outside 0..2"):
             list(too_few)
     # Plain mock_data draws image and mask sizes independently: reported as a mismatch.
@@ -264,6 +271,7 @@ def test_tfds_dataset_errors(tmp_path):
 
 
 # ------------------------------------------------------------------------ split, pipeline
+
 
 def test_split_sizes_disjoint_and_deterministic():
     dataset = tf.data.Dataset.range(20)
@@ -282,9 +290,14 @@ def test_split_sizes_disjoint_and_deterministic():
     assert small_val.element_spec[1].shape == (16, 16)
 
 
-@pytest.mark.parametrize("size, fraction, match", [
-    (10, 0.0, "fraction=0.0"), (10, 1.0, "fraction=1.0"), (1, 0.5, "1 element"),
-])
+@pytest.mark.parametrize(
+    "size, fraction, match",
+    [
+        (10, 0.0, "fraction=0.0"),
+        (10, 1.0, "fraction=1.0"),
+        (1, 0.5, "1 element"),
+    ],
+)
 def test_split_errors(size, fraction, match):
     with pytest.raises(ValueError, match=match):
         data.split(tf.data.Dataset.range(size), fraction=fraction)
@@ -305,17 +318,18 @@ def test_pipeline_batches_preprocessed_and_flips_together():
     np.testing.assert_array_equal(batches[0][1].numpy(), masks[:4])
 
     augmented = data.pipeline(dataset, batch_size=10, shuffle=True, seed=1, augment=True)
-    (out_images, out_masks), = list(augmented)
+    ((out_images, out_masks),) = list(augmented)
     flips = 0
     for image, mask in zip(out_images.numpy(), out_masks.numpy()):
         raw = np.round((image + 1.0) * 127.5).astype(np.uint8)
-        index = next(i for i in range(10)
-                     if np.array_equal(raw, images[i]) or np.array_equal(raw, images[i][:, ::-1]))
+        index = next(
+            i for i in range(10) if np.array_equal(raw, images[i]) or np.array_equal(raw, images[i][:, ::-1])
+        )
         flipped = not np.array_equal(raw, images[index])
         flips += flipped
         np.testing.assert_array_equal(mask, masks[index][:, ::-1] if flipped else masks[index])
     assert 0 < flips < 10
-    (again, _), = list(data.pipeline(dataset, batch_size=10, shuffle=True, seed=1, augment=True))
+    ((again, _),) = list(data.pipeline(dataset, batch_size=10, shuffle=True, seed=1, augment=True))
     np.testing.assert_array_equal(again.numpy(), out_images.numpy())
 
 

@@ -1,4 +1,5 @@
 """Tests PPOOracle as the chief of keras-tuner's distributed tuning: one chief, two workers."""
+
 import json
 import os
 import socket
@@ -30,8 +31,18 @@ def _start(tuner_id, directory, port, max_trials):
     )
     log = open(os.path.join(directory, f"{tuner_id}.log"), "w")
     proc = subprocess.Popen(
-        [sys.executable, WORKER, "--oracle", "ppo", "--directory", str(directory),
-         "--max-trials", str(max_trials), "--sleep", "0.4"],
+        [
+            sys.executable,
+            WORKER,
+            "--oracle",
+            "ppo",
+            "--directory",
+            str(directory),
+            "--max-trials",
+            str(max_trials),
+            "--sleep",
+            "0.4",
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -67,8 +78,7 @@ def test_ppo_oracle_as_chief_with_two_workers(tmp_path):
     assert state["controller"]["updates"] == max_trials
     assert state["controller"]["samples"] == {}
     assert (project / f"controller_{max_trials:06d}.npz").exists()
-    trials = [json.loads((project / f"trial_{i}" / "trial.json").read_text())
-              for i in trial_ids]
+    trials = [json.loads((project / f"trial_{i}" / "trial.json").read_text()) for i in trial_ids]
     assert [t["status"] for t in trials] == ["COMPLETED"] * max_trials
     for t in trials:
         values = t["hyperparameters"]["values"]

@@ -5,6 +5,7 @@ mode) on this machine. Checked: every trial runs once, the feature cache is comp
 and shared, `tfnas export` works on the directory, a worker killed mid-trial is restarted
 and its trial counted once, and a worker without a chief gives up in bounded time.
 """
+
 import glob
 import json
 import os
@@ -17,10 +18,35 @@ import pytest
 
 from tfnas.distributed import free_port
 
-TINY = ["--space", "auxcell", "--oracle", "random", "--scenes", "24", "--image-size", "32",
-        "--digits", "01", "--width", "8", "--alpha", "0.35", "--stage1-epochs", "1",
-        "--stage2-epochs", "1", "--warmup-epochs", "1", "--latency-runs", "0",
-        "--no-termination", "--verbose", "2", "--batch-size", "4"]
+TINY = [
+    "--space",
+    "auxcell",
+    "--oracle",
+    "random",
+    "--scenes",
+    "24",
+    "--image-size",
+    "32",
+    "--digits",
+    "01",
+    "--width",
+    "8",
+    "--alpha",
+    "0.35",
+    "--stage1-epochs",
+    "1",
+    "--stage2-epochs",
+    "1",
+    "--warmup-epochs",
+    "1",
+    "--latency-runs",
+    "0",
+    "--no-termination",
+    "--verbose",
+    "2",
+    "--batch-size",
+    "4",
+]
 
 
 def _trials(out):
@@ -58,8 +84,23 @@ def _tuner_id(pid):
 
 def _search(out, trials, log):
     return subprocess.Popen(
-        [sys.executable, "-m", "tfnas.cli", "search", *TINY, "--trials", str(trials), "--workers", "2",
-         "--out", out], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        [
+            sys.executable,
+            "-m",
+            "tfnas.cli",
+            "search",
+            *TINY,
+            "--trials",
+            str(trials),
+            "--workers",
+            "2",
+            "--out",
+            out,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
 
 
 @pytest.mark.slow
@@ -77,10 +118,25 @@ def test_chief_and_two_workers_run_every_trial_once_and_share_one_cache(tmp_path
     assert len(glob.glob(os.path.join(out, "cache", "train-*"))) == 1
     run = json.load(open(os.path.join(out, "run.json")))
     assert run["oracle"] == "NearBestRandomOracle" and run["cached_images"] > 0
-    ran = {line.split()[2] for line in text.splitlines() if line.startswith("tfnas: worker") and "done" in line}
+    ran = {
+        line.split()[2] for line in text.splitlines() if line.startswith("tfnas: worker") and "done" in line
+    }
     assert ran == {"tuner0", "tuner1"}
-    export = subprocess.run([sys.executable, "-m", "tfnas.cli", "export", out, "--trial", "best",
-                             "--base", str(tmp_path / "exports")], capture_output=True, text=True)
+    export = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tfnas.cli",
+            "export",
+            out,
+            "--trial",
+            "best",
+            "--base",
+            str(tmp_path / "exports"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert export.returncode == 0, export.stderr
     assert os.path.exists(tmp_path / "exports" / "run" / "1" / "saved_model.pb")
 
@@ -111,12 +167,33 @@ def test_a_worker_killed_mid_trial_is_restarted_and_its_trial_counted_once(tmp_p
 
 
 def test_a_worker_without_a_chief_gives_up_in_bounded_time(tmp_path):
-    env = dict(os.environ, KERASTUNER_TUNER_ID="tuner0", KERASTUNER_ORACLE_IP="127.0.0.1",
-               KERASTUNER_ORACLE_PORT=str(free_port()), TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(
+        os.environ,
+        KERASTUNER_TUNER_ID="tuner0",
+        KERASTUNER_ORACLE_IP="127.0.0.1",
+        KERASTUNER_ORACLE_PORT=str(free_port()),
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "tfnas.cli", "search", *TINY, "--trials", "1",
-                             "--chief-timeout", "2", "--out", str(tmp_path / "run")],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tfnas.cli",
+            "search",
+            *TINY,
+            "--trials",
+            "1",
+            "--chief-timeout",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 1
     assert "worker 'tuner0' cannot reach the chief at 127.0.0.1:" in result.stderr
     assert "within 2 s" in result.stderr and "Traceback" not in result.stderr

@@ -1,4 +1,5 @@
 """Dense Prediction Cell space (seed 002, Sec. 3.1): decisions, codec, cell, published cell."""
+
 import keras
 import numpy as np
 import pytest
@@ -18,14 +19,23 @@ def space():
 
 def test_decisions_and_the_papers_count_of_the_space(space):
     names = [p.name for p in space.hyperparameters().space]
-    assert names == ["branch0_op", "branch1_input", "branch1_op", "branch2_input", "branch2_op",
-                     "branch3_input", "branch3_op", "branch4_input", "branch4_op"]
+    assert names == [
+        "branch0_op",
+        "branch1_input",
+        "branch1_op",
+        "branch2_input",
+        "branch2_op",
+        "branch3_input",
+        "branch3_op",
+        "branch4_input",
+        "branch4_op",
+    ]
     sizes = {p.name: len(p.values) for p in space.hyperparameters().space}
     assert [sizes[f"branch{i}_input"] for i in range(1, 5)] == [2, 3, 4, 5]
     # 1 + 8 x 8 + 4 x 4 = 81 ops; B! x 81^B = 4.2e11 architectures (Sec. 3.1).
     assert len(DPC_OPS) == len(set(DPC_OPS)) == 81 and sizes["branch0_op"] == 81
     assert DPC_OPS[:3] == ("conv1x1", "sep3x3_1x1", "sep3x3_1x3") and DPC_OPS[-1] == "pool8x8"
-    assert space.size() == 120 * 81 ** 5
+    assert space.size() == 120 * 81**5
     assert DPCSpace.DEFAULT_ORACLE == "random"
 
 
@@ -37,19 +47,22 @@ def test_published_and_random_genotypes_round_trip(space):
         assert space.values(space.genotype(values)) == values
 
 
-@pytest.mark.parametrize("genotype, message", [
-    ([[1, "conv1x1"]] + TOP1[1:], r"branch 0 input is 1, but only 0\.\.0 exist .*backbone \(0\)"),
-    (TOP1[:2] + [[3, "conv1x1"]] + TOP1[3:], r"branch 2 input is 3, but only 0\.\.2 exist"),
-    (TOP1[:4] + [[-1, "conv1x1"]], r"branch 4 input is -1, but only 0\.\.4 exist"),
-    (TOP1[:1] + [[True, "conv1x1"]] + TOP1[2:], r"branch 1 input is True"),
-    (TOP1[:3] + [[0, "sep3x3_2x2"]] + TOP1[4:], r"branch 3 op is 'sep3x3_2x2', but ops are 'conv1x1'"),
-    (TOP1[:3] + [[0, "pool3x3"]] + TOP1[4:], r"branch 3 op is 'pool3x3'.*grids in 1, 2, 4, 8"),
-    (TOP1[:3] + [[0, 7]] + TOP1[4:], r"branch 3 op is 7"),
-    (TOP1[:4], r"must be 5 branches in the form \[\[input, op\]\] \* 5"),
-    (TOP1[:4] + [[0, "conv1x1", 1]], r"must be 5 branches"),
-    ([0, "conv1x1"], r"must be 5 branches"),
-    ("top1_cityscapes", r"must be 5 branches"),
-])
+@pytest.mark.parametrize(
+    "genotype, message",
+    [
+        ([[1, "conv1x1"]] + TOP1[1:], r"branch 0 input is 1, but only 0\.\.0 exist .*backbone \(0\)"),
+        (TOP1[:2] + [[3, "conv1x1"]] + TOP1[3:], r"branch 2 input is 3, but only 0\.\.2 exist"),
+        (TOP1[:4] + [[-1, "conv1x1"]], r"branch 4 input is -1, but only 0\.\.4 exist"),
+        (TOP1[:1] + [[True, "conv1x1"]] + TOP1[2:], r"branch 1 input is True"),
+        (TOP1[:3] + [[0, "sep3x3_2x2"]] + TOP1[4:], r"branch 3 op is 'sep3x3_2x2', but ops are 'conv1x1'"),
+        (TOP1[:3] + [[0, "pool3x3"]] + TOP1[4:], r"branch 3 op is 'pool3x3'.*grids in 1, 2, 4, 8"),
+        (TOP1[:3] + [[0, 7]] + TOP1[4:], r"branch 3 op is 7"),
+        (TOP1[:4], r"must be 5 branches in the form \[\[input, op\]\] \* 5"),
+        (TOP1[:4] + [[0, "conv1x1", 1]], r"must be 5 branches"),
+        ([0, "conv1x1"], r"must be 5 branches"),
+        ("top1_cityscapes", r"must be 5 branches"),
+    ],
+)
 def test_bad_genotypes_name_the_position_and_the_range(space, genotype, message):
     with pytest.raises(ValueError, match=message):
         space.values(genotype)
@@ -104,8 +117,9 @@ def test_cell_reads_the_chosen_inputs_and_concatenates_all_branches():
 
 def test_cell_round_trips_through_keras_file(tmp_path):
     inputs = keras.Input((None, None, 6))
-    model = keras.Model(inputs, DensePredictionCell(TOP1[:3] + [[1, "pool2x4"], [0, "conv1x1"]], 8,
-                                                    name="cell")(inputs))
+    model = keras.Model(
+        inputs, DensePredictionCell(TOP1[:3] + [[1, "pool2x4"], [0, "conv1x1"]], 8, name="cell")(inputs)
+    )
     x = np.random.default_rng(2).normal(size=(1, 12, 16, 6)).astype("float32")
     path = tmp_path / "cell.keras"
     model.save(path)

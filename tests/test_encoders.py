@@ -1,4 +1,5 @@
 """MobileNetV2 encoder: taps, strides, output stride, weights copied from keras.applications."""
+
 import keras
 import numpy as np
 import pytest

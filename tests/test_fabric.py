@@ -1,4 +1,5 @@
 """The 3M-Pose fabric: ops, cell, space codec, published network, costs and the exit gates."""
+
 import keras
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_cell_edges_and_resampling_shapes():
 
 
 def test_fuse_split_head_shapes():
-    rows = [keras.random.normal((1, 8 // 2 ** r, 8 // 2 ** r, 4 * 2 ** r)) for r in range(3)]
+    rows = [keras.random.normal((1, 8 // 2**r, 8 // 2**r, 4 * 2**r)) for r in range(3)]
     skip = keras.random.normal((1, 8, 8, 4))
     final = fabric.Fuse(4, 3)([skip, *rows])
     assert tuple(final.shape) == (1, 8, 8, 4)
@@ -79,7 +80,14 @@ def test_space_structure_follows_the_table_layout():
     assert [len(p.values) for p in hp.space[:4]] == [1, 45, 45, 45]
     assert len(hp.space[4 * 11].values) == 7  # 3 candidates: 7 subsets
     assert FabricSpace(**space.config()).config() == space.config()
-    assert FabricSpace(layout=[1, 2, 3] + [4] * 7).cells[:6] == [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
+    assert FabricSpace(layout=[1, 2, 3] + [4] * 7).cells[:6] == [
+        (1, 0),
+        (2, 0),
+        (2, 1),
+        (3, 0),
+        (3, 1),
+        (3, 2),
+    ]
 
 
 def test_published_genotype_settles_the_table():
@@ -104,11 +112,21 @@ def test_codec_round_trip_prunes_unread_cells():
         values = space.random_values(seed)
         genotype = space.genotype(values)
         assert space.genotype(space.values(genotype)) == genotype
-    values = space.values([[[1], [0], [0], [0]], [[0], [0], [0], [0]], [[2], [1], [1], [1]],
-                           [[1], [0], [0], [0]], [[1], [0], [0], [0]], [[1], [0], [0], [0]]])
+    values = space.values(
+        [
+            [[1], [0], [0], [0]],
+            [[0], [0], [0], [0]],
+            [[2], [1], [1], [1]],
+            [[1], [0], [0], [0]],
+            [[1], [0], [0], [0]],
+            [[1], [0], [0], [0]],
+        ]
+    )
     genotype = space.genotype(values)
     assert genotype[0] is None  # column 2 reads only row 1 of column 1
-    with pytest.raises(ValueError, match=r"genotype cell 4 \(column 3, row 0\) is pruned \(None\), but a fuse column"):
+    with pytest.raises(
+        ValueError, match=r"genotype cell 4 \(column 3, row 0\) is pruned \(None\), but a fuse column"
+    ):
         space.values(genotype[:4] + [None] + genotype[5:])
     with pytest.raises(ValueError, match="edge O2 keeps ops \\[1, 2, 3\\]"):
         space.values(genotype[:1] + [[[0], [0], [0], [1, 2, 3]]] + genotype[2:])
@@ -116,16 +134,28 @@ def test_codec_round_trip_prunes_unread_cells():
 
 def test_tiny_network_outputs_and_cost_equal_counted_madds():
     space = tiny_space()
-    genotype = [[[1], [1, 4], [5], [6, 8]], [[0], [7], [2, 3], [0]], [[2], [0], [5], [1]],
-                [[0, 1], [3], [8], [4, 7]], [[1, 2], [6], [0, 1], [2]], [[1], [4], [3, 5], [7]]]
+    genotype = [
+        [[1], [1, 4], [5], [6, 8]],
+        [[0], [7], [2, 3], [0]],
+        [[2], [0], [5], [1]],
+        [[0, 1], [3], [8], [4, 7]],
+        [[1, 2], [6], [0, 1], [2]],
+        [[1], [4], [3, 5], [7]],
+    ]
     model = space.build_genotype(genotype)
     outputs = model(keras.random.normal((1, 36, 44, 3)))
     assert list(outputs) == ["logits", "eel_2"]
     assert tuple(outputs["logits"].shape) == (1, 9, 11, 34)
     costs = FabricCosts(space, (36, 44))  # odd row sizes: 9x11, 5x6
     assert costs.madds(genotype) == profile.madds(model, (36, 44, 3))
-    pruned = space.genotype(space.values([[[1], [0], [0], [0]]] + genotype[1:2]
-                                         + [[[2], [1], [1], [1]], [[1], [0], [0], [0]]] + genotype[4:]))
+    pruned = space.genotype(
+        space.values(
+            [[[1], [0], [0], [0]]]
+            + genotype[1:2]
+            + [[[2], [1], [1], [1]], [[1], [0], [0], [0]]]
+            + genotype[4:]
+        )
+    )
     assert pruned[0] is None
     assert costs.madds(pruned) == profile.madds(space.build_genotype(pruned), (36, 44, 3))
 
@@ -144,8 +174,11 @@ def test_published_network_builds_at_small_width():
     assert sorted(outputs) == ["eel_4", "eel_7", "logits"]
     count = profile.params(model)["total"]
     print(f"published 3m_pose at width 8, stem 16x1: {count} parameters")
-    assert count == profile.params(model.get_layer("encoder"))["total"] + profile.params(
-        model.get_layer("decoder"))["total"]
+    assert (
+        count
+        == profile.params(model.get_layer("encoder"))["total"]
+        + profile.params(model.get_layer("decoder"))["total"]
+    )
 
 
 def test_heatmap_moments_and_confidence_by_hand():
@@ -156,8 +189,11 @@ def test_heatmap_moments_and_confidence_by_hand():
     np.testing.assert_allclose(kurtosis, [[7 / 3]], rtol=1e-5)
     score = (2 / np.sqrt(3) + 7 / 3) / 2
     np.testing.assert_allclose(fabric.heatmap_confidence(heatmap), [1 / (1 + np.exp(-score))], rtol=1e-5)
-    np.testing.assert_allclose(fabric.heatmap_confidence(heatmap, (2, 1, 1), subtract_half=True),
-                               [1 / (1 + np.exp(-2 * score)) - 0.5], rtol=1e-5)
+    np.testing.assert_allclose(
+        fabric.heatmap_confidence(heatmap, (2, 1, 1), subtract_half=True),
+        [1 / (1 + np.exp(-2 * score)) - 0.5],
+        rtol=1e-5,
+    )
     flat = np.full((1, 4, 4, 2), 0.3, np.float32)
     np.testing.assert_allclose(fabric.heatmap_confidence(flat), [0.5])
 
@@ -186,10 +222,18 @@ def test_softmax_confidence_by_hand():
     np.testing.assert_array_equal(fabric.SoftmaxExitGate(0.7)(logits), [False])
 
 
-@pytest.mark.parametrize("layer", [
-    fabric.FabricCell(8, [["identity", "csi"], ["zoomconv3x3"], ["se", "residual"]]),
-    fabric.Resample(16, "down"), fabric.Stem(8, channels=4, blocks=1), fabric.Fuse(8, 2),
-    fabric.Split((8, 16)), fabric.PoseHead(17, tag_dim=2), fabric.Bottleneck(4)])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        fabric.FabricCell(8, [["identity", "csi"], ["zoomconv3x3"], ["se", "residual"]]),
+        fabric.Resample(16, "down"),
+        fabric.Stem(8, channels=4, blocks=1),
+        fabric.Fuse(8, 2),
+        fabric.Split((8, 16)),
+        fabric.PoseHead(17, tag_dim=2),
+        fabric.Bottleneck(4),
+    ],
+)
 def test_layers_serialize_by_registered_name(layer):
     config = keras.saving.serialize_keras_object(layer)
     assert config["registered_name"] == f"tfnas>{type(layer).__name__}"

@@ -1,4 +1,5 @@
 """Graphs traced by a proxy stage are freed with their model (issue 16's memory growth)."""
+
 import gc
 import weakref
 
@@ -45,9 +46,9 @@ def test_run_stage_leaves_no_graph_holding_the_model():
     network = keras.Model(inputs, {"logits": keras.layers.Conv2D(3, 1)(inputs)})
     group = ParameterGroup(make_optimizer("adam", 1e-2, polyak_decay=0.9), network.trainable_variables)
     model = ProxyModel(network, [group], num_classes=3)
-    data = tf.data.Dataset.from_tensor_slices((
-        np.random.default_rng(0).normal(size=(4, 4, 4, 2)).astype("float32"),
-        np.zeros((4, 4, 4), "int32"))).batch(2, drop_remainder=True)
+    data = tf.data.Dataset.from_tensor_slices(
+        (np.random.default_rng(0).normal(size=(4, 4, 4, 2)).astype("float32"), np.zeros((4, 4, 4), "int32"))
+    ).batch(2, drop_remainder=True)
     graphs_before = {id(g) for g in _func_graphs()}
     before = _custom_gradient_names()
     run_stage(model, data, 1, "stage 1", verbose=0)

@@ -1,4 +1,5 @@
 """One-shot search parts of 3M-Pose: temperature, Dyn-EGS, derivation, costs, teacher guidance, settings."""
+
 import json
 
 import keras
@@ -12,7 +13,9 @@ from tfnas.spaces.fabric import FabricSpace
 
 
 def tiny_space(**kwargs):
-    settings = dict(width=4, rows=2, columns=3, eel_columns=(2,), stem_channels=4, stem_blocks=1, num_joints=2)
+    settings = dict(
+        width=4, rows=2, columns=3, eel_columns=(2,), stem_channels=4, stem_blocks=1, num_joints=2
+    )
     settings.update(kwargs)
     return FabricSpace(**settings)
 
@@ -24,16 +27,33 @@ def test_linear_temperature_per_step():
     settings = oneshot.SearchSettings()
     per_search = settings.temperature(steps_per_epoch=20)
     assert per_search.total_steps == 35 * 20
-    assert oneshot.LinearTemperature.from_config(per_search.get_config()).get_config() == per_search.get_config()
+    assert (
+        oneshot.LinearTemperature.from_config(per_search.get_config()).get_config() == per_search.get_config()
+    )
     with pytest.raises(ValueError, match="total_steps >= 1"):
         oneshot.LinearTemperature(0)
 
 
 def test_schedule_settings_match_the_thesis():
     settings = oneshot.SearchSettings()
-    assert [settings.arch_lr_at(e) for e in (0, 19, 20, 24, 25, 34)] == [5e-3, 5e-3, 2.5e-3, 2.5e-3, 1.25e-3, 1.25e-3]
+    assert [settings.arch_lr_at(e) for e in (0, 19, 20, 24, 25, 34)] == [
+        5e-3,
+        5e-3,
+        2.5e-3,
+        2.5e-3,
+        1.25e-3,
+        1.25e-3,
+    ]
     assert [oneshot.flops_warmup(e) for e in (0, 2, 3, 6, 9, 11, 12, 34)] == [
-        1e-4, 1e-4, 1e-3, pytest.approx(1e-2), pytest.approx(1e-1), pytest.approx(1e-1), 1.0, 1.0]
+        1e-4,
+        1e-4,
+        1e-3,
+        pytest.approx(1e-2),
+        pytest.approx(1e-1),
+        pytest.approx(1e-1),
+        1.0,
+        1.0,
+    ]
     # At epoch 12 the FLOPs term is 1e-3 * (GFLOPs / 47.8) ** 0.15; 47.8 GFLOPs gives exactly 1e-3.
     np.testing.assert_allclose(oneshot.flops_loss(47.8e9, 12), 1e-3, rtol=1e-6)
     np.testing.assert_allclose(oneshot.flops_loss(47.8e9 / 2 ** (1 / 0.15), 0), 1e-4 * 1e-3 / 2, rtol=1e-5)
@@ -56,7 +76,7 @@ def test_dyn_egs_keeps_the_state_many_top_candidates():
     np.testing.assert_array_equal(weights.sum(-1), kept)
     top = np.argsort(-(alpha + noise).numpy(), axis=-1)
     for row in range(200):
-        assert set(np.flatnonzero(weights[row])) == set(top[row, :kept[row]])
+        assert set(np.flatnonzero(weights[row])) == set(top[row, : kept[row]])
 
 
 def test_sampled_weights_keep_one_to_two_ops_and_only_available_inputs():
@@ -95,8 +115,9 @@ def test_straight_through_gradients_through_the_supernet():
     params = oneshot.ArchitectureParameters(space)
     with tf.GradientTape() as tape:
         ops, inputs = params.sample(2.0, seed=11)
-        outputs, cells = net(keras.random.normal((3, 16, 16, 3), seed=1), ops, inputs, training=True,
-                             return_cells=True)
+        outputs, cells = net(
+            keras.random.normal((3, 16, 16, 3), seed=1), ops, inputs, training=True, return_cells=True
+        )
         loss = sum(tf.reduce_mean(tf.square(y - 0.5)) for y in outputs.values())
     assert sorted(outputs) == ["eel_1", "logits"] and len(cells) == len(space.cells)
     grads = tape.gradient(loss, params.variables)
@@ -114,11 +135,19 @@ def test_expected_madds_equal_counted_madds_of_the_derived_network():
     params.beta.assign(tf.random.normal(params.beta.shape, seed=2))
     params.m_alpha.assign(tf.random.normal(params.m_alpha.shape, seed=3))
     ops, inputs = params.sample(0.5, seed=9)  # one sampled architecture, 0/1 forward weights
-    genotype = space.genotype({
-        **{f"cell{k}_inputs": space.input_subsets(k).index(tuple(np.flatnonzero(inputs.numpy()[k])))
-           for k in range(len(space.cells))},
-        **{f"cell{k}_o{e}": space.op_sets.index(tuple(np.flatnonzero(ops.numpy()[k, e])))
-           for k in range(len(space.cells)) for e in range(3)}})
+    genotype = space.genotype(
+        {
+            **{
+                f"cell{k}_inputs": space.input_subsets(k).index(tuple(np.flatnonzero(inputs.numpy()[k])))
+                for k in range(len(space.cells))
+            },
+            **{
+                f"cell{k}_o{e}": space.op_sets.index(tuple(np.flatnonzero(ops.numpy()[k, e])))
+                for k in range(len(space.cells))
+                for e in range(3)
+            },
+        }
+    )
     counted = profile.madds(space.build_genotype(genotype), (32, 32, 3))
     assert float(costs.expected_madds(ops, inputs)) == pytest.approx(counted, abs=1)
     assert costs.madds(genotype) == counted
@@ -158,10 +187,13 @@ def test_rdm_loss_zero_for_identical_activations_and_by_hand():
     teacher = tf.constant([[0.0], [1.0], [3.0]])  # distances 1, 3, 2
     np.testing.assert_allclose(oneshot.rdm(student), [[0, 5, 10], [5, 0, 5], [10, 5, 0]], atol=1e-3)
     # Pearson of (5, 10, 5) and (1, 3, 2): 5 / sqrt(50 / 3 * 2) = sqrt(3) / 2.
-    np.testing.assert_allclose(oneshot.teacher_guidance_loss([student], [teacher]), 1 - np.sqrt(3) / 2,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        oneshot.teacher_guidance_loss([student], [teacher]), 1 - np.sqrt(3) / 2, rtol=1e-5
+    )
     # The best student layer counts: adding a perfect match drives that teacher layer's term to 0.
-    np.testing.assert_allclose(oneshot.teacher_guidance_loss([student, teacher * 2], [teacher]), 0.0, atol=1e-6)
+    np.testing.assert_allclose(
+        oneshot.teacher_guidance_loss([student, teacher * 2], [teacher]), 0.0, atol=1e-6
+    )
     with pytest.raises(ValueError, match="at least 3 samples"):
         oneshot.rdm_correlation(oneshot.rdm(student[:2]), oneshot.rdm(teacher[:2]))
 
@@ -176,8 +208,14 @@ def test_rdm_loss_has_finite_gradients_with_duplicate_samples():
 @pytest.mark.slow
 def test_supernet_with_a_genotypes_weights_computes_the_derived_network():
     space = tiny_space()
-    genotype = [None, [[0], [1, 4], [5], [6, 8]], [[2], [0], [5], [1]], [[1], [3], [8], [4, 7]],
-                [[1, 2], [6], [0, 1], [2]], [[1], [4], [3, 5], [7]]]
+    genotype = [
+        None,
+        [[0], [1, 4], [5], [6, 8]],
+        [[2], [0], [5], [1]],
+        [[1], [3], [8], [4, 7]],
+        [[1, 2], [6], [0, 1], [2]],
+        [[1], [4], [3, 5], [7]],
+    ]
     assert space.genotype(space.values(genotype)) == genotype
     derived = space.build_genotype(genotype)
     net = oneshot.FabricSupernet(space)
@@ -196,8 +234,10 @@ def test_supernet_with_a_genotypes_weights_computes_the_derived_network():
                     same.set_weights(op.get_weights())
             twin.project.set_weights(layer.project.get_weights())
         else:
-            group = {**net.resamplers, **{f.name: f for f in (*net.fuses.values(), *net.splits.values(),
-                                                              *net.heads.values())}}
+            group = {
+                **net.resamplers,
+                **{f.name: f for f in (*net.fuses.values(), *net.splits.values(), *net.heads.values())},
+            }
             group[layer.name].set_weights(layer.get_weights())
     expected = derived(images)
     got = net(images, ops, inputs)

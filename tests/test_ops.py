@@ -1,4 +1,5 @@
 """Ops of Table 4 (seed 000) and the resize layer: shapes, behaviour, save/load round-trip."""
+
 import keras
 import numpy as np
 import pytest
@@ -26,8 +27,19 @@ def test_op_keeps_shape_and_round_trips_through_keras_file(name, batch, tmp_path
 
 
 def test_cell_op_table_matches_table_4():
-    assert ops.CELL_OPS == ("conv1x1", "conv3x3", "sep3x3", "sep5x5", "gap", "conv3x3_rate3",
-                            "conv3x3_rate12", "sep3x3_rate3", "sep5x5_rate6", "skip", "zero")
+    assert ops.CELL_OPS == (
+        "conv1x1",
+        "conv3x3",
+        "sep3x3",
+        "sep5x5",
+        "gap",
+        "conv3x3_rate3",
+        "conv3x3_rate12",
+        "sep3x3_rate3",
+        "sep5x5_rate6",
+        "skip",
+        "zero",
+    )
 
 
 def test_skip_zero_and_gap_compute_what_they_say(batch):

@@ -1,4 +1,5 @@
 """Tests for the search Oracles: PPO/REINFORCE controller and random search near the best."""
+
 import json
 import os
 import signal
@@ -79,8 +80,7 @@ def test_same_seed_same_architectures(tmp_path, kind):
 
 def test_ppo_learns_the_best_choices(tmp_path):
     # A 10-architecture buffer in 10 minibatches keeps the test fast (up to 10 steps each).
-    oracle = worker.make_oracle("ppo", 60, 1, learning_rate=3e-3, buffer_size=10,
-                                minibatches=10, units=32)
+    oracle = worker.make_oracle("ppo", 60, 1, learning_rate=3e-3, buffer_size=10, minibatches=10, units=32)
     tuner = worker.make_tuner(oracle, tmp_path, overwrite=True)
     before = oracle.controller_probabilities(worker.BEST)
     tuner.search(verbose=0)
@@ -135,8 +135,14 @@ def test_failed_trial_does_not_update_the_controller(tmp_path):
     oracle = worker.make_oracle("ppo", 6, 0)
     search(oracle, tmp_path, fail_trials={"2"})
     statuses = {t: oracle.trials[t].status for t in oracle.trials}
-    assert statuses == {"0": "COMPLETED", "1": "COMPLETED", "2": "FAILED",
-                        "3": "COMPLETED", "4": "COMPLETED", "5": "COMPLETED"}
+    assert statuses == {
+        "0": "COMPLETED",
+        "1": "COMPLETED",
+        "2": "FAILED",
+        "3": "COMPLETED",
+        "4": "COMPLETED",
+        "5": "COMPLETED",
+    }
     assert "fails on purpose" in oracle.trials["2"].message
     assert oracle.updates == 5
     assert oracle._samples == {} and oracle._rewards == {}
@@ -175,9 +181,7 @@ def test_random_never_repeats_and_stops_when_exhausted(tmp_path):
 
 
 def test_mutations_change_exactly_the_configured_number_of_decisions(tmp_path):
-    oracle = worker.make_oracle(
-        "random", 15, 9, mutation_probability=1.0, top_k=3, mutations=2
-    )
+    oracle = worker.make_oracle("random", 15, 9, mutation_probability=1.0, top_k=3, mutations=2)
     search(oracle, tmp_path)
     order = sorted(oracle.trials)
     assert oracle.parents[order[0]] is None  # nothing to mutate yet
@@ -207,8 +211,18 @@ def test_killed_search_resumes(tmp_path, kind):
     max_trials, done_before_kill = 8, 4
     with open(tmp_path / "stderr.txt", "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, WORKER, "--oracle", kind, "--directory", str(tmp_path),
-             "--max-trials", str(max_trials), "--sleep", "0.6"],
+            [
+                sys.executable,
+                WORKER,
+                "--oracle",
+                kind,
+                "--directory",
+                str(tmp_path),
+                "--max-trials",
+                str(max_trials),
+                "--sleep",
+                "0.6",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
@@ -234,7 +248,8 @@ def test_killed_search_resumes(tmp_path, kind):
         # PPO made one Adam step per buffered architecture (minibatches of one): 1+2+3+4.
         assert int(oracle._optimizer.iterations.numpy()) == sum(range(1, updates + 1))
         assert [entry["trial_id"] for entry in oracle.buffer] == [
-            entry["trial_id"] for entry in saved["controller"]["buffer"]]
+            entry["trial_id"] for entry in saved["controller"]["buffer"]
+        ]
         assert len(oracle.buffer) == updates
     tuner.search(verbose=0)
 

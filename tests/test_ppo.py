@@ -1,4 +1,5 @@
 """Tests of PPOOracle's rollout buffer: the clip binds, minibatch steps, exact resume."""
+
 import os
 import sys
 
@@ -28,8 +29,9 @@ def test_ratio_leaves_one_for_buffered_architectures(tmp_path):
     worker.make_tuner(oracle, tmp_path, overwrite=True).search(verbose=0)
     assert [e["trial_id"] for e in oracle.buffer] == oracle.end_order[-5:]
     actions = np.array([e["actions"] for e in oracle.buffer])
-    ratios = np.exp(oracle._controller.log_prob(actions).numpy()
-                    - np.array([e["log_prob"] for e in oracle.buffer]))
+    ratios = np.exp(
+        oracle._controller.log_prob(actions).numpy() - np.array([e["log_prob"] for e in oracle.buffer])
+    )
     # Every buffered architecture was sampled before at least one update.
     assert (np.abs(ratios - 1) > 1e-3).all()
     assert oracle.last_update["steps"] == 5  # one step per architecture (minibatches of 1)
@@ -40,12 +42,15 @@ def test_ratio_leaves_one_for_buffered_architectures(tmp_path):
     assert oracle._train_function.experimental_get_tracing_count() == 1
 
 
-@pytest.mark.parametrize("shift, reward, binds", [
-    (-1.0, 1.0, True),    # ratio e > 1 + clip, advantage > 0: clipped, no gradient
-    (1.0, -1.0, True),    # ratio 1/e < 1 - clip, advantage < 0: clipped, no gradient
-    (0.0, 1.0, False),    # ratio 1: the gradient passes
-    (-1.0, -1.0, False),  # ratio e with advantage < 0: the unclipped term is smaller
-])
+@pytest.mark.parametrize(
+    "shift, reward, binds",
+    [
+        (-1.0, 1.0, True),  # ratio e > 1 + clip, advantage > 0: clipped, no gradient
+        (1.0, -1.0, True),  # ratio 1/e < 1 - clip, advantage < 0: clipped, no gradient
+        (0.0, 1.0, False),  # ratio 1: the gradient passes
+        (-1.0, -1.0, False),  # ratio e with advantage < 0: the unclipped term is smaller
+    ],
+)
 def test_clip_binds_exactly_when_the_clipped_term_is_smaller(tmp_path, shift, reward, binds):
     oracle = _ready_oracle(tmp_path)
     actions = [0, 1, 1, 2]

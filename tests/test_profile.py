@@ -1,4 +1,5 @@
 """Tests for tfnas.profile: parameter counts, graph-counted multiply-adds, latency."""
+
 import keras
 import pytest
 import tensorflow as tf
@@ -18,9 +19,7 @@ def single_layer(layer, input_shape=(8, 8, 3)):
 def test_conv_layers_match_formula(padding, strides, out):
     conv = keras.layers.Conv2D(4, 3, strides=strides, padding=padding)
     assert madds(single_layer(conv), (8, 8, 3)) == out * out * 3 * 3 * 3 * 4
-    depthwise = keras.layers.DepthwiseConv2D(
-        3, strides=strides, padding=padding, depth_multiplier=2
-    )
+    depthwise = keras.layers.DepthwiseConv2D(3, strides=strides, padding=padding, depth_multiplier=2)
     assert madds(single_layer(depthwise), (8, 8, 3)) == out * out * 3 * 3 * 3 * 2
     separable = keras.layers.SeparableConv2D(5, 3, strides=strides, padding=padding)
     # depthwise 3x3 on 3 channels + pointwise 3 -> 5

@@ -5,6 +5,7 @@ The search directories here are written with keras-tuner's own `Trial.save` (the
 real search writes), with the cases a running or killed search leaves: a RUNNING trial, a
 FAILED one, a terminated one, a half-written `trial.json`.
 """
+
 import glob
 import json
 import os
@@ -15,8 +16,8 @@ import numpy as np
 import pytest
 from keras_tuner.engine.trial import Trial as KTTrial
 
-from tfnas.report import Trial, load_run, non_dominated, pareto_front, plots
 from tfnas.cli import main
+from tfnas.report import Trial, load_run, non_dominated, pareto_front, plots
 from tfnas.report.graphs import auxcell_graphs, dpc_graphs, draw_genotype, layout, template_graphs
 from tfnas.report.html import write_report
 from tfnas.report.progress import ProgressPrinter
@@ -29,11 +30,37 @@ SPACE = AuxCellSpace(num_classes=4, width=8)
 GENOTYPES = [AuxCellSpace.PUBLISHED[name] for name in ("arch0", "arch1", "arch2")]
 # (trial id, status, genotype index, metrics): trial 3 is terminated, 4 failed, 5 running.
 TRIALS = [
-    ("0", "COMPLETED", 0, {"reward": 0.40, "stage1_reward": 0.30, "params": 3e5, "madds": 2e8, "latency_ms": 9.0}),
-    ("1", "COMPLETED", 1, {"reward": 0.55, "stage1_reward": 0.35, "params": 5e5, "madds": 4e8, "latency_ms": 12.0}),
-    ("2", "COMPLETED", 2, {"reward": 0.50, "stage1_reward": 0.33, "params": 2e5, "madds": 5e8, "latency_ms": 15.0}),
-    ("3", "COMPLETED", 0, {"reward": 0.10, "stage1_reward": 0.10, "params": 1e5, "madds": 1e8, "latency_ms": 5.0,
-                           "terminated": 1.0}),
+    (
+        "0",
+        "COMPLETED",
+        0,
+        {"reward": 0.40, "stage1_reward": 0.30, "params": 3e5, "madds": 2e8, "latency_ms": 9.0},
+    ),
+    (
+        "1",
+        "COMPLETED",
+        1,
+        {"reward": 0.55, "stage1_reward": 0.35, "params": 5e5, "madds": 4e8, "latency_ms": 12.0},
+    ),
+    (
+        "2",
+        "COMPLETED",
+        2,
+        {"reward": 0.50, "stage1_reward": 0.33, "params": 2e5, "madds": 5e8, "latency_ms": 15.0},
+    ),
+    (
+        "3",
+        "COMPLETED",
+        0,
+        {
+            "reward": 0.10,
+            "stage1_reward": 0.10,
+            "params": 1e5,
+            "madds": 1e8,
+            "latency_ms": 5.0,
+            "terminated": 1.0,
+        },
+    ),
     ("4", "FAILED", 1, {}),
     ("5", "RUNNING", 2, {}),
 ]
@@ -41,8 +68,12 @@ TRIALS = [
 
 def _write_trial(run_dir, trial_id, status, genotype, metrics):
     hp = SPACE.hyperparameters(SPACE.values(genotype))
-    trial = KTTrial(hp, trial_id=trial_id, status=status,
-                    message="ValueError: weights are not finite" if status == "FAILED" else None)
+    trial = KTTrial(
+        hp,
+        trial_id=trial_id,
+        status=status,
+        message="ValueError: weights are not finite" if status == "FAILED" else None,
+    )
     metrics = {"terminated": 0.0, "trial_seconds": 60.0, **metrics} if metrics else {}
     for name, value in metrics.items():
         trial.metrics.register(name, direction="max" if "reward" in name else "min")
@@ -61,17 +92,39 @@ def run_dir(tmp_path):
     for trial_id, status, g, metrics in TRIALS:
         _write_trial(path, trial_id, status, GENOTYPES[g], metrics)
     with open(os.path.join(path, "run.json"), "w") as f:
-        json.dump({"space": "auxcell", "space_config": SPACE.config(), "image_size": [32, 32],
-                   "num_classes": 4, "oracle": "PPOOracle", "max_trials": 10, "meta_train_images": 86,
-                   "meta_val_images": 10, "distillation": True,
-                   "cli": {"scenes": 96, "digits": "017", "teacher": "auto"},
-                   "settings": {"stage1_epochs": 1, "warmup_epochs": 1}}, f)
+        json.dump(
+            {
+                "space": "auxcell",
+                "space_config": SPACE.config(),
+                "image_size": [32, 32],
+                "num_classes": 4,
+                "oracle": "PPOOracle",
+                "max_trials": 10,
+                "meta_train_images": 86,
+                "meta_val_images": 10,
+                "distillation": True,
+                "cli": {"scenes": 96, "digits": "017", "teacher": "auto"},
+                "settings": {"stage1_epochs": 1, "warmup_epochs": 1},
+            },
+            f,
+        )
     # Trial 1 ended before trial 0: search order follows end_order, not ids.
     with open(os.path.join(path, "oracle.json"), "w") as f:
-        json.dump({"end_order": ["1", "0", "2", "3", "4"], "ongoing_trials": {"tuner0": "5"},
-                   "controller": {"baseline": 0.45, "updates": 2, "history": [
-                       {"update": 1, "baseline": 0.40, "entropy": 30.1},
-                       {"update": 2, "baseline": 0.45, "entropy": 29.5}]}}, f)
+        json.dump(
+            {
+                "end_order": ["1", "0", "2", "3", "4"],
+                "ongoing_trials": {"tuner0": "5"},
+                "controller": {
+                    "baseline": 0.45,
+                    "updates": 2,
+                    "history": [
+                        {"update": 1, "baseline": 0.40, "entropy": 30.1},
+                        {"update": 2, "baseline": 0.45, "entropy": 29.5},
+                    ],
+                },
+            },
+            f,
+        )
     return path
 
 
@@ -89,18 +142,34 @@ def test_non_dominated_hand_worked():
 
 def test_pareto_front_of_a_hand_made_trial_set():
     def t(trial_id, reward, latency, madds, status="COMPLETED", terminated=0.0):
-        return Trial(trial_id, 0, status, {}, {"reward": reward, "latency_ms": latency, "madds": madds,
-                                                "terminated": terminated}, reward)
-    trials = [t("a", 0.40, 9, 2e8), t("b", 0.55, 12, 4e8), t("c", 0.50, 15, 1e8), t("d", 0.30, 10, 3e8),
-              t("e", 0.90, 1, 1, terminated=1.0), t("f", 0.99, 1, 1, status="FAILED")]
+        return Trial(
+            trial_id,
+            0,
+            status,
+            {},
+            {"reward": reward, "latency_ms": latency, "madds": madds, "terminated": terminated},
+            reward,
+        )
+
+    trials = [
+        t("a", 0.40, 9, 2e8),
+        t("b", 0.55, 12, 4e8),
+        t("c", 0.50, 15, 1e8),
+        t("d", 0.30, 10, 3e8),
+        t("e", 0.90, 1, 1, terminated=1.0),
+        t("f", 0.99, 1, 1, status="FAILED"),
+    ]
     assert [x.trial_id for x in pareto_front(trials, "latency_ms")] == ["a", "b"]
     assert [x.trial_id for x in pareto_front(trials, "madds")] == ["c", "b"]
     assert [x.trial_id for x in pareto_front(trials, ["latency_ms", "madds"])] == ["a", "b", "c"]
     # Terminated trials join only when asked; failed ones never.
     assert [x.trial_id for x in pareto_front(trials, "latency_ms", include_terminated=True)] == ["e"]
     # Plain dicts of metrics work too (the Python API on trial.json metrics).
-    dicts = [{"trial_id": "x", "reward": 0.5, "params": 10}, {"trial_id": "y", "reward": 0.6, "params": 20},
-             {"trial_id": "z", "reward": 0.4, "params": 30}]
+    dicts = [
+        {"trial_id": "x", "reward": 0.5, "params": 10},
+        {"trial_id": "y", "reward": 0.6, "params": 20},
+        {"trial_id": "z", "reward": 0.4, "params": 30},
+    ]
     assert [d["trial_id"] for d in pareto_front(dicts, "params")] == ["x", "y"]
 
 
@@ -194,12 +263,20 @@ def test_rewards_and_pareto_figures_hold_the_trials(run_dir):
 
     fig = plots.controller_figure(run.controller_history())
     assert [line.get_xydata().tolist() for ax in fig.axes for line in ax.lines] == [
-        [[1, 30.1], [2, 29.5]], [[1, 0.40], [2, 0.45]]]
+        [[1, 30.1], [2, 29.5]],
+        [[1, 0.40], [2, 0.45]],
+    ]
 
 
 def test_class_iou_figure_when_recorded():
-    trial = Trial("7", 0, "COMPLETED", {}, {"reward": 0.5, "iou_class_0": 0.9, "iou_class_2": 0.4,
-                                            "iou_class_1": 0.6}, 0.5)
+    trial = Trial(
+        "7",
+        0,
+        "COMPLETED",
+        {},
+        {"reward": 0.5, "iou_class_0": 0.9, "iou_class_2": 0.4, "iou_class_1": 0.6},
+        0.5,
+    )
     fig = plots.class_iou_figure(trial, ["background", "zero", "one"])
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == [0.9, 0.6, 0.4]
@@ -213,7 +290,9 @@ def test_report_page_references_existing_images(run_dir, tmp_path):
     path = write_report(run_dir, out, top=2)
     page = open(path).read()
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert {"rewards.png", "pareto.png", "controller.png", "arch_1_trial_1.png", "arch_2_trial_2.png"} <= set(images)
+    assert {"rewards.png", "pareto.png", "controller.png", "arch_1_trial_1.png", "arch_2_trial_2.png"} <= set(
+        images
+    )
     for name in images:
         with open(os.path.join(out, name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -227,9 +306,19 @@ def test_report_page_references_existing_images(run_dir, tmp_path):
 def test_auxcell_graph_of_arch0():
     decoder, cell = auxcell_graphs(AuxCellSpace.PUBLISHED["arch0"])
     # connections [[3, 3], [3, 2], [3, 0]]: no block reads a block, so all three are concatenated.
-    assert sorted(decoder.edges) == sorted([("p3", "p4", ""), ("p3", "p4", ""), ("p3", "p5", ""), ("p2", "p5", ""),
-                                            ("p3", "p6", ""), ("p0", "p6", ""), ("p4", "out", ""),
-                                            ("p5", "out", ""), ("p6", "out", "")])
+    assert sorted(decoder.edges) == sorted(
+        [
+            ("p3", "p4", ""),
+            ("p3", "p4", ""),
+            ("p3", "p5", ""),
+            ("p2", "p5", ""),
+            ("p3", "p6", ""),
+            ("p0", "p6", ""),
+            ("p4", "out", ""),
+            ("p5", "out", ""),
+            ("p6", "out", ""),
+        ]
+    )
     labels = cell.labels()
     # cell [8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]]: o1 = sep5x5_rate6; branch 2 reads
     # branch 1's first op output (pool index 2).
@@ -252,8 +341,10 @@ def test_template_and_dpc_graphs():
     (graph,) = dpc_graphs(DPCSpace.PUBLISHED["top1_cityscapes"])
     assert graph.labels()["b2"] == "branch 1\nsep3x3_18x15"
     assert ("b1", "b2", "") in graph.edges and sum(dst == "out" for _, dst, _ in graph.edges) == 5
-    for name, genotype in (("template", TemplateSpace.PUBLISHED["arch0"]),
-                           ("dpc", DPCSpace.PUBLISHED["top1_cityscapes"])):
+    for name, genotype in (
+        ("template", TemplateSpace.PUBLISHED["arch0"]),
+        ("dpc", DPCSpace.PUBLISHED["top1_cityscapes"]),
+    ):
         fig = draw_genotype(name, genotype)
         texts = {t.get_text() for ax in fig.axes for t in ax.texts}
         assert {label for g in fig.graphs for _, label, _ in g.nodes} <= texts
@@ -261,6 +352,7 @@ def test_template_and_dpc_graphs():
 
 def test_progress_printer_lines(run_dir):
     import io
+
     run = load_run(run_dir)
     now = [0.0]
     stream = io.StringIO()
@@ -271,7 +363,10 @@ def test_progress_printer_lines(run_dir):
         now[0] += seconds
         lines.append(printer.on_trial_end(trial))
     arch = json.dumps(GENOTYPES[1], separators=(",", ":"))
-    assert lines[0] == f"trial 1/8  {arch}  reward 0.5500 (stage 1 0.3500)  best 0.5500 (trial 1)  30 s  ~4 min left"
+    assert (
+        lines[0]
+        == f"trial 1/8  {arch}  reward 0.5500 (stage 1 0.3500)  best 0.5500 (trial 1)  30 s  ~4 min left"
+    )
     assert lines[1].endswith("best 0.5500 (trial 1)  50 s  ~4 min left")  # 6 left x 40 s mean
     assert "reward 0.1000 (terminated after stage 1)" in lines[3]
     assert "FAILED: ValueError: weights are not finite" in lines[4]
@@ -286,6 +381,7 @@ def test_progress_printer_takes_keras_tuner_trials():
     trial.metrics.register("reward", "max")
     trial.metrics.update("reward", 0.25)
     import io
+
     printer = ProgressPrinter(total=1, stream=io.StringIO())
     assert printer.on_trial_end(trial) == 'trial 1/1  {"x":1}  reward 0.2500  best 0.2500 (trial 3)'
 
@@ -303,13 +399,17 @@ def test_hparams_writer_logs_read_back(run_dir, tmp_path):
     def events(folder):
         for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
             for event in tf.compat.v1.train.summary_iterator(path):
-                for value in event.summary.value:
-                    yield value
+                yield from event.summary.value
 
     config = [v for v in events(logdir) if v.tag == hp_metadata.EXPERIMENT_TAG]
     experiment = hp_metadata.parse_experiment_plugin_data(config[0].metadata.plugin_data.content)
-    assert {m.name.tag for m in experiment.metric_infos} >= {"reward", "stage1_reward", "params", "madds",
-                                                             "latency_ms"}
+    assert {m.name.tag for m in experiment.metric_infos} >= {
+        "reward",
+        "stage1_reward",
+        "params",
+        "madds",
+        "latency_ms",
+    }
     assert {"block0_input0", "cell_op1", "genotype"} <= {h.name for h in experiment.hparam_infos}
     cell_op1 = [h for h in experiment.hparam_infos if h.name == "cell_op1"][0]
     assert [v.number_value for v in cell_op1.domain_discrete.values] == list(range(11))

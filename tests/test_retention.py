@@ -1,4 +1,5 @@
 """Tests of tfnas.retention: exactly the best K trials (and running ones) keep their weights."""
+
 import json
 import os
 
@@ -18,22 +19,31 @@ def _search_dir(tmp_path, trials):
     for trial_id, status, score, has_weights in trials:
         folder = tmp_path / f"trial_{trial_id}"
         folder.mkdir()
-        (folder / "trial.json").write_text(json.dumps(
-            {"trial_id": trial_id, "status": status, "score": score}))
+        (folder / "trial.json").write_text(
+            json.dumps({"trial_id": trial_id, "status": status, "score": score})
+        )
         if has_weights:
             (folder / WEIGHTS).write_bytes(b"w" * (100 + int(trial_id)))
     return str(tmp_path)
 
 
-TRIALS = [("00", "COMPLETED", 0.30, True), ("01", "COMPLETED", 0.70, True),
-          ("02", "FAILED", None, False), ("03", "COMPLETED", 0.50, True),
-          ("04", "COMPLETED", 0.70, True), ("05", "COMPLETED", 0.10, True),
-          ("06", "RUNNING", None, True)]
+TRIALS = [
+    ("00", "COMPLETED", 0.30, True),
+    ("01", "COMPLETED", 0.70, True),
+    ("02", "FAILED", None, False),
+    ("03", "COMPLETED", 0.50, True),
+    ("04", "COMPLETED", 0.70, True),
+    ("05", "COMPLETED", 0.10, True),
+    ("06", "RUNNING", None, True),
+]
 
 
 def _with_weights(run_dir):
-    return sorted(name[len("trial_"):] for name in os.listdir(run_dir)
-                  if os.path.exists(os.path.join(run_dir, name, WEIGHTS)))
+    return sorted(
+        name[len("trial_") :]
+        for name in os.listdir(run_dir)
+        if os.path.exists(os.path.join(run_dir, name, WEIGHTS))
+    )
 
 
 def test_best_trial_ids_orders_by_score_then_trial_order():
@@ -77,8 +87,9 @@ def test_prune_accepts_keras_tuner_trials(tmp_path):
     run_dir = _search_dir(tmp_path, TRIALS)
     trials = []
     for trial_id, status, score, _ in TRIALS:
-        trial = keras_tuner.engine.trial.Trial(keras_tuner.HyperParameters(), trial_id=trial_id,
-                                               status=status)
+        trial = keras_tuner.engine.trial.Trial(
+            keras_tuner.HyperParameters(), trial_id=trial_id, status=status
+        )
         trial.score = score
         trials.append(trial)
     running = [trials[-1]]
@@ -91,8 +102,10 @@ def test_pruned_message_names_the_setting_and_the_exportable_trials(tmp_path):
     run_dir = _search_dir(tmp_path, TRIALS)
     retention.prune_trial_weights(run_dir, keep_best=2, running_trial_ids=["06"])
     message = retention.pruned_message(run_dir, "03")
-    assert message == ("trial 03's weights were pruned by --keep-weights 2 (only the best 2 "
-                       "trials keep theirs); export one of trials ['01', '04']")
+    assert message == (
+        "trial 03's weights were pruned by --keep-weights 2 (only the best 2 "
+        "trials keep theirs); export one of trials ['01', '04']"
+    )
     # Trials that still have weights, or lost them for another reason, get no such message.
     assert retention.pruned_message(run_dir, "01") is None
     assert retention.pruned_message(run_dir, "02") is None

@@ -1,4 +1,5 @@
 """Tests for tfnas.tasks.segmentation: scores, reward, streaming metric, losses."""
+
 import math
 
 import keras
@@ -49,9 +50,7 @@ def test_scores_by_hand_all_classes_kept():
     assert result["fwiou"] == pytest.approx(0.5375)
     # pixel accuracy = 14 / 20
     assert result["pixel_accuracy"] == pytest.approx(0.7)
-    assert result["reward"] == pytest.approx(
-        (1.625 / 3 * 0.5375 * (5 / 6 + 1.35) / 3) ** (1 / 3)
-    )
+    assert result["reward"] == pytest.approx((1.625 / 3 * 0.5375 * (5 / 6 + 1.35) / 3) ** (1 / 3))
 
 
 def test_scores_classes_without_ground_truth():
@@ -126,9 +125,7 @@ CE = [math.log(1 + math.exp(-2)), math.log(2), math.log(1 + math.e)]
 
 def test_loss_by_hand_with_ignored_pixel():
     assert float(segmentation_loss(LABELS, LOGITS)) == pytest.approx(sum(CE) / 3, rel=1e-5)
-    assert float(segmentation_loss(LABELS[..., None], LOGITS)) == pytest.approx(
-        0.711112, rel=1e-5
-    )
+    assert float(segmentation_loss(LABELS[..., None], LOGITS)) == pytest.approx(0.711112, rel=1e-5)
     # class weights [1, 3]: weights of the valid pixels are 1, 3, 1
     weighted = segmentation_loss(LABELS, LOGITS, class_weights=[1.0, 3.0])
     assert float(weighted) == pytest.approx((CE[0] + 3 * CE[1] + CE[2]) / 5, rel=1e-5)

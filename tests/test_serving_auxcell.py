@@ -1,17 +1,18 @@
 """Export of the published auxiliary-cell architectures (CVPR 2019 arch0-2) at a tiny width,
 and `tfnas export` of the best trial of a search run directory."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from test_serving_common import images
-from tfnas.preprocessing import preprocess
-from tfnas.serving import export, read_metadata
+
 from tfnas.cli import main
+from tfnas.preprocessing import preprocess
 from tfnas.search_dir import SearchDir
+from tfnas.serving import export, read_metadata
 from tfnas.spaces import AuxCellSpace
 
 SPACE_CONFIG = {"num_classes": 5, "width": 8, "alpha": 0.35}
@@ -33,7 +34,9 @@ def test_export_published_architecture(tmp_path, arch):
     space = AuxCellSpace(**SPACE_CONFIG)
     model = space.build_genotype(arch)
     assert {"logits", "aux_0"} <= set(model.output)  # a training model with auxiliary heads
-    path = export(model, str(tmp_path), arch, metadata={"space": "auxcell", "genotype": AuxCellSpace.PUBLISHED[arch]})
+    path = export(
+        model, str(tmp_path), arch, metadata={"space": "auxcell", "genotype": AuxCellSpace.PUBLISHED[arch]}
+    )
     inference = space.inference_model(model)
     assert_exported_equals(path, inference, images(2, 32, 32))
     meta = read_metadata(path)
@@ -43,9 +46,15 @@ def test_export_published_architecture(tmp_path, arch):
 
 def write_trial(run_dir, trial_id, status, score, values=None, model=None):
     os.makedirs(os.path.join(run_dir, f"trial_{trial_id}"))
-    trial = {"trial_id": trial_id, "status": status, "score": score,
-             "hyperparameters": {"space": [], "values": values or {}},
-             "metrics": {"metrics": {"miou": {"direction": "max", "observations": [{"value": [score], "step": 0}]}}}}
+    trial = {
+        "trial_id": trial_id,
+        "status": status,
+        "score": score,
+        "hyperparameters": {"space": [], "values": values or {}},
+        "metrics": {
+            "metrics": {"miou": {"direction": "max", "observations": [{"value": [score], "step": 0}]}}
+        },
+    }
     with open(os.path.join(run_dir, f"trial_{trial_id}", "trial.json"), "w") as f:
         json.dump(trial, f)
     if model is not None:
@@ -68,8 +77,11 @@ def test_tfnas_export_of_best_trial_arch1(tmp_path):
 
     loaded, info = search_dir.load_trial_model()
     batch = images(1, 32, 32, seed=4)
-    np.testing.assert_allclose(np.asarray(loaded(preprocess(batch))["logits"]),
-                               np.asarray(model(preprocess(batch))["logits"]), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(loaded(preprocess(batch))["logits"]),
+        np.asarray(model(preprocess(batch))["logits"]),
+        atol=1e-6,
+    )
     assert info["trial_id"] == "01" and info["metrics"] == {"miou": 0.6}
     assert info["genotype"] == AuxCellSpace.PUBLISHED["arch1"]
 

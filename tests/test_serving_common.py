@@ -1,5 +1,6 @@
 """Tiny models that follow the tfnas model contract, shared by the serving tests; and the
 tests of `inference_model` (training-only outputs stripped)."""
+
 import keras
 import numpy as np
 import pytest

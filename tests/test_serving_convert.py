@@ -1,5 +1,6 @@
 """Edge targets: ONNX parity in onnxruntime, TFLite float16/int8, and the TensorRT / TF-TRT
 paths (scripts here, clear errors where TensorRT is missing)."""
+
 import os
 import subprocess
 import sys
@@ -9,11 +10,20 @@ import numpy as np
 import onnx
 import pytest
 import tensorflow as tf
-
 from test_serving_common import images, tiny_model
+
 from tfnas.data import NUM_CLASSES, digit_scene_arrays
 from tfnas.preprocessing import preprocess
-from tfnas.serving import build_engine, compare, export, onnx_predict, time_engine, to_onnx, to_tflite, tflite_predict
+from tfnas.serving import (
+    build_engine,
+    compare,
+    export,
+    onnx_predict,
+    tflite_predict,
+    time_engine,
+    to_onnx,
+    to_tflite,
+)
 from tfnas.serving.onnx_export import op_census
 from tfnas.serving.quantize import calibration_images, is_qdq_model, quantize_onnx
 from tfnas.serving.tensorrt import needs_explicit_quantization, write_trtexec_script
@@ -49,13 +59,16 @@ def test_onnx_parity_and_names(trained, tmp_path, signature):
     assert report["max_abs_diff"] and all(d < 1e-4 for d in report["max_abs_diff"].values())
     assert all(f == 0.0 for f in report["mismatch_fraction"].values())
     # dynamic sizes: another image size runs too
-    out = onnx_predict(path, images(1, 40, 24) if signature == "serving_default" else
-                       preprocess(images(1, 40, 24)).numpy())
+    out = onnx_predict(
+        path, images(1, 40, 24) if signature == "serving_default" else preprocess(images(1, 40, 24)).numpy()
+    )
     assert out[expected[0]].shape[:3] == ((1, 40, 24) if signature == "serving_default" else (1, 10, 6))
 
 
 def test_onnx_unknown_signature(trained, tmp_path):
-    with pytest.raises(ValueError, match=r"signature 'probs' is not in .* it has \['logits', 'serving_default'"):
+    with pytest.raises(
+        ValueError, match=r"signature 'probs' is not in .* it has \['logits', 'serving_default'"
+    ):
         to_onnx(trained, str(tmp_path / "m.onnx"), signature="probs")
 
 
@@ -99,8 +112,9 @@ def test_trtexec_script(trained, tmp_path):
     onnx_path = str(tmp_path / "logits.onnx")
     to_onnx(trained, onnx_path, signature="logits")
     (tmp_path / "cache").write_bytes(b"TRT-calibration")
-    script = write_trtexec_script(onnx_path, str(tmp_path / "jetson"), "int8", (1, 64, 96, 3),
-                                  calibration_cache=str(tmp_path / "cache"))
+    script = write_trtexec_script(
+        onnx_path, str(tmp_path / "jetson"), "int8", (1, 64, 96, 3), calibration_cache=str(tmp_path / "cache")
+    )
     text = open(script).read()
     assert '--onnx="$HERE/model.onnx" --saveEngine="$HERE/model_int8.engine" --int8 --fp16' in text
     assert '--calib="$HERE/calibration.cache"' in text and "--shapes=images:1x64x96x3" in text
@@ -121,13 +135,20 @@ def test_tftrt_error_points_to_onnx(trained, tmp_path):
 
 
 def test_tftrt_runs_as_a_script_without_tfnas_dependencies(trained, tmp_path):
-    code = ("import runpy, sys\n"
-            "sys.argv = ['serving/tftrt.py'] + sys.argv[1:]\n"
-            "try:\n    runpy.run_path('serving/tftrt.py', run_name='__main__')\n"
-            "except SystemExit as e:\n"
-            "    print('rc', e.code, sorted(m for m in ('keras_tuner', 'tf2onnx', 'onnx', 'tfnas') if m in sys.modules))\n")
-    result = subprocess.run([sys.executable, "-c", code, trained, str(tmp_path / "out")], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['serving/tftrt.py'] + sys.argv[1:]\n"
+        "try:\n    runpy.run_path('serving/tftrt.py', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    print('rc', e.code, sorted(m for m in ('keras_tuner', 'tf2onnx', 'onnx', 'tfnas') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, trained, str(tmp_path / "out")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "rc 1 []" in result.stdout, result.stdout + result.stderr[-2000:]
     assert "TF-TRT is not available" in result.stderr
 
@@ -140,7 +161,10 @@ def test_onnx_fixed_size_parity_and_shapes(trained, tmp_path):
     graph = onnx.load(path).graph
     dims = [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.input]
     assert dims == [[2, 32, 48, 3]]
-    assert all(d < 1e-4 for d in report["max_abs_diff"].values()) and report["mismatch_fraction"]["classes"] == 0.0
+    assert (
+        all(d < 1e-4 for d in report["max_abs_diff"].values())
+        and report["mismatch_fraction"]["classes"] == 0.0
+    )
     # native ops only: one NCHW transpose in, one out (the class map and probabilities share it)
     census = op_census(path)
     assert census["Transpose"] <= 2 and census["Shape"] == 0 and census["Resize"] == 1
@@ -148,8 +172,11 @@ def test_onnx_fixed_size_parity_and_shapes(trained, tmp_path):
 
 
 def test_onnx_size_not_divisible_by_the_output_stride(trained, tmp_path):
-    with pytest.raises(ValueError, match=r"input size 30x32 does not fit.*height 30 is not divisible by the "
-                                         r"network's output stride 4.*e\.g\. 32x32"):
+    with pytest.raises(
+        ValueError,
+        match=r"input size 30x32 does not fit.*height 30 is not divisible by the "
+        r"network's output stride 4.*e\.g\. 32x32",
+    ):
         to_onnx(trained, str(tmp_path / "m.onnx"), input_size=(30, 32))
     with pytest.raises(ValueError, match="input size '512' must be HxW"):
         to_onnx(trained, str(tmp_path / "m.onnx"), input_size="512")
@@ -163,7 +190,9 @@ def test_tflite_at_fixed_size(trained, tmp_path, digits):
     got = tflite_predict(path, x[:4])
     expected = tf.saved_model.load(trained).signatures["logits"](images=preprocess(x[:4]))["logits"]
     np.testing.assert_allclose(got, expected, atol=1e-4)
-    int8 = to_tflite(trained, str(tmp_path / "int8.tflite"), "int8", representative_data=x[:8], input_size=(32, 32))
+    int8 = to_tflite(
+        trained, str(tmp_path / "int8.tflite"), "int8", representative_data=x[:8], input_size=(32, 32)
+    )
     assert tflite_predict(int8, x[:1]).shape == (1, 8, 8, NUM_CLASSES)
     with pytest.raises(ValueError, match="height 30 is not divisible by the network's output stride 4"):
         to_tflite(trained, str(tmp_path / "bad.tflite"), input_size=(30, 32))
@@ -177,11 +206,17 @@ def test_int8_qdq_onnx_runs_and_agrees_with_float(trained, tmp_path, digits):
     report = quantize_onnx(float_path, str(tmp_path / "int8.onnx"), x[:32])
     assert report["calibration_images"] == 32 and is_qdq_model(report["path"])
     census = op_census(report["path"])
-    assert census["QuantizeLinear"] >= census["Conv"] > 0 and census["DequantizeLinear"] > census["QuantizeLinear"]
+    assert (
+        census["QuantizeLinear"] >= census["Conv"] > 0
+        and census["DequantizeLinear"] > census["QuantizeLinear"]
+    )
     sample = x[-8:]
-    want = np.concatenate([onnx_predict(float_path, preprocess(sample[i:i + 1]).numpy())["logits"] for i in range(8)])
-    got = np.concatenate([onnx_predict(report["path"], preprocess(sample[i:i + 1]).numpy())["logits"]
-                          for i in range(8)])
+    want = np.concatenate(
+        [onnx_predict(float_path, preprocess(sample[i : i + 1]).numpy())["logits"] for i in range(8)]
+    )
+    got = np.concatenate(
+        [onnx_predict(report["path"], preprocess(sample[i : i + 1]).numpy())["logits"] for i in range(8)]
+    )
     agreement = float(np.mean(want.argmax(-1) == got.argmax(-1)))
     # symmetric per-channel int8 on a model trained a few steps: measured ~0.97-1.0
     assert agreement > 0.9, agreement

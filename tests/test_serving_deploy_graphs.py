@@ -1,11 +1,12 @@
 """Deployment graphs at the deployment size (issue 17): the CVPR 2019 arch0 converts to ONNX and
 TFLite with every searched op in its native form, and matches Keras at that size."""
+
 import numpy as np
 import onnx
 import pytest
 
 from tfnas.preprocessing import preprocess
-from tfnas.serving import export, onnx_predict, to_onnx, to_tflite, tflite_predict
+from tfnas.serving import export, onnx_predict, tflite_predict, to_onnx, to_tflite
 from tfnas.serving.onnx_export import op_census
 from tfnas.serving.tflite import tflite_op_census
 from tfnas.spaces import AuxCellSpace
@@ -21,8 +22,12 @@ def arch0(tmp_path_factory):
     pooling, resizes) as the published model."""
     space = AuxCellSpace(num_classes=5, width=16, alpha=0.35)
     model = space.inference_model(space.build_genotype("arch0"))
-    saved = export(model, str(tmp_path_factory.mktemp("arch0")), "arch0",
-                   warmup_images=np.zeros((1, 32, 32, 3), np.uint8))
+    saved = export(
+        model,
+        str(tmp_path_factory.mktemp("arch0")),
+        "arch0",
+        warmup_images=np.zeros((1, 32, 32, 3), np.uint8),
+    )
     return model, saved
 
 
@@ -31,14 +36,23 @@ def test_arch0_fixed_size_onnx_has_native_ops_and_matches_keras(arch0, tmp_path)
     model, saved = arch0
     path = str(tmp_path / "arch0.onnx")
     batch = np.random.default_rng(1).integers(0, 256, (1, *SIZE, 3), dtype=np.uint8)
-    report = to_onnx(saved, path, signature="logits", input_size=SIZE,
-                     sample_inputs=preprocess(batch).numpy())
+    report = to_onnx(
+        saved, path, signature="logits", input_size=SIZE, sample_inputs=preprocess(batch).numpy()
+    )
     assert report["output_stride"] == [32, 32]
     census = op_census(path)
     assert not [op for op in DECOMPOSITIONS if census[op]], dict(census)
     assert census["Transpose"] <= 2
-    dilations = sorted({tuple(a.ints) for node in onnx.load(path).graph.node if node.op_type == "Conv"
-                        for a in node.attribute if a.name == "dilations"} - {(1, 1)})
+    dilations = sorted(
+        {
+            tuple(a.ints)
+            for node in onnx.load(path).graph.node
+            if node.op_type == "Conv"
+            for a in node.attribute
+            if a.name == "dilations"
+        }
+        - {(1, 1)}
+    )
     assert dilations == [(3, 3), (6, 6)]  # arch0's conv3x3_rate3 and sep5x5_rate6, each one Conv node
     assert census["Resize"] >= 1 and census["GlobalAveragePool"] >= 1
     want = np.asarray(model(preprocess(batch), training=False))

@@ -1,5 +1,6 @@
 """SavedModel export for TF Serving: signatures, parity with Keras, versions, metadata,
 warm-up requests, saved_model_cli, models.config."""
+
 import datetime
 import os
 import subprocess
@@ -10,8 +11,8 @@ import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
-
 from test_serving_common import NUM_CLASSES, images, keras_logits, tiny_model
+
 from tfnas.preprocessing import preprocess
 from tfnas.serving import (
     ModelConfig,
@@ -31,7 +32,9 @@ SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli
 def exported(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("exports"))
     model = tiny_model()
-    path = export(model, base, "tiny", metadata={"space": "test", "genotype": [[1, 2], [3]], "miou": np.float32(0.5)})
+    path = export(
+        model, base, "tiny", metadata={"space": "test", "genotype": [[1, 2], [3]], "miou": np.float32(0.5)}
+    )
     return model, base, path
 
 
@@ -110,26 +113,57 @@ def test_next_free_version_custom_warmup_and_existing_version(exported, tmp_path
 
 def test_saved_model_cli_show_and_run(exported, tmp_path):
     _, _, path = exported
-    show = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", path, "--all"], capture_output=True, text=True, check=True)
-    for text in ["signature_def['serving_default']", "signature_def['serving_float']", "signature_def['logits']",
-                 "DT_UINT8", "outputs['classes']", "outputs['probabilities']"]:
+    show = subprocess.run(
+        [SAVED_MODEL_CLI, "show", "--dir", path, "--all"], capture_output=True, text=True, check=True
+    )
+    for text in [
+        "signature_def['serving_default']",
+        "signature_def['serving_float']",
+        "signature_def['logits']",
+        "DT_UINT8",
+        "outputs['classes']",
+        "outputs['probabilities']",
+    ]:
         assert text in show.stdout
     batch = images(1, 16, 16, seed=3)
     np.save(tmp_path / "in.npy", batch)
-    subprocess.run([SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
-                    "--inputs", f"images={tmp_path / 'in.npy'}", "--outdir", str(tmp_path / "out")],
-                   capture_output=True, text=True, check=True)
+    subprocess.run(
+        [
+            SAVED_MODEL_CLI,
+            "run",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"images={tmp_path / 'in.npy'}",
+            "--outdir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     direct = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(batch))
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "classes.npy"), direct["classes"].numpy())
-    np.testing.assert_allclose(np.load(tmp_path / "out" / "probabilities.npy"), direct["probabilities"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out" / "probabilities.npy"), direct["probabilities"].numpy(), atol=1e-6
+    )
 
 
 def test_models_config_parses_with_official_proto(tmp_path):
-    path = write_models_config(tmp_path / "models.config", [
-        ModelConfig("seg", version_policy="specific", versions=[1, 2], version_labels={"stable": 1, "canary": 2}),
-        ModelConfig("tiny", version_policy="latest", num_versions=2),
-        {"name": "all", "base_path": "/data/all", "version_policy": "all"},
-    ])
+    path = write_models_config(
+        tmp_path / "models.config",
+        [
+            ModelConfig(
+                "seg", version_policy="specific", versions=[1, 2], version_labels={"stable": 1, "canary": 2}
+            ),
+            ModelConfig("tiny", version_policy="latest", num_versions=2),
+            {"name": "all", "base_path": "/data/all", "version_policy": "all"},
+        ],
+    )
     config = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
     seg, tiny, every = config.model_config_list.config
     assert (seg.name, seg.base_path, seg.model_platform) == ("seg", "/models/seg", "tensorflow")
@@ -137,8 +171,9 @@ def test_models_config_parses_with_official_proto(tmp_path):
     assert dict(seg.version_labels) == {"stable": 1, "canary": 2}
     assert tiny.model_version_policy.latest.num_versions == 2
     assert every.model_version_policy.WhichOneof("policy_choice") == "all" and every.base_path == "/data/all"
-    assert read_models_config(path)[0] == ModelConfig("seg", version_policy="specific", versions=[1, 2],
-                                                      version_labels={"stable": 1, "canary": 2})
+    assert read_models_config(path)[0] == ModelConfig(
+        "seg", version_policy="specific", versions=[1, 2], version_labels={"stable": 1, "canary": 2}
+    )
 
 
 def test_models_config_rejects_bad_input(tmp_path):

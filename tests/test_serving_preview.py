@@ -1,5 +1,6 @@
 """The preview server (`tfnas serve`) and the client: REST rows/columns, gRPC, versions,
 labels, metadata, TF Serving's error format."""
+
 import json
 import os
 import urllib.error
@@ -8,8 +9,8 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from test_serving_common import images, tiny_model
+
 from tfnas.serving import (
     ModelConfig,
     PreviewServer,
@@ -26,8 +27,10 @@ def server(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("exports"))
     export(tiny_model(seed=1), base, "tiny")  # version 1
     export(tiny_model(seed=2), base, "tiny")  # version 2, other weights
-    write_models_config(os.path.join(base, "models.config"), [
-        ModelConfig("tiny", version_policy="all", version_labels={"stable": 1, "canary": 2})])
+    write_models_config(
+        os.path.join(base, "models.config"),
+        [ModelConfig("tiny", version_policy="all", version_labels={"stable": 1, "canary": 2})],
+    )
     with PreviewServer(base, host="127.0.0.1", rest_port=0, grpc_port=0) as running:
         yield running, base
 
@@ -71,8 +74,10 @@ def test_versions_labels_and_signatures(server, client):
     assert_same(client.predict_grpc("tiny", batch, version=1), v1)
     assert_same(client.predict_grpc("tiny", batch, label="stable"), v1)
     floats = batch.astype(np.float32) / 127.5 - 1
-    assert_same(client.predict("tiny", floats, signature_name="logits", form="inputs"),
-                direct(base, 2, floats, "logits"))
+    assert_same(
+        client.predict("tiny", floats, signature_name="logits", form="inputs"),
+        direct(base, 2, floats, "logits"),
+    )
 
 
 def test_status_and_metadata(client):
@@ -99,21 +104,36 @@ def raw(running, method, path, body=None):
         return e.code, json.loads(e.read())
 
 
-@pytest.mark.parametrize("method,path,body,status,message", [
-    ("POST", "/v1/models/tiny:predict", "{not json", 400, "JSON Parse error"),
-    ("POST", "/v1/models/tiny:predict", '{"signature_name": "serving_default"}', 400, '"instances"'),
-    ("POST", "/v1/models/tiny:predict", '{"instances": [], "inputs": []}', 400, "exactly one"),
-    ("POST", "/v1/models/nope:predict", '{"instances": [[[[0, 0, 0]]]]}', 404, "Servable not found"),
-    ("POST", "/v1/models/tiny/versions/9:predict", '{"instances": [[[[0, 0, 0]]]]}', 404, "Specific(tiny, 9)"),
-    ("POST", "/v1/models/tiny/labels/beta:predict", '{"instances": [[[[0, 0, 0]]]]}', 404, "label: beta"),
-    ("POST", "/v1/models/tiny:predict", '{"instances": [[[[0.5, 0, 0]]]]}', 400, "must be uint8"),
-    ("POST", "/v1/models/tiny:predict", '{"instances": [[[[0, 0]]]]}', 400, "expects (-1, -1, -1, 3)"),
-    ("POST", "/v1/models/tiny:predict", '{"instances": [[[[0, 0, 0]]], [[0]]]}', 400, "rectangular"),
-    ("POST", "/v1/models/tiny:predict", '{"inputs": {"pixels": [[[[0, 0, 0]]]]}}', 400, "do not match"),
-    ("POST", "/v1/models/tiny:predict", '{"signature_name": "x", "inputs": [[[[0, 0, 0]]]]}', 400, '"x" not found'),
-    ("GET", "/v1/models/nope", None, 404, "Servable not found"),
-    ("GET", "/v2/anything", None, 404, "Malformed request"),
-])
+@pytest.mark.parametrize(
+    "method,path,body,status,message",
+    [
+        ("POST", "/v1/models/tiny:predict", "{not json", 400, "JSON Parse error"),
+        ("POST", "/v1/models/tiny:predict", '{"signature_name": "serving_default"}', 400, '"instances"'),
+        ("POST", "/v1/models/tiny:predict", '{"instances": [], "inputs": []}', 400, "exactly one"),
+        ("POST", "/v1/models/nope:predict", '{"instances": [[[[0, 0, 0]]]]}', 404, "Servable not found"),
+        (
+            "POST",
+            "/v1/models/tiny/versions/9:predict",
+            '{"instances": [[[[0, 0, 0]]]]}',
+            404,
+            "Specific(tiny, 9)",
+        ),
+        ("POST", "/v1/models/tiny/labels/beta:predict", '{"instances": [[[[0, 0, 0]]]]}', 404, "label: beta"),
+        ("POST", "/v1/models/tiny:predict", '{"instances": [[[[0.5, 0, 0]]]]}', 400, "must be uint8"),
+        ("POST", "/v1/models/tiny:predict", '{"instances": [[[[0, 0]]]]}', 400, "expects (-1, -1, -1, 3)"),
+        ("POST", "/v1/models/tiny:predict", '{"instances": [[[[0, 0, 0]]], [[0]]]}', 400, "rectangular"),
+        ("POST", "/v1/models/tiny:predict", '{"inputs": {"pixels": [[[[0, 0, 0]]]]}}', 400, "do not match"),
+        (
+            "POST",
+            "/v1/models/tiny:predict",
+            '{"signature_name": "x", "inputs": [[[[0, 0, 0]]]]}',
+            400,
+            '"x" not found',
+        ),
+        ("GET", "/v1/models/nope", None, 404, "Servable not found"),
+        ("GET", "/v2/anything", None, 404, "Malformed request"),
+    ],
+)
 def test_malformed_requests_get_tf_serving_errors(server, method, path, body, status, message):
     running, _ = server
     code, answer = raw(running, method, path, body)
@@ -122,7 +142,9 @@ def test_malformed_requests_get_tf_serving_errors(server, method, path, body, st
 
 
 def test_client_errors(server, client):
-    with pytest.raises(ServingError, match=r"HTTP 404 from .*/v1/models/nope:predict: Servable not found") as info:
+    with pytest.raises(
+        ServingError, match=r"HTTP 404 from .*/v1/models/nope:predict: Servable not found"
+    ) as info:
         client.predict("nope", images(1, 8, 8))
     assert info.value.status == 404
     with pytest.raises(ServingError, match="INVALID_ARGUMENT: input 'images' has shape"):
@@ -137,7 +159,12 @@ def test_connection_refused_names_url_and_what_to_start(server):
     rest_url, grpc_target = closed.rest_url, closed.grpc_target
     closed.stop()
     dead = ServingClient(rest_url, grpc_target, timeout=5)
-    with pytest.raises(ServingConnectionError, match=rf"cannot reach {rest_url}/v1/models/tiny:predict .*tfnas serve.*docker-compose"):
+    with pytest.raises(
+        ServingConnectionError,
+        match=rf"cannot reach {rest_url}/v1/models/tiny:predict .*tfnas serve.*docker-compose",
+    ):
         dead.predict("tiny", images(1, 8, 8))
-    with pytest.raises(ServingConnectionError, match=rf"cannot reach gRPC Predict at {grpc_target} .*tfnas serve"):
+    with pytest.raises(
+        ServingConnectionError, match=rf"cannot reach gRPC Predict at {grpc_target} .*tfnas serve"
+    ):
         dead.predict_grpc("tiny", images(1, 8, 8))

@@ -5,6 +5,7 @@ the Oracles' learning over many trials is tested in test_oracles.py on cheap obj
 the auxcell space searches through the CLI in test_cli.py (its decoder of nine cells is the
 slowest to trace).
 """
+
 import numpy as np
 import pytest
 from keras_tuner.engine.trial import TrialStatus
@@ -19,18 +20,31 @@ SEARCHED = ("template", "dpc")
 
 @pytest.fixture(scope="module")
 def data():
-    return (digit_scenes("train", SIZE, num_scenes=12, seed=2),
-            digit_scenes("validation", SIZE, num_scenes=4, seed=2))
+    return (
+        digit_scenes("train", SIZE, num_scenes=12, seed=2),
+        digit_scenes("validation", SIZE, num_scenes=4, seed=2),
+    )
 
 
 @pytest.mark.parametrize("oracle_name", ["ppo", "random"])
 @pytest.mark.parametrize("space_name", SEARCHED)
 def test_space_searches_with_oracle(tmp_path, data, space_name, oracle_name):
     space = SPACES[space_name](num_classes=11, alpha=0.35, width=8)
-    tuner = NASTuner(space, oracle=make_oracle(oracle_name, 1, seed=3), stage1_epochs=1,
-                     stage2_epochs=1, batch_size=4, cache_images=12, warmup_epochs=0,
-                     teacher=None, termination=False, latency_runs=0, verbose=0,
-                     directory=str(tmp_path), project_name="run")
+    tuner = NASTuner(
+        space,
+        oracle=make_oracle(oracle_name, 1, seed=3),
+        stage1_epochs=1,
+        stage2_epochs=1,
+        batch_size=4,
+        cache_images=12,
+        warmup_epochs=0,
+        teacher=None,
+        termination=False,
+        latency_runs=0,
+        verbose=0,
+        directory=str(tmp_path),
+        project_name="run",
+    )
     tuner.search(*data)
     trials = list(tuner.oracle.trials.values())
     assert [t.status for t in trials] == [TrialStatus.COMPLETED], [t.message for t in trials]

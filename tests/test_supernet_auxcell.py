@@ -1,4 +1,5 @@
 """The auxiliary-cell space's supernet: same outputs, costs and weights as the standalone models."""
+
 import keras
 import numpy as np
 import pytest
@@ -22,7 +23,8 @@ def setup():
 
 def _genotypes(space):
     return [AuxCellSpace.PUBLISHED["arch0"], AuxCellSpace.PUBLISHED["arch2"]] + [
-        space.genotype(space.random_values(seed)) for seed in (11, 12)]
+        space.genotype(space.random_values(seed)) for seed in (11, 12)
+    ]
 
 
 def test_supernet_equals_standalone_after_transfer_and_costs_match_profile(setup):
@@ -50,8 +52,9 @@ def test_load_is_the_inverse_of_transfer(setup):
     trained = space.build_genotype("arch1")
     supernet.select(values)
     supernet.load(values, trained)
-    np.testing.assert_allclose(supernet.decoder(features)["logits"],
-                               trained.get_layer("decoder")(features)["logits"], atol=1e-5)
+    np.testing.assert_allclose(
+        supernet.decoder(features)["logits"], trained.get_layer("decoder")(features)["logits"], atol=1e-5
+    )
     copy = space.build_genotype("arch1")
     supernet.transfer(values, copy)
     for a, b in zip(trained.get_layer("decoder").weights, copy.get_layer("decoder").weights):
@@ -76,7 +79,9 @@ def test_reinitialization_is_seeded_uses_standalone_fan_ins_and_resets_statistic
     values = space.values(genotype)
     uses = supernet.uses(values)
     pre = supernet.decoder.get_layer("pre_classifier")
-    unused_op = supernet.decoder.get_layer("block0_cell0").first.candidates[0].conv.kernel  # conv1x1, not arch0's
+    unused_op = (
+        supernet.decoder.get_layer("block0_cell0").first.candidates[0].conv.kernel
+    )  # conv1x1, not arch0's
     before = unused_op.numpy().copy()
     pre.bn.moving_mean.assign(np.full(pre.bn.moving_mean.shape, 5.0, "float32"))
     supernet.reinitialize(values, seed=3)
@@ -84,7 +89,9 @@ def test_reinitialization_is_seeded_uses_standalone_fan_ins_and_resets_statistic
     np.testing.assert_array_equal(pre.bn.moving_mean.numpy(), 0.0)
     np.testing.assert_array_equal(unused_op.numpy(), before)
     supernet.reinitialize(values, seed=3)
-    assert all(np.array_equal(a, v.numpy()) for a, v in zip(first, [v for u in uses for v in u.layer.weights]))
+    assert all(
+        np.array_equal(a, v.numpy()) for a, v in zip(first, [v for u in uses for v in u.layer.weights])
+    )
     supernet.reinitialize(values, seed=4)
     assert not np.array_equal(first[0], uses[0].layer.weights[0].numpy())
     # Glorot uniform on the standalone pre-classifier: fan-in 2 * width, fan-out width.

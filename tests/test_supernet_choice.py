@@ -1,4 +1,5 @@
 """The Choice layer (tfnas.choice): index mode, weighted mode, serialization, no retracing."""
+
 import keras
 import numpy as np
 import tensorflow as tf

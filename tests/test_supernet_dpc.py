@@ -1,4 +1,5 @@
 """The Dense Prediction Cell space's supernet: same outputs and costs as the standalone models."""
+
 import keras
 import numpy as np
 import pytest
@@ -22,8 +23,11 @@ def setup():
 
 def test_supernet_equals_standalone_and_costs_match_profile(setup):
     space, supernet, features = setup
-    genotypes = [[[0, "pool2x4"], [1, "sep3x3_6x21"]], [[0, "conv1x1"], [0, "pool1x1"]],
-                 [[0, "sep3x3_3x1"], [1, "conv1x1"]]]
+    genotypes = [
+        [[0, "pool2x4"], [1, "sep3x3_6x21"]],
+        [[0, "conv1x1"], [0, "pool1x1"]],
+        [[0, "sep3x3_3x1"], [1, "conv1x1"]],
+    ]
     genotypes += [space.genotype(space.random_values(seed)) for seed in (5, 6)]
     for seed, genotype in enumerate(genotypes):
         values = space.values(genotype)

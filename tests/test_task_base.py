@@ -1,12 +1,21 @@
 """The task abstraction: registry, segmentation unchanged, heads, pipelines and a training step per task."""
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfnas.data import digit_scene_arrays, pipeline
-from tfnas.tasks import (TASKS, ConfusionMatrix, SegmentationLoss, Task, UpsampleBy, get_task,
-                         scores, segmentation_loss)
+from tfnas.tasks import (
+    TASKS,
+    ConfusionMatrix,
+    SegmentationLoss,
+    Task,
+    UpsampleBy,
+    get_task,
+    scores,
+    segmentation_loss,
+)
 
 
 def test_registry_builds_every_task():
@@ -42,8 +51,7 @@ def test_segmentation_task_is_the_existing_functions():
     assert got == expected
     assert task.reward(got) == pytest.approx(expected["reward"])
     out = task.postprocess(tf.constant(logits), (8, 8))
-    np.testing.assert_array_equal(
-        out["classes"], tf.argmax(tf.image.resize(logits, (8, 8)), -1).numpy())
+    np.testing.assert_array_equal(out["classes"], tf.argmax(tf.image.resize(logits, (8, 8)), -1).numpy())
     with pytest.raises(ValueError, match="label 5, but num_classes=3"):
         task.validate_target(np.full((4, 4), 5, np.int32))
     with pytest.raises(ValueError, match="digit scenes have 11 classes"):
@@ -99,8 +107,9 @@ def test_a_few_training_steps_lower_each_tasks_loss(name):
     def step():
         with tf.GradientTape() as tape:
             loss = task.loss(targets, model(images, training=True))
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
-                                      model.trainable_variables))
+        optimizer.apply_gradients(
+            zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        )
         return loss
 
     losses = [float(step()) for _ in range(8)]
@@ -166,11 +175,12 @@ def test_padding_targets_change_no_score(name):
 def test_paper_learning_rate_schedules():
     pose = get_task("pose").learning_rate(steps_per_epoch=10)
     assert [float(pose(s)) for s in (0, 899, 900, 1199, 1200)] == pytest.approx(
-        [1e-3, 1e-3, 1e-4, 1e-4, 1e-5])
+        [1e-3, 1e-3, 1e-4, 1e-4, 1e-5]
+    )
     depth = get_task("depth")
     decoder = depth.learning_rate(steps_per_epoch=10)
     assert float(decoder(0)) == pytest.approx(7e-3)
-    assert float(decoder(2000)) == pytest.approx(7e-3 * 0.5 ** 0.9)  # epoch 200 of 400
+    assert float(decoder(2000)) == pytest.approx(7e-3 * 0.5**0.9)  # epoch 200 of 400
     assert float(depth.learning_rate(10, group="encoder")(0)) == pytest.approx(1e-3)
     multi = get_task("pose-multi").learning_rate(steps_per_epoch=1)
     assert float(multi(260)) == pytest.approx(1e-5)

@@ -1,4 +1,5 @@
 """Depth task: berHu and the NYUDv2 metrics on hand-worked maps, the depth data and loaders."""
+
 import math
 
 import numpy as np
@@ -41,7 +42,7 @@ def test_every_depth_metric_on_3x3_maps():
     # squared errors 0, .25, 0, .25, 0, 4, .0625
     assert s["rmse"] == pytest.approx(math.sqrt(4.5625 / 7))
     ln125, ln05 = math.log(1.25), math.log(0.5)
-    assert s["rmse_log"] == pytest.approx(math.sqrt((2 * ln125 ** 2 + 2 * ln05 ** 2) / 7))
+    assert s["rmse_log"] == pytest.approx(math.sqrt((2 * ln125**2 + 2 * ln05**2) / 7))
     assert s["abs_rel"] == pytest.approx((0.25 + 0.5 + 0.5 + 0.25) / 7)
     assert s["sq_rel"] == pytest.approx((0.125 + 0.25 + 1.0 + 0.0625) / 7)
     # ratios 1, 1.25, 1, 2, 1, 2, 1.25: the bounds are strict, so 1.25 fails delta1
@@ -112,8 +113,7 @@ def test_image_depth_folder_reads_16_bit_millimetres(tmp_path):
     image, depth = next(iter(image_depth_folder(tmp_path / "rgb", tmp_path / "depth")))
     assert image.shape == (4, 5, 3)
     np.testing.assert_allclose(depth.numpy()[0], [0.0, 1.0, 2.5, 0.0, 65.535], rtol=1e-6)
-    _, small = next(iter(image_depth_folder(tmp_path / "rgb", tmp_path / "depth",
-                                            image_size=(2, 5))))
+    _, small = next(iter(image_depth_folder(tmp_path / "rgb", tmp_path / "depth", image_size=(2, 5))))
     assert small.shape == (2, 5)
     assert np.isin(small.numpy(), np.float32([0.0, 1.0, 2.5, 65.535])).all()  # nearest
     with pytest.raises(ValueError, match="check depth_scale"):
@@ -130,7 +130,6 @@ def test_image_depth_folder_refuses_an_8_bit_mask(tmp_path):
 
 
 def test_postprocess_returns_depth_at_input_size():
-    out = get_task("depth").postprocess(tf.fill([2, 4, 6, 1], -1.0) + tf.range(6.0)[:, None],
-                                        (16, 24))
+    out = get_task("depth").postprocess(tf.fill([2, 4, 6, 1], -1.0) + tf.range(6.0)[:, None], (16, 24))
     assert out["depth"].shape == (2, 16, 24)
     assert float(tf.reduce_min(out["depth"])) == 0.0  # clamped at 0

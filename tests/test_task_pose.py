@@ -1,4 +1,5 @@
 """Top-down pose task: heatmaps, sub-pixel decoding, PCKh on hand-placed skeletons, flip test, data."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,9 +14,9 @@ def test_heatmap_peaks_at_the_joint_with_sigma_2():
     keypoints = np.array([[[10.0, 21.5, 2.0], [3.0, 3.0, 0.0]]], np.float32)
     heat = kp.render_heatmaps(keypoints, (12, 8), stride=4, sigma=2.0).numpy()
     assert heat.shape == (1, 12, 8, 2)
-    assert heat[0, 5, 2, 0] == pytest.approx(np.exp(-0.125 ** 2 / 8))
-    assert heat[0, 5, 4, 0] == pytest.approx(np.exp(-1.875 ** 2 / 8))
-    assert heat[0, 7, 2, 0] == pytest.approx(np.exp(-(0.125 ** 2 + 4) / 8))
+    assert heat[0, 5, 2, 0] == pytest.approx(np.exp(-(0.125**2) / 8))
+    assert heat[0, 5, 4, 0] == pytest.approx(np.exp(-(1.875**2) / 8))
+    assert heat[0, 7, 2, 0] == pytest.approx(np.exp(-(0.125**2 + 4) / 8))
     assert not heat[..., 1].any()  # not labelled: empty map
 
 
@@ -41,14 +42,20 @@ def test_decoding_recovers_sub_pixel_positions():
 
 
 def test_pckh_on_two_hand_placed_skeletons():
-    truth = np.array([
-        [[10, 10, 2], [20, 10, 2], [30, 10, 0]],   # head size 10
-        [[5, 5, 2], [50, 50, 1], [0, 0, 0]],       # head size 20
-    ], np.float32)
-    predicted = np.array([
-        [[13, 14], [20.5, 10], [99, 99]],  # 5 px (= 0.5 * 10, counts), 0.5 px, not labelled
-        [[5, 16], [51, 50], [0, 0]],       # 11 px > 10: wrong; 1 px <= 2: right at 0.1 too
-    ], np.float32)
+    truth = np.array(
+        [
+            [[10, 10, 2], [20, 10, 2], [30, 10, 0]],  # head size 10
+            [[5, 5, 2], [50, 50, 1], [0, 0, 0]],  # head size 20
+        ],
+        np.float32,
+    )
+    predicted = np.array(
+        [
+            [[13, 14], [20.5, 10], [99, 99]],  # 5 px (= 0.5 * 10, counts), 0.5 px, not labelled
+            [[5, 16], [51, 50], [0, 0]],  # 11 px > 10: wrong; 1 px <= 2: right at 0.1 too
+        ],
+        np.float32,
+    )
     head = np.array([10, 20], np.float32)
     mean, per_joint = pckh(predicted, truth, head, 0.5)
     assert mean == 0.75
@@ -64,8 +71,9 @@ def test_pckh_metric_and_reward_from_heatmaps():
     # Heatmaps of joints moved by (2, 0) and (0.5, 0): at head size 10 both are within 5
     # (PCKh@0.5); only the second is within 1 (PCKh@0.1) once decoded.
     moved = truth + np.array([[[2, 0, 0], [0.5, 0, 0], [0, 0, 0]]], np.float32)
-    metric.update_state({"keypoints": truth, "head_size": np.array([10.0], np.float32)},
-                        kp.render_heatmaps(moved, (8, 8)))
+    metric.update_state(
+        {"keypoints": truth, "head_size": np.array([10.0], np.float32)}, kp.render_heatmaps(moved, (8, 8))
+    )
     scores = task.scores(metric)
     assert scores["pckh@0.5"] == 1.0 and scores["pckh@0.1"] == 0.5
     assert scores["reward"] == 0.75 and scores["labelled_joints"] == 2
@@ -80,8 +88,7 @@ def test_loss_masks_joints_that_are_not_labelled():
     noisy[0, 0, 0, 0] += 2.0  # one pixel of a labelled joint: 0.5 * 4 / (8 * 8 * 2)
     assert float(joints_mse_loss(truth, noisy)) == pytest.approx(0.5 * 4 / 128)
     task = get_task("pose", num_joints=2, flip_pairs=[])
-    assert float(task.loss({"keypoints": truth, "head_size": [5.0]}, noisy)) == pytest.approx(
-        0.5 * 4 / 128)
+    assert float(task.loss({"keypoints": truth, "head_size": [5.0]}, noisy)) == pytest.approx(0.5 * 4 / 128)
 
 
 def test_flipped_heatmaps_need_no_shift_and_flip_test_averages():
@@ -90,8 +97,9 @@ def test_flipped_heatmaps_need_no_shift_and_flip_test_averages():
     flipped = kp.flip_keypoints(keypoints, 40, pairs)
     np.testing.assert_allclose(flipped.numpy()[0, 0], [9.0, 7.7, 2])  # was joint 1 at x 30
     direct = kp.render_heatmaps(flipped, (8, 10))
-    np.testing.assert_allclose(kp.flip_heatmaps(kp.render_heatmaps(keypoints, (8, 10)), pairs),
-                               direct, atol=1e-6)
+    np.testing.assert_allclose(
+        kp.flip_heatmaps(kp.render_heatmaps(keypoints, (8, 10)), pairs), direct, atol=1e-6
+    )
     images = tf.concat([tf.zeros([1, 32, 20, 3]), tf.ones([1, 32, 20, 3])], axis=2)
     straight = kp.render_heatmaps(keypoints, (8, 10))
 
@@ -135,10 +143,10 @@ def test_figure_crops_hold_one_figure_with_known_joints():
     task = get_task("pose")
     for image, target in figure_crops("validation", image_size=48, num_crops=3).as_numpy_iterator():
         task.validate_target(target, image_size=image.shape[:2])
-    flipped_image, flipped = task.flip(tf.constant(images[0]), {
-        "keypoints": tf.constant(keypoints[0]), "head_size": tf.constant(head[0])})
-    np.testing.assert_allclose(flipped["keypoints"].numpy()[6, 0], 47 - keypoints[0, 5, 0],
-                               rtol=1e-6)
+    flipped_image, flipped = task.flip(
+        tf.constant(images[0]), {"keypoints": tf.constant(keypoints[0]), "head_size": tf.constant(head[0])}
+    )
+    np.testing.assert_allclose(flipped["keypoints"].numpy()[6, 0], 47 - keypoints[0, 5, 0], rtol=1e-6)
 
 
 def test_postprocess_decodes_keypoints_in_input_pixels():

@@ -1,4 +1,5 @@
 """Bottom-up pose task: AE loss on two people, grouping, COCO AP against pycocotools, data."""
+
 import contextlib
 import io
 import json
@@ -62,7 +63,7 @@ def _tag_maps(people, size, stride=4):
     for p, person in enumerate(people):
         for j, (x, y, _) in enumerate(person):
             u, v = int(round((x + 0.5) / stride - 0.5)), int(round((y + 0.5) / stride - 0.5))
-            tags[max(v - 1, 0):v + 2, max(u - 1, 0):u + 2, j] = 3.0 * p
+            tags[max(v - 1, 0) : v + 2, max(u - 1, 0) : u + 2, j] = 3.0 * p
     return tags
 
 
@@ -93,38 +94,55 @@ def test_oks_ap_of_a_hand_made_two_person_prediction_equals_pycocotools(tmp_path
     areas = np.array([600.0, 500.0], np.float32)
     rng = np.random.default_rng(1)
     predicted = people.copy()
-    predicted[0, :, :2] += rng.normal(0, 0.8, (17, 2))   # close
-    predicted[1, :, :2] += rng.normal(0, 3.0, (17, 2))   # loose
+    predicted[0, :, :2] += rng.normal(0, 0.8, (17, 2))  # close
+    predicted[1, :, :2] += rng.normal(0, 3.0, (17, 2))  # loose
     predicted[..., 2] = 1.0
     extra = predicted[:1].copy()
     extra[..., :2] += 6.0  # a duplicate, off by 6 px, scored low: a false positive
     detections = np.concatenate([predicted, extra])
     scores = np.array([0.9, 0.8, 0.3], np.float32)
-    ours = coco_keypoint_eval([(people, areas)], [(detections, scores)],
-                              image_sizes=[(96, 96)])
+    ours = coco_keypoint_eval([(people, areas)], [(detections, scores)], image_sizes=[(96, 96)])
 
     # pycocotools on its own, from files, as a user would run it.
-    gt = {"images": [{"id": 1, "height": 96, "width": 96}], "categories": [
-        {"id": 1, "name": "person", "keypoints": list(kp.COCO_KEYPOINTS)}], "annotations": []}
+    gt = {
+        "images": [{"id": 1, "height": 96, "width": 96}],
+        "categories": [{"id": 1, "name": "person", "keypoints": list(kp.COCO_KEYPOINTS)}],
+        "annotations": [],
+    }
     for i, (person, area) in enumerate(zip(people, areas)):
         xs, ys = person[:, 0], person[:, 1]
-        gt["annotations"].append({
-            "id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": float(area),
-            "num_keypoints": 17, "keypoints": person.reshape(-1).tolist(),
-            "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()),
-                     float(ys.max() - ys.min())]})
+        gt["annotations"].append(
+            {
+                "id": i + 1,
+                "image_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "area": float(area),
+                "num_keypoints": 17,
+                "keypoints": person.reshape(-1).tolist(),
+                "bbox": [
+                    float(xs.min()),
+                    float(ys.min()),
+                    float(xs.max() - xs.min()),
+                    float(ys.max() - ys.min()),
+                ],
+            }
+        )
     _write_coco(tmp_path / "gt.json", gt)
-    _write_coco(tmp_path / "dt.json", [
-        {"image_id": 1, "category_id": 1, "keypoints": d.reshape(-1).tolist(), "score": float(s)}
-        for d, s in zip(detections, scores)])
+    _write_coco(
+        tmp_path / "dt.json",
+        [
+            {"image_id": 1, "category_id": 1, "keypoints": d.reshape(-1).tolist(), "score": float(s)}
+            for d, s in zip(detections, scores)
+        ],
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(tmp_path / "gt.json"))
         evaluation = COCOeval(coco, coco.loadRes(str(tmp_path / "dt.json")), "keypoints")
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
-    names = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar", "ar50", "ar75",
-             "ar_medium", "ar_large")
+    names = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar", "ar50", "ar75", "ar_medium", "ar_large")
     for name, value in zip(names, evaluation.stats):
         assert ours[name] == pytest.approx(value, abs=1e-9), name
     assert 0.3 < ours["ap"] < 1.0  # the loose person fails the strict OKS thresholds
@@ -134,10 +152,13 @@ def test_streaming_metric_and_postprocess():
     people = _two_people()
     task = get_task("pose-multi")
     metric = task.metric()
-    outputs = np.concatenate([kp.render_heatmaps(people[None], (24, 24)),
-                              _tag_maps(people, (24, 24))[None]], -1)
-    target = {"keypoints": np.concatenate([people, np.zeros((1, 17, 3), np.float32)])[None],
-              "area": np.array([[5000.0, 5000.0, 0.0]], np.float32)}
+    outputs = np.concatenate(
+        [kp.render_heatmaps(people[None], (24, 24)), _tag_maps(people, (24, 24))[None]], -1
+    )
+    target = {
+        "keypoints": np.concatenate([people, np.zeros((1, 17, 3), np.float32)])[None],
+        "area": np.array([[5000.0, 5000.0, 0.0]], np.float32),
+    }
     tf.function(metric.update_state)(target, outputs)
     scores = task.scores(metric)
     assert scores["ap"] == pytest.approx(1.0) and scores["reward"] == scores["ap"]
@@ -168,8 +189,9 @@ def test_missing_pycocotools_gives_a_clear_error(monkeypatch):
 
 
 def test_figure_scenes_hold_several_figures():
-    images, keypoints, areas = figure_scene_arrays("train", image_size=64, num_scenes=10,
-                                                   seed=2, max_people=3)
+    images, keypoints, areas = figure_scene_arrays(
+        "train", image_size=64, num_scenes=10, seed=2, max_people=3
+    )
     assert images.shape == (10, 64, 64, 3) and keypoints.shape == (10, 3, 17, 3)
     present = areas > 0
     assert present.sum(axis=1).min() >= 1 and present.sum(axis=1).max() >= 2
@@ -187,13 +209,30 @@ def test_coco_keypoints_loader_and_its_errors(tmp_path):
     person[0] = (30, 10, 2)
     person[5] = (59, 39, 1)
     annotations = [
-        {"id": 7, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 300.0,
-         "keypoints": person.reshape(-1).tolist(), "bbox": [0, 0, 60, 40]},
-        {"id": 8, "image_id": 1, "category_id": 1, "iscrowd": 1, "area": 900.0,
-         "keypoints": [0] * 51, "bbox": [0, 0, 60, 40]},
+        {
+            "id": 7,
+            "image_id": 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "area": 300.0,
+            "keypoints": person.reshape(-1).tolist(),
+            "bbox": [0, 0, 60, 40],
+        },
+        {
+            "id": 8,
+            "image_id": 1,
+            "category_id": 1,
+            "iscrowd": 1,
+            "area": 900.0,
+            "keypoints": [0] * 51,
+            "bbox": [0, 0, 60, 40],
+        },
     ]
-    data = {"images": [{"id": 1, "file_name": "a.png", "height": 40, "width": 60}],
-            "annotations": annotations, "categories": [{"id": 1, "name": "person"}]}
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 40, "width": 60}],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "person"}],
+    }
     _write_coco(tmp_path / "k.json", data)
     image, target = next(iter(coco_keypoints(tmp_path / "k.json", tmp_path, max_people=2)))
     assert image.shape == (40, 60, 3) and target["keypoints"].shape == (2, 17, 3)

@@ -1,11 +1,12 @@
 """Template space (seed 001, Sec. 3 and 4.1): decisions, codec, template layer, published archs."""
+
 import math
 
 import keras
 import numpy as np
 import pytest
 
-from tfnas.cells.template import TEMPLATE_OPS, ConcatReduce, ParamSum, Template, TileSkip
+from tfnas.cells.template import ConcatReduce, ParamSum, Template, TileSkip
 from tfnas.spaces.template import TemplateSpace
 
 SMALL = dict(width=8, alpha=0.35)
@@ -23,8 +24,17 @@ def _rng_images(shape, seed=0):
 
 def test_decisions_are_declared_in_controller_order(space):
     names = [p.name for p in space.hyperparameters().space]
-    assert names[:9] == ["template0_op1", "template0_op2", "template0_agg", "template1_op1",
-                         "template1_op2", "template1_agg", "template2_op1", "template2_op2", "template2_agg"]
+    assert names[:9] == [
+        "template0_op1",
+        "template0_op2",
+        "template0_agg",
+        "template1_op1",
+        "template1_op2",
+        "template1_agg",
+        "template2_op1",
+        "template2_op2",
+        "template2_agg",
+    ]
     assert names[9:14] == ["block0_loc1", "block0_loc2", "block0_template", "block0_repeats", "block0_stride"]
     # Only the first N // 2 = 3 blocks choose a stride.
     assert [n for n in names if n.endswith("_stride")] == ["block0_stride", "block1_stride", "block2_stride"]
@@ -33,7 +43,7 @@ def test_decisions_are_declared_in_controller_order(space):
     assert [sizes[f"block{b}_loc1"] for b in range(7)] == [2, 3, 4, 5, 6, 7, 8]
     assert sizes["template0_op1"] == 6 and sizes["template0_agg"] == 2 and sizes["block6_repeats"] == 4
     locs = math.prod((2 + b) ** 2 for b in range(7))
-    assert space.size() == 72 ** 3 * locs * 3 ** 7 * 4 ** 7 * 2 ** 3
+    assert space.size() == 72**3 * locs * 3**7 * 4**7 * 2**3
 
 
 @pytest.mark.parametrize("name", sorted(TemplateSpace.PUBLISHED))
@@ -42,8 +52,10 @@ def test_published_genotypes_round_trip(space, name):
     values = space.values(genotype)
     assert space.genotype(values) == genotype
     if name == "arch0":  # block 0 is [0, 1, template 0, repeats 1, stride 2]
-        assert [values[k] for k in ("block0_loc1", "block0_loc2", "block0_template",
-                                     "block0_repeats", "block0_stride")] == [0, 1, 0, 1, 2]
+        assert [
+            values[k]
+            for k in ("block0_loc1", "block0_loc2", "block0_template", "block0_repeats", "block0_stride")
+        ] == [0, 1, 0, 1, 2]
 
 
 def test_random_genotypes_round_trip(space):
@@ -61,26 +73,29 @@ def _with(block=None, template=None, **change):
     return genotype
 
 
-@pytest.mark.parametrize("genotype, message", [
-    (_with(template=(1, 0, 6)), r"template 1 op1 is 6, but only 0\.\.5 exist"),
-    (_with(template=(2, 1, -1)), r"template 2 op2 is -1, but only 0\.\.5 exist"),
-    (_with(template=(0, 2, 2)), r"template 0 agg is 2, but only 0\.\.1 exist .*\(0 = psum, 1 = cat\)"),
-    (_with(block=(2, 0, 4)), r"block 2 loc1 is 4, but only 0\.\.3 exist .*2 stem outputs and 2 earlier"),
-    (_with(block=(0, 1, 2)), r"block 0 loc2 is 2, but only 0\.\.1 exist"),
-    (_with(block=(3, 2, 3)), r"block 3 template is 3, but only 0\.\.2 exist"),
-    (_with(block=(5, 3, 4)), r"block 5 repeats - 1 is 4, but only 0\.\.3 exist"),
-    (_with(block=(4, 4, 1)), r"block 4 log2\(stride\) is 1, but only 0\.\.0 exist .*only blocks 0\.\.2"),
-    (_with(block=(1, 4, 2)), r"block 1 log2\(stride\) is 2, but only 0\.\.1 exist"),
-    (_with(block=(1, 0, True)), r"block 1 loc1 is True"),
-    (_with(block=(1, 0, "2")), r"block 1 loc1 is '2'"),
-    ([ARCH0[0][:2], ARCH0[1]], r"templates .* must be 3 triples"),
-    ([ARCH0[0][:2] + [[3, 1]], ARCH0[1]], r"templates .* must be 3 triples"),
-    ([ARCH0[0], ARCH0[1][:6]], r"blocks .* must be 7 lists \[loc1, loc2, template"),
-    ([ARCH0[0], ARCH0[1][:6] + [[0, 5, 0, 1]]], r"blocks .* must be 7 lists"),
-    ([ARCH0[0], [ARCH0[1]]], r"blocks .* must be 7 lists"),
-    (ARCH0[1], r"must be \[templates, blocks\]"),
-    ("arch0", r"must be \[templates, blocks\]"),
-])
+@pytest.mark.parametrize(
+    "genotype, message",
+    [
+        (_with(template=(1, 0, 6)), r"template 1 op1 is 6, but only 0\.\.5 exist"),
+        (_with(template=(2, 1, -1)), r"template 2 op2 is -1, but only 0\.\.5 exist"),
+        (_with(template=(0, 2, 2)), r"template 0 agg is 2, but only 0\.\.1 exist .*\(0 = psum, 1 = cat\)"),
+        (_with(block=(2, 0, 4)), r"block 2 loc1 is 4, but only 0\.\.3 exist .*2 stem outputs and 2 earlier"),
+        (_with(block=(0, 1, 2)), r"block 0 loc2 is 2, but only 0\.\.1 exist"),
+        (_with(block=(3, 2, 3)), r"block 3 template is 3, but only 0\.\.2 exist"),
+        (_with(block=(5, 3, 4)), r"block 5 repeats - 1 is 4, but only 0\.\.3 exist"),
+        (_with(block=(4, 4, 1)), r"block 4 log2\(stride\) is 1, but only 0\.\.0 exist .*only blocks 0\.\.2"),
+        (_with(block=(1, 4, 2)), r"block 1 log2\(stride\) is 2, but only 0\.\.1 exist"),
+        (_with(block=(1, 0, True)), r"block 1 loc1 is True"),
+        (_with(block=(1, 0, "2")), r"block 1 loc1 is '2'"),
+        ([ARCH0[0][:2], ARCH0[1]], r"templates .* must be 3 triples"),
+        ([ARCH0[0][:2] + [[3, 1]], ARCH0[1]], r"templates .* must be 3 triples"),
+        ([ARCH0[0], ARCH0[1][:6]], r"blocks .* must be 7 lists \[loc1, loc2, template"),
+        ([ARCH0[0], ARCH0[1][:6] + [[0, 5, 0, 1]]], r"blocks .* must be 7 lists"),
+        ([ARCH0[0], [ARCH0[1]]], r"blocks .* must be 7 lists"),
+        (ARCH0[1], r"must be \[templates, blocks\]"),
+        ("arch0", r"must be \[templates, blocks\]"),
+    ],
+)
 def test_bad_genotypes_name_the_position_and_the_range(space, genotype, message):
     with pytest.raises(ValueError, match=message):
         space.values(genotype)
@@ -127,10 +142,13 @@ def test_skip_templates_sum_and_widen_exactly():
     np.testing.assert_allclose(wide([x1, x2]), expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("template, resize, expected", [
-    ([0, 3, 1], "down", (2, 4, 4, 16)),   # sep3x3 / maxpool, cat: down to the coarser path
-    ([2, 4, 0], "up", (2, 8, 8, 16)),     # gap / sep5x5 rate 6, psum: up to the finer path
-])
+@pytest.mark.parametrize(
+    "template, resize, expected",
+    [
+        ([0, 3, 1], "down", (2, 4, 4, 16)),  # sep3x3 / maxpool, cat: down to the coarser path
+        ([2, 4, 0], "up", (2, 8, 8, 16)),  # gap / sep5x5 rate 6, psum: up to the finer path
+    ],
+)
 def test_template_strides_channels_and_resizing(template, resize, expected):
     x1, x2 = _rng_images((2, 16, 16, 8), 3), _rng_images((2, 8, 8, 16), 4)
     layer = Template(template, filters=(16, 16), strides=2, input_strides=(4, 8), resize=resize)
@@ -187,4 +205,3 @@ def test_published_architectures_match_the_authors_parameter_counts(name, author
     assert decoder == authors - 56_576
     assert stem == 56_576 - 1_088
     assert abs(count(model) - authors) / authors < 0.01
-

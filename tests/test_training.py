@@ -1,4 +1,5 @@
 """Proxy-training pieces: termination rule, Polyak averaging, optimizer groups, feature cache."""
+
 import json
 import os
 
@@ -124,8 +125,10 @@ def test_run_stage_applies_polyak_after_fit_with_two_optimizers():
     decoder = _tiny_decoder()
     network = keras.Model(encoder.input, decoder(encoder(encoder.input)))
     frozen = [v.numpy().copy() for v in encoder.trainable_variables]
-    groups = [ParameterGroup(make_optimizer("sgd", 0.0, 0.99), encoder.trainable_variables),
-              ParameterGroup(make_optimizer("adam", 1e-2, 0.9), decoder.trainable_variables)]
+    groups = [
+        ParameterGroup(make_optimizer("sgd", 0.0, 0.99), encoder.trainable_variables),
+        ParameterGroup(make_optimizer("adam", 1e-2, 0.9), decoder.trainable_variables),
+    ]
     model = ProxyModel(network, groups, NUM_CLASSES)
     data = _pairs(8).batch(4, drop_remainder=True).map(lambda x, y: (tf.cast(x, tf.float32) / 127.5 - 1, y))
     record = _Record(decoder.trainable_variables)
@@ -143,8 +146,9 @@ def test_run_stage_applies_polyak_after_fit_with_two_optimizers():
 
 def test_nan_loss_raises_a_failed_trial_error():
     decoder = _tiny_decoder(nan=True)
-    model = ProxyModel(decoder, [ParameterGroup(make_optimizer("adam", 1e-3), decoder.trainable_variables)],
-                       NUM_CLASSES)
+    model = ProxyModel(
+        decoder, [ParameterGroup(make_optimizer("adam", 1e-3), decoder.trainable_variables)], NUM_CLASSES
+    )
     features = (tf.random.normal((4, 8, 8, 4)), tf.random.normal((4, 4, 4, 6)))
     data = tf.data.Dataset.from_tensor_slices((features, tf.zeros((4, 16, 16), tf.int32))).batch(2)
     with pytest.raises(NonFiniteLossError, match="NaN|nan") as info:

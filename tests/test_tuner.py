@@ -1,4 +1,5 @@
 """NASTuner: real searches on tiny data with each Oracle, failed (NaN) trials, reloading models."""
+
 import json
 import os
 
@@ -64,8 +65,16 @@ class TinySpace(DecoderSpace):
 
 
 def _tuner(space, oracle, tmp_path, **kwargs):
-    settings = dict(stage1_epochs=1, stage2_epochs=1, batch_size=4, cache_images=16,
-                    warmup_epochs=1, latency_runs=2, latency_warmup=1, verbose=0)
+    settings = dict(
+        stage1_epochs=1,
+        stage2_epochs=1,
+        batch_size=4,
+        cache_images=16,
+        warmup_epochs=1,
+        latency_runs=2,
+        latency_warmup=1,
+        verbose=0,
+    )
     settings.update(kwargs)
     return NASTuner(space, oracle=oracle, directory=str(tmp_path), project_name="run", **settings)
 
@@ -121,7 +130,8 @@ def test_search_with_each_oracle(tmp_path, oracle_name):
     assert set(best.output) == {"logits", "aux_0"}
     if val is not None:  # the saved weights reproduce the reported reward
         assert _reward_of(best, space, val) == pytest.approx(
-            best_trial.metrics.get_last_value("reward"), abs=1e-6)
+            best_trial.metrics.get_last_value("reward"), abs=1e-6
+        )
     # The weights file holds the full training model of space.build(hp).
     rebuilt = space.build(best_trial.hyperparameters)
     rebuilt.load_weights(run_dir / f"trial_{best_trial.trial_id}" / "model.weights.h5")
@@ -132,7 +142,8 @@ def test_search_with_each_oracle(tmp_path, oracle_name):
 def test_nan_trial_is_recorded_as_failed_and_the_search_goes_on(tmp_path):
     space = TinySpace(unstable=True)
     oracle = keras_tuner.oracles.RandomSearchOracle(
-        objective=keras_tuner.Objective("reward", "max"), max_trials=2, seed=0)
+        objective=keras_tuner.Objective("reward", "max"), max_trials=2, seed=0
+    )
     tuner = _tuner(space, oracle, tmp_path, warmup_epochs=0, latency_runs=0, teacher=None)
     tuner.search(digit_scenes("train", SIZE, num_scenes=12), verbose=0)
     by_value = {t.hyperparameters.values["explode"]: t for t in tuner.oracle.trials.values()}
@@ -156,8 +167,9 @@ def test_trials_never_reread_the_pretrained_encoder_weights(tmp_path):
     pretrained = str(tmp_path / "pretrained.weights.h5")
     TinySpace().build_encoder().save_weights(pretrained)
     space = TinySpace(encoder_weights=pretrained)
-    tuner = _tuner(space, make_oracle("random", 1, seed=0), tmp_path, warmup_epochs=None,
-                   latency_runs=0, teacher=None)
+    tuner = _tuner(
+        space, make_oracle("random", 1, seed=0), tmp_path, warmup_epochs=None, latency_runs=0, teacher=None
+    )
     assert tuner.settings.warmup_epochs == 0  # pretrained: no warm-up by default
     tuner.search(digit_scenes("train", SIZE, num_scenes=10), verbose=0)
     run = json.load(open(tmp_path / "run" / "run.json"))
@@ -171,5 +183,6 @@ def test_settings_are_checked_and_given_one_way(tmp_path):
     with pytest.raises(ValueError, match=r"stage1_epochs=0 must be an integer >= 1"):
         NASTuner(TinySpace(), stage1_epochs=0, directory=str(tmp_path), project_name="a")
     with pytest.raises(ValueError, match="not both"):
-        NASTuner(TinySpace(), settings=ProxySettings(), batch_size=4, directory=str(tmp_path),
-                 project_name="b")
+        NASTuner(
+            TinySpace(), settings=ProxySettings(), batch_size=4, directory=str(tmp_path), project_name="b"
+        )

@@ -29,6 +29,7 @@ dimension, through every step, loss and export signature.
     >>> choice.index.assign(1)   # runs SepConv only
     >>> y = choice(x)
 """
+
 import keras
 import tensorflow as tf
 
@@ -83,27 +84,34 @@ class Choice(keras.layers.Layer):
     def __init__(self, candidates=None, routes=None, **kwargs):
         super().__init__(**kwargs)
         if candidates is not None and not candidates:
-            raise ValueError(f"choice {self.name!r} has no candidates; give at least one layer, "
-                             "or None to choose among the inputs")
+            raise ValueError(
+                f"choice {self.name!r} has no candidates; give at least one layer, "
+                "or None to choose among the inputs"
+            )
         self.candidates = None if candidates is None else list(candidates)
         if routes is not None:
             routes = [int(r) for r in routes]
             if self.candidates is None or len(routes) != len(self.candidates):
-                raise ValueError(f"choice {self.name!r} has {len(routes)} routes for "
-                                 f"{0 if self.candidates is None else len(self.candidates)} "
-                                 "candidates; give one input index per candidate")
+                raise ValueError(
+                    f"choice {self.name!r} has {len(routes)} routes for "
+                    f"{0 if self.candidates is None else len(self.candidates)} "
+                    "candidates; give one input index per candidate"
+                )
         self.routes = routes
         self._size = None if self.candidates is None else len(self.candidates)
-        self.index = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False,
-                                     name="index")
+        self.index = self.add_weight(
+            shape=(), dtype="int32", initializer="zeros", trainable=False, name="index"
+        )
 
     def num_candidates(self, input_shape=None):
         """How many values `index` may take (for a choice among inputs: the inputs given)."""
         if self.candidates is not None:
             return len(self.candidates)
         if input_shape is None:
-            raise ValueError(f"choice {self.name!r} chooses among its inputs; their number is "
-                             "known only from an input shape")
+            raise ValueError(
+                f"choice {self.name!r} chooses among its inputs; their number is "
+                "known only from an input shape"
+            )
         return len(input_shape)
 
     def _candidate_input(self, inputs, k):
@@ -151,12 +159,16 @@ class Choice(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         if self.candidates is None:
             return _merge_shapes([tuple(s) for s in input_shape])
-        return _merge_shapes([_output_shape(c, self._candidate_input(input_shape, k))
-                              for k, c in enumerate(self.candidates)])
+        return _merge_shapes(
+            [_output_shape(c, self._candidate_input(input_shape, k)) for k, c in enumerate(self.candidates)]
+        )
 
     def get_config(self):
-        candidates = (None if self.candidates is None
-                      else [keras.saving.serialize_keras_object(c) for c in self.candidates])
+        candidates = (
+            None
+            if self.candidates is None
+            else [keras.saving.serialize_keras_object(c) for c in self.candidates]
+        )
         return {**super().get_config(), "candidates": candidates, "routes": self.routes}
 
     @classmethod

@@ -16,6 +16,7 @@ with status 2; any other error (a missing file, a bad value found later, a missi
 TensorRT absent) prints one line naming the value and what to do, and exits with status 1.
 `--debug` shows the traceback instead.
 """
+
 import argparse
 import json
 import os
@@ -25,10 +26,24 @@ import tempfile
 #: Settings of `tfnas demo`: small enough for a laptop CPU.
 #: Three digit classes at 48x48 with large digits: a task that a 0.35-width MobileNetV2
 #: learns from scratch within the warm-up (with all ten digits it needs far longer).
-DEMO = {"space": "auxcell", "oracle": "ppo", "trials": 4, "image_size": 48, "scenes": 512,
-        "digits": "017", "min_digit_size": 16, "max_digit_size": 32,
-        "width": 16, "alpha": 0.35, "stage1_epochs": 5, "stage2_epochs": 1, "warmup_epochs": 30,
-        "cache_images": 512, "batch_size": 16, "latency_runs": 10}
+DEMO = {
+    "space": "auxcell",
+    "oracle": "ppo",
+    "trials": 4,
+    "image_size": 48,
+    "scenes": 512,
+    "digits": "017",
+    "min_digit_size": 16,
+    "max_digit_size": 32,
+    "width": 16,
+    "alpha": 0.35,
+    "stage1_epochs": 5,
+    "stage2_epochs": 1,
+    "warmup_epochs": 30,
+    "cache_images": 512,
+    "batch_size": 16,
+    "latency_runs": 10,
+}
 
 
 class UsageError(Exception):
@@ -57,6 +72,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _int_at_least(minimum, words):
     """An argparse type: an integer >= `minimum`, or an error saying `words`."""
+
     def parse(text):
         try:
             value = int(text)
@@ -65,6 +81,7 @@ def _int_at_least(minimum, words):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} must be {words}")
         return value
+
     return parse
 
 
@@ -75,81 +92,174 @@ _non_negative_int = _int_at_least(0, "0 or more")
 def _add_search_options(parser, demo=False):
     from tfnas.spaces import SPACES
     from tfnas.tuners.oracles import ORACLES
+
     d = DEMO if demo else {}
     add = parser.add_argument
-    add("--out", default=None if demo else "runs/search",
+    add(
+        "--out",
+        default=None if demo else "runs/search",
         help="search directory (the keras-tuner project dir); "
-             + ("default: a new temporary folder" if demo else "must be new or empty unless --resume"))
+        + ("default: a new temporary folder" if demo else "must be new or empty unless --resume"),
+    )
     add("--resume", action="store_true", help="continue the stopped search in --out, with its saved settings")
     add("--space", default=d.get("space", "auxcell"), help=f"search space, one of {sorted(SPACES)}")
-    add("--oracle", default=d.get("oracle"),
-        help=f"search strategy, one of {sorted(ORACLES)}; default: the space's DEFAULT_ORACLE (ppo for auxcell)")
+    add(
+        "--oracle",
+        default=d.get("oracle"),
+        help=f"search strategy, one of {sorted(ORACLES)}; default: the space's DEFAULT_ORACLE (ppo for auxcell)",
+    )
     add("--trials", type=_positive_int, default=d.get("trials", 20), help="number of architectures to try")
     add("--seed", type=int, default=0, help="seed of the oracle, data split, weights and termination")
     data = parser.add_argument_group("data (default: the built-in digit scenes)")
-    data.add_argument("--images", default=None, help="folder of training images (with --masks, --num-classes)")
+    data.add_argument(
+        "--images", default=None, help="folder of training images (with --masks, --num-classes)"
+    )
     data.add_argument("--masks", default=None, help="folder of .png class-index masks named like the images")
-    data.add_argument("--val-images", default=None, help="folder of meta-val images (default: hold out --val-fraction)")
+    data.add_argument(
+        "--val-images", default=None, help="folder of meta-val images (default: hold out --val-fraction)"
+    )
     data.add_argument("--val-masks", default=None, help="folder of meta-val masks")
     data.add_argument("--tfds", default=None, help="TensorFlow Datasets name, e.g. oxford_iiit_pet")
     data.add_argument("--tfds-split", default="train", help="TFDS split to search on")
-    data.add_argument("--label-offset", type=int, default=0,
-                      help="subtracted from TFDS labels (1 for oxford_iiit_pet trimaps)")
-    data.add_argument("--num-classes", type=_positive_int, default=None,
-                      help="number of classes of --images/--tfds data (11 for the built-in data)")
-    data.add_argument("--scenes", type=_positive_int, default=d.get("scenes", 512),
-                      help="number of built-in digit scenes")
-    data.add_argument("--digits", default=d.get("digits"),
-                      help="built-in data: which digits to draw, e.g. 017 (3 digit classes + background); "
-                           "default: all ten")
-    data.add_argument("--min-digit-size", type=_positive_int, default=d.get("min_digit_size"),
-                      help="built-in data: smallest digit side in pixels; default: min(10, max)")
-    data.add_argument("--max-digit-size", type=_positive_int, default=d.get("max_digit_size"),
-                      help="built-in data: largest digit side in pixels; default: half the image side")
-    data.add_argument("--image-size", type=_positive_int, default=d.get("image_size", 64),
-                      help="images are resized to this square size")
-    data.add_argument("--val-fraction", type=float, default=0.1,
-                      help="share of the training data held out as meta-val when no validation data is given")
+    data.add_argument(
+        "--label-offset",
+        type=int,
+        default=0,
+        help="subtracted from TFDS labels (1 for oxford_iiit_pet trimaps)",
+    )
+    data.add_argument(
+        "--num-classes",
+        type=_positive_int,
+        default=None,
+        help="number of classes of --images/--tfds data (11 for the built-in data)",
+    )
+    data.add_argument(
+        "--scenes", type=_positive_int, default=d.get("scenes", 512), help="number of built-in digit scenes"
+    )
+    data.add_argument(
+        "--digits",
+        default=d.get("digits"),
+        help="built-in data: which digits to draw, e.g. 017 (3 digit classes + background); default: all ten",
+    )
+    data.add_argument(
+        "--min-digit-size",
+        type=_positive_int,
+        default=d.get("min_digit_size"),
+        help="built-in data: smallest digit side in pixels; default: min(10, max)",
+    )
+    data.add_argument(
+        "--max-digit-size",
+        type=_positive_int,
+        default=d.get("max_digit_size"),
+        help="built-in data: largest digit side in pixels; default: half the image side",
+    )
+    data.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=d.get("image_size", 64),
+        help="images are resized to this square size",
+    )
+    data.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of the training data held out as meta-val when no validation data is given",
+    )
     model = parser.add_argument_group("network")
-    model.add_argument("--width", type=_positive_int, default=d.get("width"),
-                       help="decoder channels; default: the space's (48 for auxcell)")
-    model.add_argument("--alpha", type=float, default=d.get("alpha"),
-                       help="MobileNetV2 width multiplier; default: the space's (1.0)")
-    model.add_argument("--encoder-weights", default=None,
-                       help="pretrained encoder weights file (or 'imagenet' when online); default: none, "
-                            "the encoder is warmed up on the search data")
+    model.add_argument(
+        "--width",
+        type=_positive_int,
+        default=d.get("width"),
+        help="decoder channels; default: the space's (48 for auxcell)",
+    )
+    model.add_argument(
+        "--alpha",
+        type=float,
+        default=d.get("alpha"),
+        help="MobileNetV2 width multiplier; default: the space's (1.0)",
+    )
+    model.add_argument(
+        "--encoder-weights",
+        default=None,
+        help="pretrained encoder weights file (or 'imagenet' when online); default: none, "
+        "the encoder is warmed up on the search data",
+    )
     proxy = parser.add_argument_group("proxy training (Nekrasov et al., CVPR 2019, Sec. 3.2)")
-    proxy.add_argument("--stage1-epochs", type=_positive_int, default=d.get("stage1_epochs", 5),
-                       help="decoder epochs on cached encoder outputs")
-    proxy.add_argument("--stage2-epochs", type=_non_negative_int, default=d.get("stage2_epochs", 1),
-                       help="end-to-end epochs (0 skips stage 2)")
+    proxy.add_argument(
+        "--stage1-epochs",
+        type=_positive_int,
+        default=d.get("stage1_epochs", 5),
+        help="decoder epochs on cached encoder outputs",
+    )
+    proxy.add_argument(
+        "--stage2-epochs",
+        type=_non_negative_int,
+        default=d.get("stage2_epochs", 1),
+        help="end-to-end epochs (0 skips stage 2)",
+    )
     proxy.add_argument("--batch-size", type=_positive_int, default=d.get("batch_size", 16), help="batch size")
-    proxy.add_argument("--cache-images", type=_positive_int, default=d.get("cache_images", 4000),
-                       help="meta-train images whose encoder outputs are cached for stage 1")
-    proxy.add_argument("--warmup-epochs", type=_non_negative_int, default=d.get("warmup_epochs"),
-                       help="encoder warm-up epochs; default: 10 without --encoder-weights, else 0")
-    proxy.add_argument("--teacher", default="auto",
-                       help="distillation teacher: 'auto' (the warmed-up model), 'none', or a "
-                            "SavedModel folder / .keras file")
-    proxy.add_argument("--no-termination", action="store_true",
-                       help="train every architecture through stage 2 (no early termination)")
-    proxy.add_argument("--latency-runs", type=_non_negative_int, default=d.get("latency_runs", 10),
-                       help="timed forward passes per trial (0: no latency)")
+    proxy.add_argument(
+        "--cache-images",
+        type=_positive_int,
+        default=d.get("cache_images", 4000),
+        help="meta-train images whose encoder outputs are cached for stage 1",
+    )
+    proxy.add_argument(
+        "--warmup-epochs",
+        type=_non_negative_int,
+        default=d.get("warmup_epochs"),
+        help="encoder warm-up epochs; default: 10 without --encoder-weights, else 0",
+    )
+    proxy.add_argument(
+        "--teacher",
+        default="auto",
+        help="distillation teacher: 'auto' (the warmed-up model), 'none', or a "
+        "SavedModel folder / .keras file",
+    )
+    proxy.add_argument(
+        "--no-termination",
+        action="store_true",
+        help="train every architecture through stage 2 (no early termination)",
+    )
+    proxy.add_argument(
+        "--latency-runs",
+        type=_non_negative_int,
+        default=d.get("latency_runs", 10),
+        help="timed forward passes per trial (0: no latency)",
+    )
     dist = parser.add_argument_group(
-        "distributed search (keras-tuner's chief/worker mode; see docs/distributed.md)")
-    dist.add_argument("--workers", type=_positive_int, default=None,
-                      help="run a chief and this many workers on this machine (CPU threads split "
-                           "between them); default: one process")
-    dist.add_argument("--chief-timeout", type=float, default=120.0,
-                      help="seconds a worker waits for the chief (KERASTUNER_ORACLE_IP/PORT) "
-                           "before it gives up")
-    parser.add_argument("--keep-weights", type=_positive_int, default=None, metavar="K",
-                        help="keep the trained weights of only the best K trials (and the running "
-                             "ones), so disk stays bounded; default: every trial's")
+        "distributed search (keras-tuner's chief/worker mode; see docs/distributed.md)"
+    )
+    dist.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="run a chief and this many workers on this machine (CPU threads split "
+        "between them); default: one process",
+    )
+    dist.add_argument(
+        "--chief-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a worker waits for the chief (KERASTUNER_ORACLE_IP/PORT) before it gives up",
+    )
+    parser.add_argument(
+        "--keep-weights",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="keep the trained weights of only the best K trials (and the running "
+        "ones), so disk stays bounded; default: every trial's",
+    )
     parser.add_argument("--top", type=_positive_int, default=5, help="rows of the final table")
-    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
-                        help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch; "
-                             "default: 1 on a terminal, else 2")
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch; "
+        "default: 1 on a terminal, else 2",
+    )
 
 
 def build_parser():
@@ -159,21 +269,33 @@ def build_parser():
         `argparse.ArgumentParser`.
     """
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = _Parser(prog="tfnas", formatter_class=fmt,
-                     description="Neural architecture search for compact, fast segmentation "
-                                 "networks, and their export to TF Serving and Jetson.")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error (also accepted after the subcommand)")
+    parser = _Parser(
+        prog="tfnas",
+        formatter_class=fmt,
+        description="Neural architecture search for compact, fast segmentation "
+        "networks, and their export to TF Serving and Jetson.",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (also accepted after the subcommand)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     search = subparsers.add_parser(
-        "search", formatter_class=fmt, help="search for architectures (NASTuner)",
-        description="Search a space with the two-stage proxy task and print the best architectures.")
+        "search",
+        formatter_class=fmt,
+        help="search for architectures (NASTuner)",
+        description="Search a space with the two-stage proxy task and print the best architectures.",
+    )
     _add_search_options(search)
     search.set_defaults(func=run_search)
     demo = subparsers.add_parser(
-        "demo", formatter_class=fmt, help="a small search on the built-in data (a few CPU minutes)",
+        "demo",
+        formatter_class=fmt,
+        help="a small search on the built-in data (a few CPU minutes)",
         description="A search small enough for a laptop CPU on 64x64 digit scenes; prints the "
-                    "table of the best architectures.")
+        "table of the best architectures.",
+    )
     _add_search_options(demo, demo=True)
     demo.set_defaults(func=run_search)
     from tfnas.report.cli import register as register_report
@@ -182,8 +304,10 @@ def build_parser():
     try:
         from tfnas.serving.cli import register
     except ImportError as err:
-        message = (f"the export/convert/serve commands are unavailable: importing tfnas.serving.cli "
-                   f"failed ({err}); reinstall tfnas (pip install -e .)")
+        message = (
+            f"the export/convert/serve commands are unavailable: importing tfnas.serving.cli "
+            f"failed ({err}); reinstall tfnas (pip install -e .)"
+        )
         for name in ("export", "convert", "serve"):
             sub = subparsers.add_parser(name, help="unavailable: " + message)
             sub.set_defaults(func=lambda args, message=message: _unavailable(message))
@@ -198,11 +322,37 @@ def _unavailable(message):
 
 
 # --- search ---------------------------------------------------------------------------------
-_SAVED = ("space", "oracle", "seed", "images", "masks", "val_images", "val_masks", "tfds",
-          "tfds_split", "label_offset", "num_classes", "scenes", "digits", "min_digit_size", "max_digit_size",
-          "image_size", "val_fraction",
-          "width", "alpha", "encoder_weights", "stage1_epochs", "stage2_epochs", "batch_size",
-          "cache_images", "warmup_epochs", "teacher", "no_termination", "latency_runs", "keep_weights")
+_SAVED = (
+    "space",
+    "oracle",
+    "seed",
+    "images",
+    "masks",
+    "val_images",
+    "val_masks",
+    "tfds",
+    "tfds_split",
+    "label_offset",
+    "num_classes",
+    "scenes",
+    "digits",
+    "min_digit_size",
+    "max_digit_size",
+    "image_size",
+    "val_fraction",
+    "width",
+    "alpha",
+    "encoder_weights",
+    "stage1_epochs",
+    "stage2_epochs",
+    "batch_size",
+    "cache_images",
+    "warmup_epochs",
+    "teacher",
+    "no_termination",
+    "latency_runs",
+    "keep_weights",
+)
 
 
 def _check_out(args, joining=False):
@@ -221,8 +371,9 @@ def _check_out(args, joining=False):
         raise UsageError(f"--out {out!r} is a file; pick a directory")
     if args.resume:
         if not search_dir.has_run():
-            raise UsageError(f"--resume: {out!r} holds no search (no run.json); drop --resume to "
-                             "start a new search there")
+            raise UsageError(
+                f"--resume: {out!r} holds no search (no run.json); drop --resume to start a new search there"
+            )
         saved = search_dir.read_run().get("cli", {})
         trials = args.trials
         for key in _SAVED:
@@ -230,8 +381,10 @@ def _check_out(args, joining=False):
                 setattr(args, key, saved[key])
         args.trials = trials if args.trials_given else saved.get("trials", trials)
     elif os.path.isdir(out) and os.listdir(out) and not joining:
-        raise UsageError(f"--out {out!r} already holds files; pass --resume to continue that search "
-                         "or pick another directory")
+        raise UsageError(
+            f"--out {out!r} already holds files; pass --resume to continue that search "
+            "or pick another directory"
+        )
 
 
 def _without_option(argv, option):
@@ -249,13 +402,20 @@ def _without_option(argv, option):
 
 def _load_data(args):
     from tfnas import data
+
     size = args.image_size
     if args.images or args.masks:
         if not (args.images and args.masks and args.num_classes):
-            raise UsageError("--images needs --masks and --num-classes (e.g. --images data/img "
-                             "--masks data/masks --num-classes 21)")
-        for flag, path in (("--images", args.images), ("--masks", args.masks),
-                           ("--val-images", args.val_images), ("--val-masks", args.val_masks)):
+            raise UsageError(
+                "--images needs --masks and --num-classes (e.g. --images data/img "
+                "--masks data/masks --num-classes 21)"
+            )
+        for flag, path in (
+            ("--images", args.images),
+            ("--masks", args.masks),
+            ("--val-images", args.val_images),
+            ("--val-masks", args.val_masks),
+        ):
             if path is not None and not (os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK)):
                 raise UsageError(f"{flag} {path!r} is not a readable folder")
         train = data.image_mask_folder(args.images, args.masks, args.num_classes, image_size=size)
@@ -268,8 +428,13 @@ def _load_data(args):
     if args.tfds:
         if not args.num_classes:
             raise UsageError(f"--tfds {args.tfds} needs --num-classes")
-        train = data.tfds_dataset(args.tfds, args.tfds_split, num_classes=args.num_classes,
-                                  label_offset=args.label_offset, image_size=size)
+        train = data.tfds_dataset(
+            args.tfds,
+            args.tfds_split,
+            num_classes=args.num_classes,
+            label_offset=args.label_offset,
+            image_size=size,
+        )
         return train, None, args.num_classes
     digits = None
     if args.digits is not None:
@@ -278,15 +443,25 @@ def _load_data(args):
         digits = [int(c) for c in args.digits]
     classes = data.num_classes(digits)
     if args.num_classes not in (None, classes):
-        raise UsageError(f"--num-classes {args.num_classes} does not match the built-in data "
-                         f"({classes} classes); drop it or give --images/--tfds")
-    train = data.digit_scenes("train", size, num_scenes=args.scenes, seed=args.seed, digits=digits,
-                              min_digit_size=args.min_digit_size, max_digit_size=args.max_digit_size)
+        raise UsageError(
+            f"--num-classes {args.num_classes} does not match the built-in data "
+            f"({classes} classes); drop it or give --images/--tfds"
+        )
+    train = data.digit_scenes(
+        "train",
+        size,
+        num_scenes=args.scenes,
+        seed=args.seed,
+        digits=digits,
+        min_digit_size=args.min_digit_size,
+        max_digit_size=args.max_digit_size,
+    )
     return train, None, classes
 
 
 def _build_space(args, num_classes):
     from tfnas.spaces import get_space
+
     kwargs = {"num_classes": num_classes}
     for key in ("width", "alpha", "encoder_weights"):
         if getattr(args, key) is not None:
@@ -300,14 +475,16 @@ def _teacher(value):
     if value == "auto":
         return "auto"
     if not os.path.exists(value):
-        raise UsageError(f"--teacher {value!r} does not exist; pass 'auto', 'none', a SavedModel "
-                         "folder or a .keras file")
+        raise UsageError(
+            f"--teacher {value!r} does not exist; pass 'auto', 'none', a SavedModel folder or a .keras file"
+        )
     return value
 
 
 def _validate(args):
     from tfnas.spaces import SPACES
     from tfnas.tuners.oracles import ORACLES
+
     if args.space not in SPACES:
         raise UsageError(f"unknown space {args.space!r}; expected one of {sorted(SPACES)}")
     if args.oracle is not None and args.oracle not in ORACLES:
@@ -328,8 +505,9 @@ def run_search(args):
         args.out = tempfile.mkdtemp(prefix="tfnas-demo-")
     if args.workers:
         if distributed.role() is not None:
-            raise UsageError("--workers starts its own chief and workers; drop it when "
-                             f"{distributed.TUNER_ID} is set")
+            raise UsageError(
+                f"--workers starts its own chief and workers; drop it when {distributed.TUNER_ID} is set"
+            )
         argv = _without_option(args.argv, "--workers")
         if args.command == "demo" and "--out" not in argv:
             argv += ["--out", args.out]
@@ -345,27 +523,45 @@ def run_search(args):
         raise UsageError(str(err)) from err
 
     from tfnas.tuners import NASTuner, make_oracle
+
     oracle_name = args.oracle or getattr(space, "DEFAULT_ORACLE", "ppo")
     oracle = make_oracle(oracle_name, args.trials, seed=args.seed)
     out = os.path.abspath(args.out)
     cli = {key: getattr(args, key) for key in _SAVED}
     cli.update(oracle=oracle_name, trials=args.trials)
     tuner = NASTuner(
-        space, oracle=oracle, seed=args.seed, stage1_epochs=args.stage1_epochs,
-        stage2_epochs=args.stage2_epochs, batch_size=args.batch_size,
-        cache_images=args.cache_images, validation_fraction=args.val_fraction,
-        warmup_epochs=args.warmup_epochs, teacher=teacher, termination=not args.no_termination,
-        latency_runs=args.latency_runs, keep_weights=args.keep_weights,
+        space,
+        oracle=oracle,
+        seed=args.seed,
+        stage1_epochs=args.stage1_epochs,
+        stage2_epochs=args.stage2_epochs,
+        batch_size=args.batch_size,
+        cache_images=args.cache_images,
+        validation_fraction=args.val_fraction,
+        warmup_epochs=args.warmup_epochs,
+        teacher=teacher,
+        termination=not args.no_termination,
+        latency_runs=args.latency_runs,
+        keep_weights=args.keep_weights,
         verbose="auto" if args.verbose is None else args.verbose,
-        metadata={"cli": cli}, directory=os.path.dirname(out), project_name=os.path.basename(out))
+        metadata={"cli": cli},
+        directory=os.path.dirname(out),
+        project_name=os.path.basename(out),
+    )
     if role == "worker":
-        print(f"tfnas: worker {os.environ[distributed.TUNER_ID]} joining the chief at "
-              f"{distributed.chief_address()} (search directory {out})", flush=True)
+        print(
+            f"tfnas: worker {os.environ[distributed.TUNER_ID]} joining the chief at "
+            f"{distributed.chief_address()} (search directory {out})",
+            flush=True,
+        )
         distributed.wait_for_chief(args.chief_timeout)
     elif role == "chief":
-        print(f"tfnas: chief serving {oracle_name} for {args.trials} trial(s) of {args.space} at "
-              f"{distributed.chief_address()}; start the workers with the same command "
-              f"and {distributed.TUNER_ID}=tuner0, tuner1, ...", flush=True)
+        print(
+            f"tfnas: chief serving {oracle_name} for {args.trials} trial(s) of {args.space} at "
+            f"{distributed.chief_address()}; start the workers with the same command "
+            f"and {distributed.TUNER_ID}=tuner0, tuner1, ...",
+            flush=True,
+        )
     else:
         print(f"tfnas: searching {args.space} with {oracle_name} for {args.trials} trial(s) in {out}")
     tuner.search(train, validation_data=val)
@@ -397,18 +593,29 @@ def results_table(tuner, top=5):
     header = ["trial", "reward", "stage1", "params", "madds", "latency ms", "stopped", "genotype"]
     rows = []
     for t in trials:
-        value = lambda name: t.metrics.get_last_value(name) if t.metrics.exists(name) else float("nan")
+        value = lambda name, t=t: t.metrics.get_last_value(name) if t.metrics.exists(name) else float("nan")
         try:
             genotype = json.dumps(tuner.hypermodel.genotype(t.hyperparameters.values), separators=(",", ":"))
         except Exception:  # a space without a genotype codec
             genotype = json.dumps(t.hyperparameters.values, separators=(",", ":"))
-        rows.append([t.trial_id, f"{value('reward'):.4f}", f"{value('stage1_reward'):.4f}",
-                     format_si(value("params")), format_si(value("madds")), _ms(value("latency_ms")),
-                     "yes" if value("terminated") else "no", genotype])
+        rows.append(
+            [
+                t.trial_id,
+                f"{value('reward'):.4f}",
+                f"{value('stage1_reward'):.4f}",
+                format_si(value("params")),
+                format_si(value("madds")),
+                _ms(value("latency_ms")),
+                "yes" if value("terminated") else "no",
+                genotype,
+            ]
+        )
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
-    title = (f"best {len(rows)} of {len(tuner.oracle.trials)} trial(s) "
-             f"({failed} failed); reward = geometric mean of mIoU, fwIoU, mean accuracy")
+    title = (
+        f"best {len(rows)} of {len(tuner.oracle.trials)} trial(s) "
+        f"({failed} failed); reward = geometric mean of mIoU, fwIoU, mean accuracy"
+    )
     return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
@@ -430,11 +637,14 @@ def describe_error(err):
         what = _PACKAGES.get(top, f"pip install {top}")
         return f"the Python package {top!r} is not installed; install it: {what}"
     if isinstance(err, (ValueError, OSError, RuntimeError, ImportError, KeyError)) or type(
-            err).__module__.startswith(("tfnas", "keras_tuner")):
+        err
+    ).__module__.startswith(("tfnas", "keras_tuner")):
         text = err.args[0] if isinstance(err, KeyError) and err.args else err
         return str(text) or type(err).__name__
-    return (f"{type(err).__name__}: {err} (an internal error of tfnas: run the command again "
-            "with --debug for the traceback, and report it)")
+    return (
+        f"{type(err).__name__}: {err} (an internal error of tfnas: run the command again "
+        "with --debug for the traceback, and report it)"
+    )
 
 
 def main(argv=None):

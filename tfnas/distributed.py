@@ -18,6 +18,7 @@ the chief. tfnas adds what a search needs on top of that:
   restarted worker the trial it was running, so the trial is re-run and counted once), and
   stops them all on Ctrl-C.
 """
+
 import os
 import signal
 import socket
@@ -74,7 +75,8 @@ def wait_for_chief(timeout=DEFAULT_CHIEF_TIMEOUT):
         raise ConnectionError(
             f"worker {os.environ.get(TUNER_ID)!r} cannot reach the chief at {address} within "
             f"{timeout:.0f} s; start the chief first ({TUNER_ID}=chief with the same command) "
-            f"and check {ORACLE_IP}/{ORACLE_PORT} and the firewall") from None
+            f"and check {ORACLE_IP}/{ORACLE_PORT} and the firewall"
+        ) from None
     finally:
         channel.close()
 
@@ -90,8 +92,12 @@ def preparation_lock(directory, log=print):
         A context manager (`tfnas.io.file_lock`).
     """
     os.makedirs(directory, exist_ok=True)
-    return file_lock(os.path.join(directory, LOCK_FILE), on_wait=lambda: log(
-        "waiting for another worker to finish preparing the search (warm-up, feature cache)"))
+    return file_lock(
+        os.path.join(directory, LOCK_FILE),
+        on_wait=lambda: log(
+            "waiting for another worker to finish preparing the search (warm-up, feature cache)"
+        ),
+    )
 
 
 def free_port():
@@ -147,14 +153,18 @@ def launch(argv, workers, port=None, max_restarts=3, threads=None, log=print, py
                 if code in (None, 0) or restarts[tuner_id] < 0:
                     continue
                 if restarts[tuner_id] >= max_restarts:
-                    log(f"tfnas: worker {tuner_id} failed {max_restarts + 1} times (exit {code}); "
-                        "stopping the search (resume it with --resume)")
+                    log(
+                        f"tfnas: worker {tuner_id} failed {max_restarts + 1} times (exit {code}); "
+                        "stopping the search (resume it with --resume)"
+                    )
                     restarts[tuner_id] = -1
                     status = 1
                     raise KeyboardInterrupt
                 restarts[tuner_id] += 1
-                log(f"tfnas: worker {tuner_id} ended with exit status {code}; restarting it "
-                    f"({restarts[tuner_id]} of {max_restarts}): its trial is run again")
+                log(
+                    f"tfnas: worker {tuner_id} ended with exit status {code}; restarting it "
+                    f"({restarts[tuner_id]} of {max_restarts}): its trial is run again"
+                )
                 procs[tuner_id] = start(tuner_id)
         status = status or max((procs[t].returncode or 0) for t in ids)
         procs["chief"].wait()

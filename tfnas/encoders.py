@@ -10,13 +10,21 @@ channels at width 1.0, strides 4, 8, 16 and 32).
     >>> encoder = mobilenet_v2(alpha=0.35)
     >>> [t.shape[-1] for t in encoder.outputs]   # [8, 16, 32, 112]
 """
+
 import os
 
 import keras
 
 # (expansion, channels, repeats, stride) of the seven inverted-residual stages.
-_MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+_MOBILENET_V2_STAGES = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 #: Stages tapped by default (Nekrasov et al. (CVPR 2019): "layers 2, 3, 6, 8" of the authors' MobileNetV2).
 MOBILENET_V2_TAPS = (1, 2, 4, 6)
@@ -39,8 +47,9 @@ def _inverted_residual(x, filters, expansion, stride, dilation, block_id):
         x = keras.layers.Conv2D(expansion * in_channels, 1, use_bias=False, name=prefix + "expand")(x)
         x = _bn(prefix + "expand_BN")(x)
         x = keras.layers.ReLU(6.0, name=prefix + "expand_relu")(x)
-    x = keras.layers.DepthwiseConv2D(3, strides=stride, dilation_rate=dilation, padding="same",
-                                     use_bias=False, name=prefix + "depthwise")(x)
+    x = keras.layers.DepthwiseConv2D(
+        3, strides=stride, dilation_rate=dilation, padding="same", use_bias=False, name=prefix + "depthwise"
+    )(x)
     x = _bn(prefix + "depthwise_BN")(x)
     x = keras.layers.ReLU(6.0, name=prefix + "depthwise_relu")(x)
     x = keras.layers.Conv2D(filters, 1, use_bias=False, name=prefix + "project")(x)
@@ -50,8 +59,14 @@ def _inverted_residual(x, filters, expansion, stride, dilation, block_id):
     return x
 
 
-def mobilenet_v2(alpha=1.0, weights=None, output_stride=32, taps=MOBILENET_V2_TAPS,
-                 input_shape=(None, None, 3), name="encoder"):
+def mobilenet_v2(
+    alpha=1.0,
+    weights=None,
+    output_stride=32,
+    taps=MOBILENET_V2_TAPS,
+    input_shape=(None, None, 3),
+    name="encoder",
+):
     """MobileNetV2 returning the outputs of the tapped inverted-residual stages.
 
     Args:
@@ -79,8 +94,9 @@ def mobilenet_v2(alpha=1.0, weights=None, output_stride=32, taps=MOBILENET_V2_TA
     if bad or not taps:
         raise ValueError(f"taps {tuple(taps)!r} must be stage indices in 0..6")
     inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Conv2D(_make_divisible(32 * alpha), 3, strides=2, padding="same",
-                            use_bias=False, name="Conv1")(inputs)
+    x = keras.layers.Conv2D(
+        _make_divisible(32 * alpha), 3, strides=2, padding="same", use_bias=False, name="Conv1"
+    )(inputs)
     x = _bn("bn_Conv1")(x)
     x = keras.layers.ReLU(6.0, name="Conv1_relu")(x)
     stride, dilation, block_id = 2, 1, 0
@@ -112,10 +128,14 @@ def _load_application_weights(model, weights, alpha):
     if weights != "imagenet" and not os.path.exists(weights):
         raise FileNotFoundError(
             f"encoder weights file {weights!r} does not exist; pass None, 'imagenet' or the path "
-            f"of weights saved from keras.applications.MobileNetV2(include_top=False, alpha={alpha})")
+            f"of weights saved from keras.applications.MobileNetV2(include_top=False, alpha={alpha})"
+        )
     source = keras.applications.MobileNetV2(
-        input_shape=(224, 224, 3), alpha=alpha, include_top=False,
-        weights="imagenet" if weights == "imagenet" else None)
+        input_shape=(224, 224, 3),
+        alpha=alpha,
+        include_top=False,
+        weights="imagenet" if weights == "imagenet" else None,
+    )
     if weights != "imagenet":
         source.load_weights(weights)
     for layer in model.layers:

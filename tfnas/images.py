@@ -3,6 +3,7 @@
 Imports nothing but the standard library, so that `tfnas.serving.tftrt` (which runs on a
 Jetson with only NVIDIA's TensorFlow) and the data loaders share one definition.
 """
+
 import os
 
 #: File extensions read as images (what `tf.io.decode_image` and PIL both decode).
@@ -28,5 +29,4 @@ def list_images(directory, what="image folder"):
         names = sorted(os.listdir(directory))
     except OSError as error:
         raise FileNotFoundError(f"{what} {directory!r} cannot be read: {error}") from error
-    return [os.path.join(directory, n) for n in names
-            if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+    return [os.path.join(directory, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]

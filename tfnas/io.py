@@ -5,6 +5,7 @@ it reads back (`run.json`, the Oracle state, controller and trial weights, the f
 cache) is written to a temporary name beside the destination and renamed over it;
 `os.replace` is atomic on POSIX and Windows.
 """
+
 import contextlib
 import json
 import os

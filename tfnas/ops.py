@@ -9,6 +9,7 @@ conv-BN-ReLU.
     >>> op = make_op("sep5x5_rate6", filters=48)
     >>> y = op(keras.random.normal((1, 32, 32, 48)))   # (1, 32, 32, 48)
 """
+
 import keras
 import tensorflow as tf
 
@@ -41,8 +42,14 @@ class ConvBN(keras.layers.Layer):
         self.strides = _pair(strides)
         self.activation = bool(activation)
         self.conv = keras.layers.Conv2D(
-            self.filters, self.kernel_size, strides=self.strides, dilation_rate=self.dilation_rate,
-            padding="same", use_bias=False, name="conv")
+            self.filters,
+            self.kernel_size,
+            strides=self.strides,
+            dilation_rate=self.dilation_rate,
+            padding="same",
+            use_bias=False,
+            name="conv",
+        )
         self.bn = keras.layers.BatchNormalization(name="bn")
 
     def build(self, input_shape):
@@ -57,9 +64,14 @@ class ConvBN(keras.layers.Layer):
         return self.conv.compute_output_shape(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "dilation_rate": self.dilation_rate, "strides": self.strides,
-                "activation": self.activation}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "dilation_rate": self.dilation_rate,
+            "strides": self.strides,
+            "activation": self.activation,
+        }
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -85,12 +97,19 @@ class SepConv(keras.layers.Layer):
         self.repeats = int(repeats)
         self.units = []
         for i in range(self.repeats):
-            self.units.append((
-                keras.layers.DepthwiseConv2D(self.kernel_size, dilation_rate=self.dilation_rate,
-                                             padding="same", use_bias=False, name=f"depthwise_{i}"),
-                keras.layers.Conv2D(self.filters, 1, use_bias=False, name=f"pointwise_{i}"),
-                keras.layers.BatchNormalization(name=f"bn_{i}"),
-            ))
+            self.units.append(
+                (
+                    keras.layers.DepthwiseConv2D(
+                        self.kernel_size,
+                        dilation_rate=self.dilation_rate,
+                        padding="same",
+                        use_bias=False,
+                        name=f"depthwise_{i}",
+                    ),
+                    keras.layers.Conv2D(self.filters, 1, use_bias=False, name=f"pointwise_{i}"),
+                    keras.layers.BatchNormalization(name=f"bn_{i}"),
+                )
+            )
 
     def build(self, input_shape):
         shape = input_shape
@@ -110,8 +129,13 @@ class SepConv(keras.layers.Layer):
         return (*input_shape[:-1], self.filters)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "dilation_rate": self.dilation_rate, "repeats": self.repeats}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "dilation_rate": self.dilation_rate,
+            "repeats": self.repeats,
+        }
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -200,8 +224,19 @@ OPS = {
 }
 
 #: The 11 cell ops of Nekrasov et al. (CVPR 2019) in the order of Table 4 (index = the genotype's op index).
-CELL_OPS = ("conv1x1", "conv3x3", "sep3x3", "sep5x5", "gap", "conv3x3_rate3", "conv3x3_rate12",
-            "sep3x3_rate3", "sep5x5_rate6", "skip", "zero")
+CELL_OPS = (
+    "conv1x1",
+    "conv3x3",
+    "sep3x3",
+    "sep5x5",
+    "gap",
+    "conv3x3_rate3",
+    "conv3x3_rate12",
+    "sep3x3_rate3",
+    "sep5x5_rate6",
+    "skip",
+    "zero",
+)
 
 
 def make_op(op, filters, name=None):

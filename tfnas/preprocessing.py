@@ -3,6 +3,7 @@
 Every tfnas network takes float32 images scaled to [-1, 1] (the MobileNetV2 convention), so
 that the same function is used in `tf.data` pipelines and inside exported serving graphs.
 """
+
 import tensorflow as tf
 
 #: Label value that losses and metrics skip (CamVid / VOC style).

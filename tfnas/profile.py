@@ -24,6 +24,7 @@ control flow as `If`/`While`; when any are present the graph is frozen with
 `convert_variables_to_constants_v2`, which inlines function calls (and lowers control flow,
 so both branches of an `If` are counted), and the inlined graph is counted instead.
 """
+
 import time
 
 import numpy as np
@@ -107,7 +108,7 @@ def _einsum_madds(op):
     for labels, tensor in zip(inputs.split(","), op.inputs):
         shape = _static(tensor.shape, op)
         labels = labels.replace("...", "")
-        for label, size in zip(labels, shape[len(shape) - len(labels):]):
+        for label, size in zip(labels, shape[len(shape) - len(labels) :]):
             sizes[label] = size
     contracted = [sizes[label] for label in sizes if label not in output]
     return _elements(op.outputs[0], op) * int(np.prod(contracted))
@@ -165,9 +166,7 @@ def madds(model, input_shape):
             static, or function calls remain after inlining.
     """
     height, width, channels = _check_input_shape(input_shape)
-    function = _forward(model).get_concrete_function(
-        tf.TensorSpec([1, height, width, channels], tf.float32)
-    )
+    function = _forward(model).get_concrete_function(tf.TensorSpec([1, height, width, channels], tf.float32))
     graph = function.graph
     if any(op.type in _NESTED_OPS for op in graph.get_operations()):
         graph = convert_variables_to_constants_v2(function).graph

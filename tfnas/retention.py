@@ -18,14 +18,22 @@ never a trial whose weights vanished without a marker.
     >>> prune_trial_weights("runs/search", keep_best=3, trials=tuner.oracle.trials.values(),
     ...                     running_trial_ids=tuner.oracle.ongoing_trials.values())
 """
+
 import datetime
 import json
 import os
 
 from tfnas.io import atomic_write_json
 
-__all__ = ["MARKER", "WEIGHT_SUFFIX", "best_trial_ids", "kept_trial_ids", "prune_trial_weights",
-           "pruned_message", "read_trials"]
+__all__ = [
+    "MARKER",
+    "WEIGHT_SUFFIX",
+    "best_trial_ids",
+    "kept_trial_ids",
+    "prune_trial_weights",
+    "pruned_message",
+    "read_trials",
+]
 
 #: File written in a trial folder whose weights were deleted.
 MARKER = "weights_pruned.json"
@@ -47,8 +55,7 @@ def _weight_files(run_dir, trial_id):
     folder = _trial_dir(run_dir, trial_id)
     if not os.path.isdir(folder):
         return []
-    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
-                  if name.endswith(WEIGHT_SUFFIX))
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(WEIGHT_SUFFIX))
 
 
 def read_trials(run_dir):
@@ -66,8 +73,13 @@ def read_trials(run_dir):
         if name.startswith("trial_") and os.path.exists(path):
             with open(path) as f:
                 info = json.load(f)
-            trials.append({"trial_id": str(info.get("trial_id", name[len("trial_"):])),
-                           "status": info.get("status"), "score": info.get("score")})
+            trials.append(
+                {
+                    "trial_id": str(info.get("trial_id", name[len("trial_") :])),
+                    "status": info.get("status"),
+                    "score": info.get("score"),
+                }
+            )
     return trials
 
 
@@ -88,16 +100,19 @@ def best_trial_ids(trials, keep_best, direction="max"):
         ValueError: for a negative `keep_best` or an unknown direction.
     """
     if int(keep_best) < 0:
-        raise ValueError(f"keep_best={keep_best!r} must be 0 or more (the number of trials "
-                         "whose weights are kept)")
+        raise ValueError(
+            f"keep_best={keep_best!r} must be 0 or more (the number of trials whose weights are kept)"
+        )
     if direction not in ("max", "min"):
         raise ValueError(f"direction={direction!r}; expected 'max' or 'min'")
-    scored = [(float(_field(t, "score")), i, str(_field(t, "trial_id")))
-              for i, t in enumerate(trials)
-              if str(_field(t, "status")) == _COMPLETED and _field(t, "score") is not None]
+    scored = [
+        (float(_field(t, "score")), i, str(_field(t, "trial_id")))
+        for i, t in enumerate(trials)
+        if str(_field(t, "status")) == _COMPLETED and _field(t, "score") is not None
+    ]
     sign = -1.0 if direction == "max" else 1.0
     scored.sort(key=lambda item: (sign * item[0], item[1]))
-    return [trial_id for _, _, trial_id in scored[:int(keep_best)]]
+    return [trial_id for _, _, trial_id in scored[: int(keep_best)]]
 
 
 def prune_trial_weights(run_dir, keep_best, trials=None, running_trial_ids=(), direction="max"):
@@ -126,8 +141,7 @@ def prune_trial_weights(run_dir, keep_best, trials=None, running_trial_ids=(), d
     """
     trials = read_trials(run_dir) if trials is None else list(trials)
     best = best_trial_ids(trials, keep_best, direction)
-    running = [str(_field(t, "trial_id") if not isinstance(t, (str, int)) else t)
-               for t in running_trial_ids]
+    running = [str(_field(t, "trial_id") if not isinstance(t, (str, int)) else t) for t in running_trial_ids]
     kept = best + [trial_id for trial_id in running if trial_id not in best]
     pruned, freed = [], 0
     for trial in trials:
@@ -136,11 +150,18 @@ def prune_trial_weights(run_dir, keep_best, trials=None, running_trial_ids=(), d
         if trial_id in kept or not files:
             continue
         size = sum(os.path.getsize(path) for path in files)
-        atomic_write_json(os.path.join(_trial_dir(run_dir, trial_id), MARKER), {
-            "trial_id": trial_id, "keep_weights": int(keep_best),
-            "score": _field(trial, "score"), "files": [os.path.basename(p) for p in files],
-            "bytes": size, "kept_at_pruning": kept,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+        atomic_write_json(
+            os.path.join(_trial_dir(run_dir, trial_id), MARKER),
+            {
+                "trial_id": trial_id,
+                "keep_weights": int(keep_best),
+                "score": _field(trial, "score"),
+                "files": [os.path.basename(p) for p in files],
+                "bytes": size,
+                "kept_at_pruning": kept,
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
         for path in files:
             os.remove(path)
         pruned.append(trial_id)
@@ -185,7 +206,10 @@ def pruned_message(run_dir, trial_id, trials=None, direction="max"):
         info = json.load(f)
     keep = info.get("keep_weights")
     kept = kept_trial_ids(run_dir, trials, direction)
-    return (f"trial {trial_id}'s weights were pruned by --keep-weights {keep} (only the best "
-            f"{keep} trials keep theirs); export one of trials {kept}" if kept else
-            f"trial {trial_id}'s weights were pruned by --keep-weights {keep}, and no completed "
-            "trial has weights left")
+    return (
+        f"trial {trial_id}'s weights were pruned by --keep-weights {keep} (only the best "
+        f"{keep} trials keep theirs); export one of trials {kept}"
+        if kept
+        else f"trial {trial_id}'s weights were pruned by --keep-weights {keep}, and no completed "
+        "trial has weights left"
+    )

@@ -16,6 +16,7 @@ and the reports read it; all of them go through `SearchDir`.
     trial_<id>/trial.json  keras-tuner's trial: hyperparameters, metrics, status, score
     trial_<id>/model.weights.h5   the trial's trained training model
 """
+
 import os
 
 from tfnas.io import atomic_write_json, read_json
@@ -91,10 +92,12 @@ class SearchDir:
             FileNotFoundError: naming the folder, when it holds no search.
         """
         if not os.path.isdir(self.path):
-            raise FileNotFoundError(f"{self.path!r} is not a folder; expected a tfnas search "
-                                    "directory (tfnas search --out)")
-        return read_json(self.run_file, "a tfnas search directory has one; is this the folder "
-                                        "given to tfnas search --out?")
+            raise FileNotFoundError(
+                f"{self.path!r} is not a folder; expected a tfnas search directory (tfnas search --out)"
+            )
+        return read_json(
+            self.run_file, "a tfnas search directory has one; is this the folder given to tfnas search --out?"
+        )
 
     def update_run(self, run):
         """Writes `run.json` atomically, keeping the keys `run` does not set.
@@ -141,7 +144,7 @@ class SearchDir:
             path = os.path.join(self.path, entry, TRIAL_FILE)
             if entry.startswith("trial_") and os.path.exists(path):
                 trial = read_json(path, "a keras-tuner trial file")
-                found[str(trial.get("trial_id", entry[len("trial_"):]))] = trial
+                found[str(trial.get("trial_id", entry[len("trial_") :]))] = trial
         return found
 
     def best_trial_id(self):
@@ -150,11 +153,16 @@ class SearchDir:
         Raises:
             ValueError: if no trial is COMPLETED with a score.
         """
-        scored = {tid: t["score"] for tid, t in self.trials().items()
-                  if t.get("status") == "COMPLETED" and t.get("score") is not None}
+        scored = {
+            tid: t["score"]
+            for tid, t in self.trials().items()
+            if t.get("status") == "COMPLETED" and t.get("score") is not None
+        }
         if not scored:
-            raise ValueError(f"no COMPLETED trial with a score in {self.path!r}; wait for the "
-                             "search to complete a trial or pass --trial ID")
+            raise ValueError(
+                f"no COMPLETED trial with a score in {self.path!r}; wait for the "
+                "search to complete a trial or pass --trial ID"
+            )
         return max(scored, key=scored.get)
 
     def load_trial_model(self, trial="best"):
@@ -177,8 +185,9 @@ class SearchDir:
         trial_id = self.best_trial_id() if trial == "best" else str(trial)
         trials = self.trials()
         if trial_id not in trials:
-            raise FileNotFoundError(f"trial {trial_id!r} is not in {self.path!r}; its trials are "
-                                    f"{sorted(trials)}")
+            raise FileNotFoundError(
+                f"trial {trial_id!r} is not in {self.path!r}; its trials are {sorted(trials)}"
+            )
         info = trials[trial_id]
         weights = self.trial_weights(trial_id)
         if not os.path.exists(weights):
@@ -187,15 +196,22 @@ class SearchDir:
             pruned = pruned_message(self.path, trial_id, trials.values())
             if pruned:
                 raise FileNotFoundError(pruned)
-            raise FileNotFoundError(f"trial {trial_id} of {self.path!r} has no trained weights "
-                                    f"({weights} is missing; status {info.get('status')}); pick a "
-                                    "COMPLETED trial")
+            raise FileNotFoundError(
+                f"trial {trial_id} of {self.path!r} has no trained weights "
+                f"({weights} is missing; status {info.get('status')}); pick a "
+                "COMPLETED trial"
+            )
         values = info.get("hyperparameters", {}).get("values", {})
         model = space.build(space.hyperparameters(values))
         model.load_weights(weights)
-        metadata = {"space": run["space"], "space_config": run.get("space_config", {}),
-                    "trial_id": trial_id, "score": info.get("score"), "hyperparameters": values,
-                    "metrics": last_metrics(info)}
+        metadata = {
+            "space": run["space"],
+            "space_config": run.get("space_config", {}),
+            "trial_id": trial_id,
+            "score": info.get("score"),
+            "hyperparameters": values,
+            "metrics": last_metrics(info),
+        }
         try:
             metadata["genotype"] = space.genotype(values)
         except (NotImplementedError, ValueError):

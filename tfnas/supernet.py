@@ -29,6 +29,7 @@ standalone model, as a list of `Use` records (`space.supernet_uses(decoder, valu
     >>> logits = supernet.decoder(features)["logits"]
     >>> supernet.cost(values, (512, 512, 3))      # {"params": {...}, "madds": ...}
 """
+
 import json
 import math
 import zlib
@@ -95,8 +96,10 @@ def _leaf_variables(layer):
     pairs, seen = [], set()
     for sub in layer._flatten_layers(include_self=True, recursive=True):
         if isinstance(sub, Choice):
-            raise ValueError(f"use {layer.name!r} contains the choice {sub.name!r}; a Use must name "
-                             "a candidate, not a choice")
+            raise ValueError(
+                f"use {layer.name!r} contains the choice {sub.name!r}; a Use must name "
+                "a candidate, not a choice"
+            )
         for variable in list(sub._trainable_variables) + list(sub._non_trainable_variables):
             if id(variable) not in seen:
                 seen.add(id(variable))
@@ -111,8 +114,10 @@ def _initializer(layer, variable):
         name = "depthwise"
     init = getattr(layer, f"{name}_initializer", None)
     if init is None:
-        raise ValueError(f"cannot re-initialise {variable.path!r}: layer {type(layer).__name__} "
-                         f"has no attribute {name}_initializer naming its initializer")
+        raise ValueError(
+            f"cannot re-initialise {variable.path!r}: layer {type(layer).__name__} "
+            f"has no attribute {name}_initializer naming its initializer"
+        )
     return keras.initializers.get(init)
 
 
@@ -158,8 +163,10 @@ class Supernet:
         missing = sorted(set(self.choices) - set(selection))
         unknown = sorted(set(selection) - set(self.choices))
         if missing or unknown:
-            raise ValueError(f"{type(self.space).__name__}.supernet_selection gave no index for "
-                             f"{missing} and indices for unknown choices {unknown}")
+            raise ValueError(
+                f"{type(self.space).__name__}.supernet_selection gave no index for "
+                f"{missing} and indices for unknown choices {unknown}"
+            )
         for path, index in selection.items():
             size = self.choices[path]._size
             if not 0 <= int(index) < size:
@@ -192,8 +199,9 @@ class Supernet:
         self.select(values)
         if not weight_sharing:
             if seed is None:
-                raise ValueError("prepare needs a seed unless weight_sharing=True; derive one "
-                                 "from the trial id")
+                raise ValueError(
+                    "prepare needs a seed unless weight_sharing=True; derive one from the trial id"
+                )
             self.reinitialize(values, seed)
 
     # --- weights --------------------------------------------------------------------------
@@ -212,8 +220,9 @@ class Supernet:
         """
         for use in self.uses(values):
             for owner, variable in _leaf_variables(use.layer):
-                init = _seeded(_initializer(owner, variable),
-                               zlib.crc32(f"{int(seed)}/{variable.path}".encode()))
+                init = _seeded(
+                    _initializer(owner, variable), zlib.crc32(f"{int(seed)}/{variable.path}".encode())
+                )
                 if _sliced(variable, use.rows):
                     shape = (*variable.shape[:2], len(use.rows), variable.shape[3])
                     value = np.array(variable.numpy())
@@ -223,15 +232,17 @@ class Supernet:
                     variable.assign(init(tuple(variable.shape), variable.dtype))
 
     def _pairs(self, values, model):
-        decoder = model.get_layer("decoder") if "decoder" in [l.name for l in model.layers] else model
+        decoder = model.get_layer("decoder") if "decoder" in [layer.name for layer in model.layers] else model
         pairs, covered = [], set()
         for use in self.uses(values):
             target = resolve(decoder, use.standalone)
             source_vars = [v for _, v in _leaf_variables(use.layer)]
             target_vars = [v for _, v in _leaf_variables(target)]
             if len(source_vars) != len(target_vars):
-                raise ValueError(f"supernet layer {use.layer.name!r} has {len(source_vars)} variables, "
-                                 f"standalone {'/'.join(map(str, use.standalone))} has {len(target_vars)}")
+                raise ValueError(
+                    f"supernet layer {use.layer.name!r} has {len(source_vars)} variables, "
+                    f"standalone {'/'.join(map(str, use.standalone))} has {len(target_vars)}"
+                )
             for s, t in zip(source_vars, target_vars):
                 pairs.append((s, t, use.rows if _sliced(s, use.rows) else None))
                 covered.add(id(t))
@@ -256,8 +267,10 @@ class Supernet:
             if rows is not None:
                 value = value[:, :, list(rows), :]
             if tuple(value.shape) != tuple(target.shape):
-                raise ValueError(f"supernet weight {source.path!r} {value.shape} does not fit "
-                                 f"standalone {target.path!r} {tuple(target.shape)}")
+                raise ValueError(
+                    f"supernet weight {source.path!r} {value.shape} does not fit "
+                    f"standalone {target.path!r} {tuple(target.shape)}"
+                )
             target.assign(value)
 
     def load(self, values, model):
@@ -305,8 +318,11 @@ class Supernet:
                 return clone(parts, training=training)
 
             counts = profile.params(clone)
-            self._layer_costs[key] = (counts["trainable"], counts["non_trainable"],
-                                      profile.madds(forward, (*size, sum(channels))))
+            self._layer_costs[key] = (
+                counts["trainable"],
+                counts["non_trainable"],
+                profile.madds(forward, (*size, sum(channels))),
+            )
         return self._layer_costs[key]
 
     def cost(self, values, input_shape):
@@ -327,16 +343,25 @@ class Supernet:
         input_shape = tuple(int(d) for d in input_shape)
         if input_shape not in self._encoder_costs:
             counts = profile.params(self.encoder)
-            self._encoder_costs[input_shape] = (counts["trainable"], counts["non_trainable"],
-                                                profile.madds(self.encoder, input_shape),
-                                                self._sizes(input_shape))
+            self._encoder_costs[input_shape] = (
+                counts["trainable"],
+                counts["non_trainable"],
+                profile.madds(self.encoder, input_shape),
+                self._sizes(input_shape),
+            )
         trainable, non_trainable, madds, sizes = self._encoder_costs[input_shape]
         for use in self.uses(values):
             if use.inference:
                 t, n, m = self._layer_cost(use, self._size_at(sizes, use.stride))
                 trainable, non_trainable, madds = trainable + t, non_trainable + n, madds + m
-        return {"params": {"trainable": trainable, "non_trainable": non_trainable,
-                           "total": trainable + non_trainable}, "madds": int(madds)}
+        return {
+            "params": {
+                "trainable": trainable,
+                "non_trainable": non_trainable,
+                "total": trainable + non_trainable,
+            },
+            "madds": int(madds),
+        }
 
 
 __all__ = ["Supernet", "Use", "choice_layers", "resolve"]

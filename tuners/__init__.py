@@ -7,6 +7,7 @@
 
 Imported lazily so that `import tfnas.tuners.ppo` does not pull in the tuner's dependencies.
 """
+
 import importlib
 
 _EXPORTS = {

@@ -19,6 +19,7 @@ Example:
     controller = Controller([3, 2, 4])
     actions, log_probs = controller.sample(np.random.default_rng(0))
 """
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -108,9 +109,7 @@ class Controller(keras.Model):
             self.mask[i, offset : offset + n] = True
         self.cells = [keras.layers.LSTMCell(self.units, name=f"lstm_{i}") for i in range(layers)]
         # The last decision is never fed back, so the table has no rows for it.
-        self.embedding = keras.layers.Embedding(
-            max(1, total - num_choices[-1]), self.units, name="embedding"
-        )
+        self.embedding = keras.layers.Embedding(max(1, total - num_choices[-1]), self.units, name="embedding")
         self.head = keras.layers.Dense(total, name="heads")
         self._sample_function = None
 
@@ -127,9 +126,7 @@ class Controller(keras.Model):
         self.head.build((None, self.units))
         rng = np.random.default_rng(self.seed)
         for variable in self.weights:
-            variable.assign(
-                rng.uniform(-self.init_range, self.init_range, variable.shape).astype("float32")
-            )
+            variable.assign(rng.uniform(-self.init_range, self.init_range, variable.shape).astype("float32"))
         self.built = True
 
     @property
@@ -297,14 +294,24 @@ class Controller(keras.Model):
             action = tf.minimum(tf.reduce_sum(tf.cast(below, tf.int32)), sizes[step] - 1)
             column = offsets[step] + action
             inputs = self.embedding(tf.minimum(column, feedable)[None])
-            return (step + 1, inputs, states, actions.write(step, action),
-                    log_probs.write(step, log_p[column]))
+            return (
+                step + 1,
+                inputs,
+                states,
+                actions.write(step, action),
+                log_probs.write(step, log_p[column]),
+            )
 
         _, _, _, actions, log_probs = tf.while_loop(
             lambda step, *_: step < self.num_decisions,
             body,
-            (tf.constant(0), first, states, tf.TensorArray(tf.int32, size=self.num_decisions),
-             tf.TensorArray(tf.float32, size=self.num_decisions)),
+            (
+                tf.constant(0),
+                first,
+                states,
+                tf.TensorArray(tf.int32, size=self.num_decisions),
+                tf.TensorArray(tf.float32, size=self.num_decisions),
+            ),
             maximum_iterations=self.num_decisions,
         )
         return actions.stack(), log_probs.stack()

@@ -14,6 +14,7 @@ on.
     tuner.search(digit_scenes("train"))
     best = tuner.get_best_models(1)[0]
 """
+
 import os
 import sys
 
@@ -56,34 +57,56 @@ class NASTuner(keras_tuner.Tuner):
         ValueError: if the Oracle's objective is not `reward` (max) or a setting is invalid.
     """
 
-    def __init__(self, hypermodel, oracle=None, max_trials=10, settings=None, teacher="auto",
-                 keep_weights=None, metadata=None, verbose="auto", directory=None,
-                 project_name=None, overwrite=False, **kwargs):
+    def __init__(
+        self,
+        hypermodel,
+        oracle=None,
+        max_trials=10,
+        settings=None,
+        teacher="auto",
+        keep_weights=None,
+        metadata=None,
+        verbose="auto",
+        directory=None,
+        project_name=None,
+        overwrite=False,
+        **kwargs,
+    ):
         given = {name: kwargs.pop(name) for name in ProxySettings.field_names() if name in kwargs}
         if settings is not None and given:
-            raise ValueError(f"pass the proxy settings either as settings= or as keyword "
-                             f"arguments, not both (got settings and {sorted(given)})")
+            raise ValueError(
+                f"pass the proxy settings either as settings= or as keyword "
+                f"arguments, not both (got settings and {sorted(given)})"
+            )
         settings = settings or ProxySettings(**given)
         if oracle is None:
             oracle = make_oracle(getattr(hypermodel, "DEFAULT_ORACLE", "ppo"), max_trials, settings.seed)
         objective = oracle.objective
         if getattr(objective, "name", None) != "reward" or objective.direction != "max":
-            raise ValueError(f"the oracle's objective is {objective!r}; NASTuner reports "
-                             "'reward' to maximise: create the oracle with "
-                             "objective=keras_tuner.Objective('reward', 'max')")
+            raise ValueError(
+                f"the oracle's objective is {objective!r}; NASTuner reports "
+                "'reward' to maximise: create the oracle with "
+                "objective=keras_tuner.Objective('reward', 'max')"
+            )
         if keep_weights is not None and int(keep_weights) < 1:
-            raise ValueError(f"keep_weights={keep_weights!r} must be at least 1 (or None to keep "
-                             "every trial's weights)")
+            raise ValueError(
+                f"keep_weights={keep_weights!r} must be at least 1 (or None to keep every trial's weights)"
+            )
         self.keep_weights = None if keep_weights is None else int(keep_weights)
         self.metadata = dict(metadata or {})
         self.verbose = verbose
-        super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory,
-                         project_name=project_name, overwrite=overwrite, **kwargs)
+        super().__init__(
+            oracle=oracle,
+            hypermodel=hypermodel,
+            directory=directory,
+            project_name=project_name,
+            overwrite=overwrite,
+            **kwargs,
+        )
         self.search_dir = SearchDir(self.project_dir)
         self._hparams = HParamsWriter(self.search_dir.tensorboard_dir, space=hypermodel)
         self._progress = None
-        self.proxy = ProxyTask(hypermodel, self.search_dir, settings, teacher,
-                               verbose=self._verbosity())
+        self.proxy = ProxyTask(hypermodel, self.search_dir, settings, teacher, verbose=self._verbosity())
 
     @property
     def settings(self):
@@ -135,13 +158,17 @@ class NASTuner(keras_tuner.Tuner):
         # One process prepares (warm-up, feature cache); the workers of a distributed search
         # that come later wait, then reuse what it wrote.
         with preparation_lock(self.project_dir):
-            self.proxy.prepare(as_examples(train_data, "train_data"),
-                               as_examples(validation_data, "validation_data"))
+            self.proxy.prepare(
+                as_examples(train_data, "train_data"), as_examples(validation_data, "validation_data")
+            )
             self._write_run_file()
         self.save()  # so that a search killed in its first trial resumes rather than restarts
         # One readable line per trial instead of keras-tuner's table of raw decision names.
-        self._progress = ProgressPrinter(self.oracle.max_trials, space=self.hypermodel,
-                                         done=self._ended_trials()) if verbose else None
+        self._progress = (
+            ProgressPrinter(self.oracle.max_trials, space=self.hypermodel, done=self._ended_trials())
+            if verbose
+            else None
+        )
         return super().search(callbacks=callbacks, verbose=0)
 
     def reload(self):
@@ -156,8 +183,9 @@ class NASTuner(keras_tuner.Tuner):
     def _ended_trials(self):
         if not isinstance(self.oracle, keras_tuner.Oracle):  # a worker's client of the chief
             return 0
-        return sum(t.status in (TrialStatus.COMPLETED, TrialStatus.FAILED)
-                   for t in self.oracle.trials.values())
+        return sum(
+            t.status in (TrialStatus.COMPLETED, TrialStatus.FAILED) for t in self.oracle.trials.values()
+        )
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
@@ -172,8 +200,9 @@ class NASTuner(keras_tuner.Tuner):
             # (running elsewhere) keep their weights.
             trials = self.search_dir.trials()
             running = [tid for tid, t in trials.items() if t.get("status") not in ("COMPLETED", "FAILED")]
-            retention.prune_trial_weights(self.project_dir, self.keep_weights, trials.values(),
-                                          running_trial_ids=running)
+            retention.prune_trial_weights(
+                self.project_dir, self.keep_weights, trials.values(), running_trial_ids=running
+            )
         ended = self.oracle.get_trial(trial.trial_id)  # with its metrics, also on a worker
         self._hparams.write_trial(ended)
         if self._progress is not None:
@@ -210,16 +239,17 @@ class NASTuner(keras_tuner.Tuner):
             pruned = retention.pruned_message(self.project_dir, trial.trial_id)
             if pruned:
                 raise FileNotFoundError(pruned)
-            raise FileNotFoundError(f"trial {trial.trial_id} has no weights at {path!r} "
-                                    f"(status {trial.status}); pick a completed trial")
+            raise FileNotFoundError(
+                f"trial {trial.trial_id} has no weights at {path!r} "
+                f"(status {trial.status}); pick a completed trial"
+            )
         model = self.proxy.trial_space.build(trial.hyperparameters.copy())
         model.load_weights(path)
         return model
 
     def get_best_models(self, num_models=1):
         """The best trials' training models, built and loaded, best first."""
-        trials = [t for t in self.oracle.get_best_trials(num_models)
-                  if t.status == TrialStatus.COMPLETED]
+        trials = [t for t in self.oracle.get_best_trials(num_models) if t.status == TrialStatus.COMPLETED]
         return [self.load_model(t) for t in trials]
 
     # --- run.json ---------------------------------------------------------------------------
@@ -232,10 +262,14 @@ class NASTuner(keras_tuner.Tuner):
         return self.hypermodel.name
 
     def _write_run_file(self):
-        run = {**self.metadata, "space": self._space_name(), "space_config": self.hypermodel.config(),
-               "num_classes": self.hypermodel.num_classes,
-               "objective": {"name": "reward", "direction": "max"},
-               "tfnas_version": tfnas.__version__}
+        run = {
+            **self.metadata,
+            "space": self._space_name(),
+            "space_config": self.hypermodel.config(),
+            "num_classes": self.hypermodel.num_classes,
+            "objective": {"name": "reward", "direction": "max"},
+            "tfnas_version": tfnas.__version__,
+        }
         if isinstance(self.oracle, keras_tuner.Oracle):  # not a worker's client of the chief
             run.update(oracle=type(self.oracle).__name__, max_trials=self.oracle.max_trials)
         if self.proxy.data is not None:

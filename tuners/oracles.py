@@ -1,4 +1,5 @@
 """tfnas' Oracles by name, all maximising the proxy task's `reward`."""
+
 import keras_tuner
 
 #: The objective every NASTuner Oracle must have.
@@ -29,8 +30,7 @@ def make_oracle(name, max_trials, seed=0, **kwargs):
     if name in ("ppo", "reinforce"):
         from tfnas.tuners.ppo import PPOOracle
 
-        return PPOOracle(objective=OBJECTIVE, max_trials=int(max_trials), seed=seed,
-                         algorithm=name, **kwargs)
+        return PPOOracle(objective=OBJECTIVE, max_trials=int(max_trials), seed=seed, algorithm=name, **kwargs)
     if name == "random":
         from tfnas.tuners.random_search import NearBestRandomOracle
 
@@ -68,5 +68,8 @@ def drop_finished_retries(oracle):
 
     queue = getattr(oracle, "_retry_queue", None)
     if queue:
-        queue[:] = [trial_id for trial_id in queue if oracle.trials[trial_id].status
-                    not in (TrialStatus.COMPLETED, TrialStatus.FAILED)]
+        queue[:] = [
+            trial_id
+            for trial_id in queue
+            if oracle.trials[trial_id].status not in (TrialStatus.COMPLETED, TrialStatus.FAILED)
+        ]

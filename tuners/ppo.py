@@ -41,6 +41,7 @@ tuner registers by building the HyperModel once); hyperparameters that appear la
 their default values. Conditional scopes are not modelled: the controller emits every
 decision and the values of inactive ones are left out of the trial.
 """
+
 import os
 import warnings
 
@@ -50,8 +51,8 @@ import numpy as np
 import tensorflow as tf
 from keras_tuner.engine import trial as trial_module
 
-from tfnas.tuners._settings import check_settings
 from tfnas.io import atomic_path
+from tfnas.tuners._settings import check_settings
 from tfnas.tuners.controller import Controller, decision_values
 from tfnas.tuners.oracles import drop_finished_retries, save_oracle_json
 
@@ -168,8 +169,12 @@ class PPOOracle(keras_tuner.Oracle):
             ("update_every", update_every, update_every >= 1, ">= 1"),
             ("buffer_size", buffer_size, buffer_size >= 1, ">= 1"),
             ("epochs", epochs, epochs >= 1, ">= 1"),
-            ("minibatches", minibatches, 1 <= minibatches <= buffer_size,
-             f"in [1, buffer_size={buffer_size}]"),
+            (
+                "minibatches",
+                minibatches,
+                1 <= minibatches <= buffer_size,
+                f"in [1, buffer_size={buffer_size}]",
+            ),
         ]
         check_settings(checks)
         super().__init__(
@@ -328,8 +333,7 @@ class PPOOracle(keras_tuner.Oracle):
                 entropy_sum += tf.reduce_sum(mask * entropy) / tf.reduce_sum(mask)
                 count += tf.reduce_sum(mask)
                 outside += tf.reduce_sum(mask * tf.cast(tf.not_equal(ratio, clipped), tf.float32))
-                binding += tf.reduce_sum(
-                    mask * tf.cast(clipped * advantage < ratio * advantage, tf.float32))
+                binding += tf.reduce_sum(mask * tf.cast(clipped * advantage < ratio * advantage, tf.float32))
                 ratio_min = tf.minimum(ratio_min, tf.reduce_min(tf.boolean_mask(ratio, real)))
                 ratio_max = tf.maximum(ratio_max, tf.reduce_max(tf.boolean_mask(ratio, real)))
             steps_run = tf.cast(num_steps, tf.float32)
@@ -355,9 +359,7 @@ class PPOOracle(keras_tuner.Oracle):
 
     def _save_controller(self):
         arrays = {f"weight_{i}": v.numpy() for i, v in enumerate(self._controller.weights)}
-        arrays.update(
-            {f"optimizer_{i}": np.asarray(v) for i, v in enumerate(self._optimizer.variables)}
-        )
+        arrays.update({f"optimizer_{i}": np.asarray(v) for i, v in enumerate(self._optimizer.variables)})
         with atomic_path(self._checkpoint_path(self.updates)) as tmp:
             np.savez(tmp, **arrays)
 
@@ -389,15 +391,11 @@ class PPOOracle(keras_tuner.Oracle):
                 return int(np.argmax(probs))
             name = names[i]
             if name not in values or values[name] not in choices[name]:
-                raise ValueError(
-                    f"values[{name!r}]={values.get(name)!r}: expected one of {choices[name]}"
-                )
+                raise ValueError(f"values[{name!r}]={values.get(name)!r}: expected one of {choices[name]}")
             return choices[name].index(values[name])
 
         _, _, probs = self._controller.decide(choose)
-        return {
-            name: dict(zip(choices[name], p.tolist())) for name, p in zip(names, probs)
-        }
+        return {name: dict(zip(choices[name], p.tolist())) for name, p in zip(names, probs)}
 
     # keras-tuner Oracle ---------------------------------------------------------------
 
@@ -440,7 +438,8 @@ class PPOOracle(keras_tuner.Oracle):
             else:
                 warnings.warn(
                     f"hyperparameter '{hp.name}' appeared after the controller was built "
-                    f"for {names}; it keeps its default {hp.default!r}"
+                    f"for {names}; it keeps its default {hp.default!r}",
+                    stacklevel=2,
                 )
                 hps.values[hp.name] = hp.default
         return {"status": trial_module.TrialStatus.RUNNING, "values": hps.values}
@@ -460,9 +459,7 @@ class PPOOracle(keras_tuner.Oracle):
         if trial.trial_id in self._samples:
             if trial.status == trial_module.TrialStatus.COMPLETED:
                 score = float(trial.score)
-                self._rewards[trial.trial_id] = (
-                    score if self.objective.direction == "max" else -score
-                )
+                self._rewards[trial.trial_id] = score if self.objective.direction == "max" else -score
             elif trial.status == trial_module.TrialStatus.FAILED:
                 del self._samples[trial.trial_id]
             if len(self._rewards) >= self.update_every:
@@ -491,12 +488,14 @@ class PPOOracle(keras_tuner.Oracle):
             for trial_id in trial_ids:
                 reward = self._rewards[trial_id]
                 self._learn_baseline(reward)
-                self.buffer.append({
-                    "trial_id": trial_id,
-                    "actions": list(self._samples[trial_id]["actions"]),
-                    "log_prob": float(sum(self._samples[trial_id]["log_probs"])),
-                    "reward": reward,
-                })
+                self.buffer.append(
+                    {
+                        "trial_id": trial_id,
+                        "actions": list(self._samples[trial_id]["actions"]),
+                        "log_prob": float(sum(self._samples[trial_id]["log_probs"])),
+                        "reward": reward,
+                    }
+                )
             del self.buffer[: -self.buffer_size]
             entries = self.buffer
             advantages = [entry["reward"] - self.baseline for entry in entries]
@@ -525,15 +524,24 @@ class PPOOracle(keras_tuner.Oracle):
         if self._train_function is None:
             self._train_function = self._make_train_function()
         stats = self._train_function(
-            tf.constant(actions), tf.constant(old_log_probs), tf.constant(padded_advantages),
-            tf.constant(padded_order), tf.constant(len(order), tf.int32),
+            tf.constant(actions),
+            tf.constant(old_log_probs),
+            tf.constant(padded_advantages),
+            tf.constant(padded_order),
+            tf.constant(len(order), tf.int32),
         )
         self.last_update = {"steps": len(order), **{k: float(v) for k, v in stats.items()}}
         self.updates += 1
         # What `tfnas report` plots: the baseline and the policy's entropy after each update.
-        self.history.append({"update": self.updates, "baseline": self.baseline,
-                             "entropy": self.last_update["entropy"], "loss": self.last_update["loss"],
-                             "trial_ids": trial_ids})
+        self.history.append(
+            {
+                "update": self.updates,
+                "baseline": self.baseline,
+                "entropy": self.last_update["entropy"],
+                "loss": self.last_update["loss"],
+                "trial_ids": trial_ids,
+            }
+        )
         for trial_id in trial_ids:
             del self._samples[trial_id]
             del self._rewards[trial_id]

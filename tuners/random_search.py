@@ -14,6 +14,7 @@ Example:
     oracle = NearBestRandomOracle(objective=keras_tuner.Objective("reward", "max"),
                                 max_trials=50, mutation_probability=0.5, seed=1)
 """
+
 import math
 
 import keras_tuner
@@ -74,8 +75,7 @@ class NearBestRandomOracle(keras_tuner.Oracle):
         max_consecutive_failed_trials=3,
     ):
         checks = [
-            ("mutation_probability", mutation_probability, 0 <= mutation_probability <= 1,
-             "in [0, 1]"),
+            ("mutation_probability", mutation_probability, 0 <= mutation_probability <= 1, "in [0, 1]"),
             ("top_k", top_k, top_k >= 1, ">= 1"),
             ("mutations", mutations, mutations >= 1, ">= 1"),
             ("max_collisions", max_collisions, max_collisions >= 0, ">= 0"),
@@ -129,10 +129,7 @@ class NearBestRandomOracle(keras_tuner.Oracle):
     def _mutate(self, parent):
         """The parent's values with `mutations` decisions changed to another value."""
         values = dict(parent.hyperparameters.values)
-        candidates = [
-            hp for hp in self.hyperparameters.space
-            if hp.name in values and self._changeable(hp)
-        ]
+        candidates = [hp for hp in self.hyperparameters.space if hp.name in values and self._changeable(hp)]
         count = min(self.mutations, len(candidates))
         for index in self._rng.choice(len(candidates), size=count, replace=False):
             hp = candidates[int(index)]
@@ -141,7 +138,8 @@ class NearBestRandomOracle(keras_tuner.Oracle):
 
     def _pick_parent(self):
         best = [
-            trial for trial in self.get_best_trials(self.top_k)
+            trial
+            for trial in self.get_best_trials(self.top_k)
             if trial.status == trial_module.TrialStatus.COMPLETED
         ]
         if not best:

@@ -20,10 +20,11 @@ branch input and per loose end) for the supernet (`tfnas.supernet`).
     >>> cell = AuxCell([8, [0, 0, 5, 2], [0, 2, 8, 8], [0, 5, 1, 4]], filters=48)
     >>> y = cell(keras.random.normal((2, 16, 16, 48)))   # (2, 16, 16, 48)
 """
+
 import keras
 
 from tfnas.choice import Choice
-from tfnas.ops import CELL_OPS, Identity, make_op, Zero
+from tfnas.ops import CELL_OPS, Identity, Zero, make_op
 
 NUM_BRANCHES = 3
 
@@ -61,8 +62,12 @@ class AuxCell(keras.layers.Layer):
         self.first = make_op(CELL_OPS[self.cell[0]], self.filters, name="op1")
         self.branch_ops = []
         for k, (_, _, o_a, o_b) in enumerate(self.cell[1:], start=1):
-            self.branch_ops.append((make_op(CELL_OPS[o_a], self.filters, name=f"branch{k}_op0"),
-                                    make_op(CELL_OPS[o_b], self.filters, name=f"branch{k}_op1")))
+            self.branch_ops.append(
+                (
+                    make_op(CELL_OPS[o_a], self.filters, name=f"branch{k}_op0"),
+                    make_op(CELL_OPS[o_b], self.filters, name=f"branch{k}_op1"),
+                )
+            )
         self.ends = loose_ends(self.cell)
 
     def build(self, input_shape):
@@ -121,9 +126,12 @@ class SuperAuxCell(keras.layers.Layer):
         self.branch_inputs, self.branch_ops = [], []
         for k in range(1, NUM_BRANCHES + 1):
             self.branch_inputs.append((Choice(name=f"branch{k}_index0"), Choice(name=f"branch{k}_index1")))
-            self.branch_ops.append((_op_choice(self.filters, f"branch{k}_op0"),
-                                    _op_choice(self.filters, f"branch{k}_op1")))
-        self.ends = [Choice([Zero(name="zero"), Identity(name="skip")], name=f"end{i}") for i in END_CANDIDATES]
+            self.branch_ops.append(
+                (_op_choice(self.filters, f"branch{k}_op0"), _op_choice(self.filters, f"branch{k}_op1"))
+            )
+        self.ends = [
+            Choice([Zero(name="zero"), Identity(name="skip")], name=f"end{i}") for i in END_CANDIDATES
+        ]
 
     def build(self, input_shape):
         self.first.build(input_shape)
@@ -138,7 +146,7 @@ class SuperAuxCell(keras.layers.Layer):
     def call(self, inputs, training=None):
         pool = [inputs, self.first(inputs, training=training)]
         for k, ((in_a, in_b), (op_a, op_b)) in enumerate(zip(self.branch_inputs, self.branch_ops), start=1):
-            readable = pool[:branch_pool_size(k)]
+            readable = pool[: branch_pool_size(k)]
             a = op_a(in_a(readable), training=training)
             b = op_b(in_b(readable), training=training)
             pool += [a, b, a + b]

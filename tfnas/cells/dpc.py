@@ -20,6 +20,7 @@ and all branches are concatenated), so one graph serves every architecture.
     ...                             [1, "sep3x3_1x1"], [1, "sep3x3_6x21"]], filters=256)
     >>> y = cell(keras.random.normal((1, 33, 33, 320)))   # (1, 33, 33, 256)
 """
+
 import keras
 import tensorflow as tf
 
@@ -33,8 +34,11 @@ RATES = (1, 3, 6, 9, 12, 15, 18, 21)
 #: Pyramid-pooling grid sizes, per axis.
 GRIDS = (1, 2, 4, 8)
 #: The 81 branch operations, in the order used by the space's `branch{i}_op` decisions.
-DPC_OPS = (("conv1x1",) + tuple(f"sep3x3_{h}x{w}" for h in RATES for w in RATES)
-           + tuple(f"pool{h}x{w}" for h in GRIDS for w in GRIDS))
+DPC_OPS = (
+    ("conv1x1",)
+    + tuple(f"sep3x3_{h}x{w}" for h in RATES for w in RATES)
+    + tuple(f"pool{h}x{w}" for h in GRIDS for w in GRIDS)
+)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -103,14 +107,16 @@ def dpc_op(op, filters, name=None):
         ValueError: if `op` is not in `DPC_OPS`.
     """
     if op not in DPC_OPS:
-        raise ValueError(f"unknown DPC op {op!r}; expected 'conv1x1', 'sep3x3_<rh>x<rw>' with rates "
-                         f"in {RATES} or 'pool<gh>x<gw>' with grids in {GRIDS}")
+        raise ValueError(
+            f"unknown DPC op {op!r}; expected 'conv1x1', 'sep3x3_<rh>x<rw>' with rates "
+            f"in {RATES} or 'pool<gh>x<gw>' with grids in {GRIDS}"
+        )
     if op == "conv1x1":
         return ConvBN(filters, 1, name=name)
     if op.startswith("sep3x3_"):
-        rates = tuple(int(v) for v in op[len("sep3x3_"):].split("x"))
+        rates = tuple(int(v) for v in op[len("sep3x3_") :].split("x"))
         return SepConv(filters, 3, dilation_rate=rates, repeats=1, name=name)
-    grid = tuple(int(v) for v in op[len("pool"):].split("x"))
+    grid = tuple(int(v) for v in op[len("pool") :].split("x"))
     return PyramidPooling(filters, grid=grid, name=name)
 
 
@@ -131,8 +137,9 @@ class DensePredictionCell(keras.layers.Layer):
         super().__init__(**kwargs)
         self.branches = [[int(i), str(op)] for i, op in branches]
         self.filters = int(filters)
-        self.branch_ops = [dpc_op(op, self.filters, name=f"branch{i}")
-                           for i, (_, op) in enumerate(self.branches)]
+        self.branch_ops = [
+            dpc_op(op, self.filters, name=f"branch{i}") for i, (_, op) in enumerate(self.branches)
+        ]
         self.projection = ConvBN(self.filters, 1, name="projection")
 
     def build(self, input_shape):
@@ -186,8 +193,9 @@ class SuperDensePredictionCell(keras.layers.Layer):
                 continue
             candidates += [dpc_op(op, self.filters, name=f"{op}_on_branch") for op in DPC_OPS]
             self.sources.append(Choice(name=f"branch{i}_input"))
-            self.branch_ops.append(Choice(candidates, routes=[0] * len(DPC_OPS) + [1] * len(DPC_OPS),
-                                          name=f"branch{i}"))
+            self.branch_ops.append(
+                Choice(candidates, routes=[0] * len(DPC_OPS) + [1] * len(DPC_OPS), name=f"branch{i}")
+            )
         self.projection = ConvBN(self.filters, 1, name="projection")
 
     def build(self, input_shape):
@@ -223,8 +231,10 @@ class SuperDensePredictionCell(keras.layers.Layer):
     def uses(self, branches):
         """(supernet op layer, path inside `DensePredictionCell`, reads the backbone) per branch."""
         index = self.selection(branches)
-        return [(self.branch_ops[i].candidates[index[f"branch{i}"]], ("branch_ops", i), source == 0)
-                for i, (source, _) in enumerate(branches)]
+        return [
+            (self.branch_ops[i].candidates[index[f"branch{i}"]], ("branch_ops", i), source == 0)
+            for i, (source, _) in enumerate(branches)
+        ]
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)

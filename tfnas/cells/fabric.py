@@ -25,6 +25,7 @@ Specification and readings: `/work/shared/3M-POSE.md` (sections in brackets belo
 The one place where a cell combines candidates is `mix` (and its two users `FabricCell.call`
 and `mix_inputs`): the shared choice layer of the supernet work replaces it there.
 """
+
 import dataclasses
 
 import keras
@@ -35,8 +36,17 @@ from tfnas.ops import ConvBN, Identity, ResizeLike, SepConv
 _PACKAGE = "tfnas"
 
 #: The nine fabric ops in the thesis' order (Sec. 3.2.2); index = genotype op index.
-FABRIC_OPS = ("identity", "conv3x3", "avgpool3x3", "maxpool3x3", "residual", "sepconv3x3", "csi",
-              "zoomconv3x3", "se")
+FABRIC_OPS = (
+    "identity",
+    "conv3x3",
+    "avgpool3x3",
+    "maxpool3x3",
+    "residual",
+    "sepconv3x3",
+    "csi",
+    "zoomconv3x3",
+    "se",
+)
 
 #: The names Table A.1 uses for the ops, in `FABRIC_OPS` order.
 TABLE_OP_NAMES = ("Identity", "Conv", "Avg", "Max", "Residual", "SepConv", "CSI", "ZoomConv", "SE")
@@ -200,8 +210,9 @@ class SqueezeExcite(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.ratio = int(ratio)
-        self.reduce = keras.layers.Conv2D(_reduced(self.filters, self.ratio), 1, activation="relu",
-                                          name="reduce")
+        self.reduce = keras.layers.Conv2D(
+            _reduced(self.filters, self.ratio), 1, activation="relu", name="reduce"
+        )
         self.expand = keras.layers.Conv2D(self.filters, 1, activation="sigmoid", name="expand")
 
     def build(self, input_shape):
@@ -249,8 +260,10 @@ def make_fabric_op(op, filters, name=None):
     """
     if isinstance(op, int) and not isinstance(op, bool):
         if not 0 <= op < len(FABRIC_OPS):
-            raise ValueError(f"fabric op index {op} is out of range; expected 0..{len(FABRIC_OPS) - 1} "
-                             f"({', '.join(FABRIC_OPS)})")
+            raise ValueError(
+                f"fabric op index {op} is out of range; expected 0..{len(FABRIC_OPS) - 1} "
+                f"({', '.join(FABRIC_OPS)})"
+            )
         op = FABRIC_OPS[op]
     if op not in _FACTORIES:
         raise ValueError(f"unknown fabric op {op!r}; expected one of {list(FABRIC_OPS)}")
@@ -293,16 +306,22 @@ def op_madds(op, height, width, filters):
 # --- the cell and the macro inputs -------------------------------------------------------------
 def _check_edges(edges):
     if len(edges) != len(EDGES):
-        raise ValueError(f"a fabric cell has {len(EDGES)} edges (O0: I->h1, O1: I->h2, O2: h1->h2), "
-                         f"got {len(edges)}: {edges!r}")
+        raise ValueError(
+            f"a fabric cell has {len(EDGES)} edges (O0: I->h1, O1: I->h2, O2: h1->h2), "
+            f"got {len(edges)}: {edges!r}"
+        )
     out = []
     for e, ops in enumerate(edges):
         ops = [FABRIC_OPS[o] if isinstance(o, int) and not isinstance(o, bool) else o for o in ops]
         if not ops:
-            raise ValueError(f"fabric cell edge O{e} keeps no op; expected at least one of {list(FABRIC_OPS)}")
+            raise ValueError(
+                f"fabric cell edge O{e} keeps no op; expected at least one of {list(FABRIC_OPS)}"
+            )
         for o in ops:
             if o not in FABRIC_OPS:
-                raise ValueError(f"fabric cell edge O{e} has unknown op {o!r}; expected one of {list(FABRIC_OPS)}")
+                raise ValueError(
+                    f"fabric cell edge O{e} has unknown op {o!r}; expected one of {list(FABRIC_OPS)}"
+                )
         out.append(tuple(ops))
     return tuple(out)
 
@@ -330,8 +349,10 @@ class FabricCell(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.edges = _check_edges(edges)
-        self.ops = [[make_fabric_op(op, self.filters, name=f"o{e}_{op}") for op in ops]
-                    for e, ops in enumerate(self.edges)]
+        self.ops = [
+            [make_fabric_op(op, self.filters, name=f"o{e}_{op}") for op in ops]
+            for e, ops in enumerate(self.edges)
+        ]
         self.project = ConvBN(self.filters, 1, name="project")
 
     def build(self, input_shape):
@@ -443,7 +464,9 @@ class Bottleneck(keras.layers.Layer):
             self.shortcut.build(input_shape)
 
     def call(self, inputs, training=None):
-        x = self.conv3(self.conv2(self.conv1(inputs, training=training), training=training), training=training)
+        x = self.conv3(
+            self.conv2(self.conv1(inputs, training=training), training=training), training=training
+        )
         skip = inputs if self.shortcut is None else self.shortcut(inputs, training=training)
         return keras.ops.relu(x + skip)
 
@@ -497,12 +520,16 @@ class Stem(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
-        quarter = (lambda s: None if s is None else -(-s // 4))
+        quarter = lambda s: None if s is None else -(-s // 4)
         return (n, quarter(h), quarter(w), self.filters)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "channels": self.channels,
-                "blocks": self.blocks}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "channels": self.channels,
+            "blocks": self.blocks,
+        }
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -548,8 +575,10 @@ class Fuse(keras.layers.Layer):
     def call(self, inputs, training=None):
         skip, rows = inputs[0], inputs[1:]
         top = self.adapt[0](rows[0], training=training)
-        parts = [top] + [resize([adapt(x, training=training), top]) for adapt, resize, x in
-                         zip(self.adapt[1:], self.resize, rows[1:])]
+        parts = [top] + [
+            resize([adapt(x, training=training), top])
+            for adapt, resize, x in zip(self.adapt[1:], self.resize, rows[1:])
+        ]
         x = keras.ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
         fused = self.fuse_se(self.fuse(x, training=training))
         merged = self.merge(keras.ops.concatenate([skip, fused], axis=-1), training=training)
@@ -581,8 +610,9 @@ class Split(keras.layers.Layer):
     def __init__(self, widths, **kwargs):
         super().__init__(**kwargs)
         self.widths = tuple(int(w) for w in widths)
-        self.convs = [ConvBN(w, 1, strides=2 ** r, activation=False, name=f"row{r}")
-                      for r, w in enumerate(self.widths)]
+        self.convs = [
+            ConvBN(w, 1, strides=2**r, activation=False, name=f"row{r}") for r, w in enumerate(self.widths)
+        ]
 
     def build(self, input_shape):
         if len(input_shape) - 1 != len(self.widths):
@@ -645,13 +675,13 @@ def heatmap_moments(heatmaps):
     """
     x = tf.cast(heatmaps, tf.float32)
     d = x - tf.reduce_mean(x, axis=(1, 2), keepdims=True)
-    m2 = tf.reduce_mean(d ** 2, axis=(1, 2))
-    m3 = tf.reduce_mean(d ** 3, axis=(1, 2))
-    m4 = tf.reduce_mean(d ** 4, axis=(1, 2))
+    m2 = tf.reduce_mean(d**2, axis=(1, 2))
+    m3 = tf.reduce_mean(d**3, axis=(1, 2))
+    m4 = tf.reduce_mean(d**4, axis=(1, 2))
     flat = m2 <= 1e-12
     safe = tf.where(flat, tf.ones_like(m2), m2)
-    skew = tf.where(flat, tf.zeros_like(m3), m3 / safe ** 1.5)
-    kurtosis = tf.where(flat, tf.zeros_like(m4), m4 / safe ** 2)
+    skew = tf.where(flat, tf.zeros_like(m3), m3 / safe**1.5)
+    kurtosis = tf.where(flat, tf.zeros_like(m4), m4 / safe**2)
     return skew, kurtosis
 
 

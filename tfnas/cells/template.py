@@ -21,6 +21,7 @@ relies on the aggregation's resizing; here all ops honour the stride).
     >>> y = t([keras.random.normal((1, 32, 32, 24)), keras.random.normal((1, 16, 16, 32))])
     >>> y.shape   # (1, 8, 8, 64): down to the coarser path, max(48, 64) channels
 """
+
 import keras
 
 from tfnas.ops import ConvBN, GlobalPoolConv, ResizeLike, SepConv
@@ -141,9 +142,11 @@ class TileSkip(keras.layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         if self.filters % channels:
-            raise ValueError(f"skip op {self.name!r} cannot widen {channels} channels to "
-                             f"{self.filters}: the output must be a whole multiple of the input "
-                             f"(use an integer channel factor)")
+            raise ValueError(
+                f"skip op {self.name!r} cannot widen {channels} channels to "
+                f"{self.filters}: the output must be a whole multiple of the input "
+                f"(use an integer channel factor)"
+            )
         self.times = self.filters // channels
 
     def call(self, inputs):
@@ -227,8 +230,9 @@ def template_op(index, filters, strides=1, repeats=2, name=None):
         ValueError: for an op index outside `TEMPLATE_OPS`.
     """
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(TEMPLATE_OPS):
-        raise ValueError(f"template op {index!r} is not an index into {TEMPLATE_OPS} "
-                         f"(0..{len(TEMPLATE_OPS) - 1})")
+        raise ValueError(
+            f"template op {index!r} is not an index into {TEMPLATE_OPS} (0..{len(TEMPLATE_OPS) - 1})"
+        )
     op = TEMPLATE_OPS[index]
     if op in _SEP:
         kernel, rate = _SEP[op]
@@ -261,8 +265,9 @@ class Template(keras.layers.Layer):
     `input_strides * strides`.
     """
 
-    def __init__(self, template, filters, strides=1, input_strides=(1, 1), resize="down", repeats=2,
-                 **kwargs):
+    def __init__(
+        self, template, filters, strides=1, input_strides=(1, 1), resize="down", repeats=2, **kwargs
+    ):
         super().__init__(**kwargs)
         if resize not in ("down", "up"):
             raise ValueError(f"resize is {resize!r}; expected 'down' or 'up'")
@@ -280,8 +285,9 @@ class Template(keras.layers.Layer):
             op = template_op(self.template[j], self.filters[j], self.strides, self.repeats, name=f"op{j + 1}")
             self.ops.append(op)
             self.post_strides.append(self.strides if isinstance(op, GlobalPoolConv) else 1)
-            self.adapts.append(ConvBN(self.channels, 1, name=f"adapt{j + 1}")
-                               if self.filters[j] != self.channels else None)
+            self.adapts.append(
+                ConvBN(self.channels, 1, name=f"adapt{j + 1}") if self.filters[j] != self.channels else None
+            )
         out = [s * self.strides for s in self.input_strides]
         target = max(out) if resize == "down" else min(out)
         self.resized = [j for j in range(2) if out[j] != target]  # at most one path
@@ -315,10 +321,25 @@ class Template(keras.layers.Layer):
         return (input_shape[0][0], None, None, self.channels)
 
     def get_config(self):
-        return {**super().get_config(), "template": self.template, "filters": list(self.filters),
-                "strides": self.strides, "input_strides": list(self.input_strides),
-                "resize": self.resize, "repeats": self.repeats}
+        return {
+            **super().get_config(),
+            "template": self.template,
+            "filters": list(self.filters),
+            "strides": self.strides,
+            "input_strides": list(self.input_strides),
+            "resize": self.resize,
+            "repeats": self.repeats,
+        }
 
 
-__all__ = ["AGGREGATIONS", "TEMPLATE_OPS", "ConcatReduce", "ParamSum", "PoolConv", "StridedSepConv",
-           "Template", "TileSkip", "template_op"]
+__all__ = [
+    "AGGREGATIONS",
+    "TEMPLATE_OPS",
+    "ConcatReduce",
+    "ParamSum",
+    "PoolConv",
+    "StridedSepConv",
+    "Template",
+    "TileSkip",
+    "template_op",
+]

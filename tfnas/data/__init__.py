@@ -18,18 +18,19 @@ Data of the other tasks (`tfnas.tasks`), with their own targets:
 - pose: `figure_crops(split, ...)` (one stick figure per crop, 17 COCO joints, top-down),
   `figure_scenes(split, ...)` (several figures, bottom-up) and `coco_keypoints(json, images_dir)`.
 """
+
+from tfnas.data.coco_keypoints import coco_keypoints
+from tfnas.data.depth_folders import image_depth_folder, read_depth
+from tfnas.data.depth_scenes import depth_scene_arrays, depth_scenes
 from tfnas.data.digits import (
-    num_classes,
     CLASS_NAMES,
     NUM_CLASSES,
     Placement,
     digit_pools,
     digit_scene_arrays,
     digit_scenes,
+    num_classes,
 )
-from tfnas.data.coco_keypoints import coco_keypoints
-from tfnas.data.depth_folders import image_depth_folder, read_depth
-from tfnas.data.depth_scenes import depth_scene_arrays, depth_scenes
 from tfnas.data.figures import figure_crop_arrays, figure_crops, figure_scene_arrays, figure_scenes
 from tfnas.data.folders import image_mask_folder
 from tfnas.data.pipelines import as_examples, count_examples, pipeline, split

@@ -1,4 +1,5 @@
 """Helpers shared by the tfnas data loaders: image-size arguments and paired resizing."""
+
 import tensorflow as tf
 
 

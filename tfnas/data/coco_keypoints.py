@@ -13,6 +13,7 @@ Example:
     >>> ds = coco_keypoints("annotations/person_keypoints_val2017.json", "val2017",
     ...                     image_size=512, max_people=20)
 """
+
 import json
 import os
 
@@ -28,13 +29,15 @@ def _read(annotation_file):
         with open(annotation_file) as handle:
             data = json.load(handle)
     except OSError as error:
-        raise FileNotFoundError(f"annotation file {annotation_file!r} cannot be read: {error}")
+        raise FileNotFoundError(f"annotation file {annotation_file!r} cannot be read: {error}") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"annotation file {annotation_file!r} is not JSON: {error}") from None
     missing = [key for key in ("images", "annotations") if key not in data]
     if missing:
-        raise ValueError(f"annotation file {annotation_file!r} has no {missing[0]!r}; expected "
-                         "the COCO keypoints layout (images, annotations, categories)")
+        raise ValueError(
+            f"annotation file {annotation_file!r} has no {missing[0]!r}; expected "
+            "the COCO keypoints layout (images, annotations, categories)"
+        )
     return data
 
 
@@ -83,13 +86,12 @@ def _pad(keypoints, areas, max_people):
     order = np.argsort(-(keypoints[..., 2] > 0).sum(axis=-1), kind="stable")[:max_people]
     padded = np.zeros((max_people,) + keypoints.shape[1:], np.float32)
     padded_areas = np.zeros(max_people, np.float32)
-    padded[:len(order)] = keypoints[order]
-    padded_areas[:len(order)] = areas[order]
+    padded[: len(order)] = keypoints[order]
+    padded_areas[: len(order)] = areas[order]
     return padded, padded_areas
 
 
-def coco_keypoints(annotation_file, images_dir, max_people=None, image_size=None,
-                   num_joints=17):
+def coco_keypoints(annotation_file, images_dir, max_people=None, image_size=None, num_joints=17):
     """Images and their people's keypoints from a COCO keypoints file, as `tf.data`.
 
     Args:
@@ -140,5 +142,6 @@ def coco_keypoints(annotation_file, images_dir, max_people=None, image_size=None
         return image, target
 
     dataset = tf.data.Dataset.from_tensor_slices(
-        (paths, {"keypoints": np.stack(keypoints), "area": np.stack(areas)}))
+        (paths, {"keypoints": np.stack(keypoints), "area": np.stack(areas)})
+    )
     return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -10,6 +10,7 @@ checked when the data set is built, so a bad file is reported by name before tra
 Example:
     >>> ds = image_depth_folder("nyu/rgb", "nyu/depth", depth_scale=0.001)
 """
+
 import os
 
 import numpy as np
@@ -40,8 +41,11 @@ def read_depth(path, depth_scale=0.001):
     try:
         with Image.open(path) as depth:
             if depth.mode not in _DEPTH_MODES:
-                kind = ("an 8-bit or palette image, which looks like a segmentation mask"
-                        if depth.mode in ("L", "P", "1") else f"mode {depth.mode!r}")
+                kind = (
+                    "an 8-bit or palette image, which looks like a segmentation mask"
+                    if depth.mode in ("L", "P", "1")
+                    else f"mode {depth.mode!r}"
+                )
                 raise ValueError(
                     f"depth map {path!r} is {kind}; expected a single-channel 16-bit PNG of "
                     "raw depth (e.g. millimetres) with 0 for missing measurements"
@@ -58,7 +62,10 @@ def _load(image_path, depth_path, depth_scale):
     image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
     depth = tf.numpy_function(
         lambda p: read_depth(p.decode() if isinstance(p, bytes) else str(p), depth_scale),
-        [depth_path], tf.float32, stateful=False)
+        [depth_path],
+        tf.float32,
+        stateful=False,
+    )
     image.set_shape([None, None, 3])
     depth.set_shape([None, None])
     return image, depth
@@ -72,8 +79,7 @@ def _resize(image, depth, size):
     return image, depth
 
 
-def image_depth_folder(images_dir, depths_dir, depth_scale=0.001, image_size=None,
-                       max_depth=100.0):
+def image_depth_folder(images_dir, depths_dir, depth_scale=0.001, image_size=None, max_depth=100.0):
     """Pairs of RGB images and depth maps from two folders, as `tf.data`.
 
     Args:
@@ -105,23 +111,26 @@ def image_depth_folder(images_dir, depths_dir, depth_scale=0.001, image_size=Non
         stem = os.path.splitext(os.path.basename(image_path))[0]
         depth_path = os.path.join(depths_dir, stem + ".png")
         if not os.path.isfile(depth_path):
-            raise FileNotFoundError(
-                f"image {image_path!r} has no depth map: expected {depth_path!r}")
+            raise FileNotFoundError(f"image {image_path!r} has no depth map: expected {depth_path!r}")
         width, height = _image_size(image_path)
         depth = read_depth(depth_path, depth_scale)
         if depth.shape != (height, width):
             raise ValueError(
                 f"depth map {depth_path!r} is {depth.shape[1]}x{depth.shape[0]} but image "
-                f"{image_path!r} is {width}x{height} (width x height); they must match")
+                f"{image_path!r} is {width}x{height} (width x height); they must match"
+            )
         if depth.max(initial=0.0) > max_depth:
             raise ValueError(
                 f"depth map {depth_path!r} reaches {depth.max():g} m with depth_scale="
-                f"{depth_scale:g}, above max_depth={max_depth:g}; check depth_scale")
+                f"{depth_scale:g}, above max_depth={max_depth:g}; check depth_scale"
+            )
         depth_paths.append(depth_path)
     dataset = tf.data.Dataset.from_tensor_slices((image_paths, depth_paths))
-    dataset = dataset.map(lambda i, d: _load(i, d, depth_scale),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(
+        lambda i, d: _load(i, d, depth_scale), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     if size is not None:
-        dataset = dataset.map(lambda i, d: _resize(i, d, size),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = dataset.map(
+            lambda i, d: _resize(i, d, size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
     return dataset

@@ -20,6 +20,7 @@ Missing measurements (depth 0), as a Kinect leaves them in NYUDv2:
 Example:
     >>> ds = depth_scenes("train", image_size=64)  # (uint8 64x64x3, float32 64x64 metres)
 """
+
 import numpy as np
 import tensorflow as tf
 
@@ -57,8 +58,9 @@ def _scene(rng, wall_texture, rows, cols, max_objects, missing_blobs, dropout):
     missing = np.zeros((rows, cols), bool)
 
     count = int(rng.integers(1, max_objects + 1))
-    objects = sorted(((rng.uniform(1.0, wall - 0.5), rng.random() < 0.5) for _ in range(count)),
-                     reverse=True)  # far to near
+    objects = sorted(
+        ((rng.uniform(1.0, wall - 0.5), rng.random() < 0.5) for _ in range(count)), reverse=True
+    )  # far to near
     for z, ball in objects:
         x_m = rng.uniform(-0.5, 0.5) * cols * z / f
         colour = rng.integers(0, 256, 3).astype(np.float64)
@@ -67,7 +69,7 @@ def _scene(rng, wall_texture, rows, cols, max_objects, missing_blobs, dropout):
             radius = rng.uniform(0.2, 0.6)
             centre_y = bottom - f * radius / z
             r_px = f * radius / z
-            d2 = ((xx - cx - f * x_m / z) ** 2 + (yy - centre_y) ** 2) / r_px ** 2
+            d2 = ((xx - cx - f * x_m / z) ** 2 + (yy - centre_y) ** 2) / r_px**2
             mask = d2 <= 1.0
             surface = z - radius * np.sqrt(np.clip(1.0 - d2, 0.0, 1.0))
             light = 0.6 + 0.4 * np.sqrt(np.clip(1.0 - d2, 0.0, 1.0))
@@ -90,7 +92,7 @@ def _scene(rng, wall_texture, rows, cols, max_objects, missing_blobs, dropout):
         first = np.argmax(mask, axis=1)
         band = f * _BASELINE / z
         for r in np.flatnonzero(rows_hit):
-            shadow[r, max(int(first[r] - band), 0):first[r]] = True
+            shadow[r, max(int(first[r] - band), 0) : first[r]] = True
         missing |= shadow & ~mask & (depth > z)
     for _ in range(int(rng.integers(1, 4)) if rng.random() < missing_blobs else 0):
         cy_, cx_ = rng.uniform(0, rows), rng.uniform(0, cols)
@@ -100,8 +102,16 @@ def _scene(rng, wall_texture, rows, cols, max_objects, missing_blobs, dropout):
     return image, np.where(missing, 0.0, depth).astype(np.float32)
 
 
-def depth_scene_arrays(split, image_size=64, num_scenes=None, seed=0, max_objects=4,
-                       missing_blobs=0.5, dropout=0.01, noise_std=4.0):
+def depth_scene_arrays(
+    split,
+    image_size=64,
+    num_scenes=None,
+    seed=0,
+    max_objects=4,
+    missing_blobs=0.5,
+    dropout=0.01,
+    noise_std=4.0,
+):
     """Generate depth scenes as numpy arrays (see the module docstring for the recipe).
 
     Args:
@@ -136,20 +146,28 @@ def depth_scene_arrays(split, image_size=64, num_scenes=None, seed=0, max_object
     images = np.empty((num, rows, cols, 3), np.float32)
     depths = np.empty((num, rows, cols), np.float32)
     for i in range(num):
-        images[i], depths[i] = _scene(rng, walls[i], rows, cols, int(max_objects),
-                                      missing_blobs, dropout)
+        images[i], depths[i] = _scene(rng, walls[i], rows, cols, int(max_objects), missing_blobs, dropout)
     images += rng.normal(0.0, noise_std, images.shape).astype(np.float32)
     return np.clip(np.round(images), 0, 255).astype(np.uint8), depths
 
 
-def depth_scenes(split, image_size=64, num_scenes=None, seed=0, max_objects=4,
-                 missing_blobs=0.5, dropout=0.01, noise_std=4.0):
+def depth_scenes(
+    split,
+    image_size=64,
+    num_scenes=None,
+    seed=0,
+    max_objects=4,
+    missing_blobs=0.5,
+    dropout=0.01,
+    noise_std=4.0,
+):
     """The built-in depth data set as `tf.data` (see `depth_scene_arrays`).
 
     Returns:
         unbatched `tf.data.Dataset` of `(uint8 (H, W, 3) image, float32 (H, W) depth in
         metres, 0 where missing)`.
     """
-    images, depths = depth_scene_arrays(split, image_size, num_scenes, seed, max_objects,
-                                        missing_blobs, dropout, noise_std)
+    images, depths = depth_scene_arrays(
+        split, image_size, num_scenes, seed, max_objects, missing_blobs, dropout, noise_std
+    )
     return tf.data.Dataset.from_tensor_slices((images, depths))

@@ -18,6 +18,7 @@ digit image that any train scene shows, whatever `seed` the scenes are drawn wit
 Example:
     >>> ds = digit_scenes("train", image_size=64, seed=0)  # (uint8 64x64x3, int32 64x64)
 """
+
 import collections
 import functools
 
@@ -78,8 +79,8 @@ def _pools():
         n_train = int(round(len(indices) * _POOL_FRACTIONS["train"]))
         n_val = int(round(len(indices) * _POOL_FRACTIONS["validation"]))
         parts["train"].append(indices[:n_train])
-        parts["validation"].append(indices[n_train:n_train + n_val])
-        parts["test"].append(indices[n_train + n_val:])
+        parts["validation"].append(indices[n_train : n_train + n_val])
+        parts["test"].append(indices[n_train + n_val :])
     return {split: np.sort(np.concatenate(p)) for split, p in parts.items()}
 
 
@@ -93,7 +94,7 @@ def digit_pools():
     return {split: pool.copy() for split, pool in _pools().items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _interp_matrix(n_out, n_in):
     """Matrix `(n_out, n_in)` that resizes a 1-D signal bilinearly (pixel centres aligned)."""
     x = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
@@ -111,7 +112,9 @@ def _backgrounds(rng, n, height, width):
     """Draw `n` textured RGB backgrounds, float32 `(n, height, width, 3)` in [0, 255]."""
     coarse = rng.random((n, _NOISE_GRID, _NOISE_GRID), dtype=np.float32)
     noise = np.einsum(
-        "hg,ngk,wk->nhw", _interp_matrix(height, _NOISE_GRID), coarse,
+        "hg,ngk,wk->nhw",
+        _interp_matrix(height, _NOISE_GRID),
+        coarse,
         _interp_matrix(width, _NOISE_GRID),
     )
     low, high = noise.min(axis=(1, 2), keepdims=True), noise.max(axis=(1, 2), keepdims=True)
@@ -121,9 +124,7 @@ def _backgrounds(rng, n, height, width):
     cycles = rng.uniform(1.5, 6.0, (n, 1, 1))
     phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
     yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
-    stripes = 0.5 + 0.5 * np.sin(
-        2 * np.pi * cycles * (xx * np.cos(theta) + yy * np.sin(theta)) + phase
-    )
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * cycles * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)
 
     mix = rng.random((n, 1, 1))
     texture = (mix * noise + (1 - mix) * stripes)[..., None]
@@ -131,8 +132,9 @@ def _backgrounds(rng, n, height, width):
     return (colours[:, 0] * (1 - texture) + colours[:, 1] * texture).astype(np.float32)
 
 
-def _compose_scene(rng, background, pool, num_digits, min_size, max_size, threshold,
-                   max_overlap, label_of=None, tries=8):
+def _compose_scene(
+    rng, background, pool, num_digits, min_size, max_size, threshold, max_overlap, label_of=None, tries=8
+):
     """Draw `num_digits` digits from `pool` onto `background` (modified in place).
 
     Args:
@@ -166,14 +168,14 @@ def _compose_scene(rng, background, pool, num_digits, min_size, max_size, thresh
         for _ in range(tries):
             top = int(rng.integers(0, height - size + 1))
             left = int(rng.integers(0, width - size + 1))
-            covered = np.count_nonzero(labels[top:top + size, left:left + size][on])
+            covered = np.count_nonzero(labels[top : top + size, left : left + size][on])
             overlap = covered / max(np.count_nonzero(on), 1)
             if best is None or overlap < best[0]:
                 best = (overlap, top, left)
             if overlap <= max_overlap:
                 break
         _, top, left = best
-        window = np.s_[top:top + size, left:left + size]
+        window = np.s_[top : top + size, left : left + size]
         local = background[window].reshape(-1, 3).mean(axis=0)
         # A random colour at least 80 levels from the local background in every channel.
         colour = (local + 128 + rng.integers(-48, 49, 3)) % 256
@@ -181,8 +183,7 @@ def _compose_scene(rng, background, pool, num_digits, min_size, max_size, thresh
         background[window] = background[window] * (1 - alpha) + colour * alpha
         labels[window][on] = label_of[target[index]]
         instance[window][on] = j
-        drawn.append((index, int(label_of[target[index]]), top, left, size,
-                      tuple(int(c) for c in colour)))
+        drawn.append((index, int(label_of[target[index]]), top, left, size, tuple(int(c) for c in colour)))
     visible = np.bincount(instance[instance >= 0], minlength=num_digits)
     placements = [Placement(*d, int(v)) for d, v in zip(drawn, visible)]
     return labels, placements
@@ -193,8 +194,11 @@ def _label_map(digits):
     if digits is None:
         return np.arange(1, 11)
     digits = list(digits)
-    if not digits or len(set(digits)) != len(digits) or any(
-            isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d <= 9 for d in digits):
+    if (
+        not digits
+        or len(set(digits)) != len(digits)
+        or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d <= 9 for d in digits)
+    ):
         raise ValueError(f"digits={digits!r} must be distinct ints in 0..9, at least one")
     label_of = np.zeros(10, np.int64)
     label_of[digits] = np.arange(1, len(digits) + 1)
@@ -208,14 +212,23 @@ def num_classes(digits=None):
 
 def _check_split(split):
     if split not in SPLITS:
-        raise ValueError(
-            f"split {split!r} is not a digit-scenes split; use one of {', '.join(SPLITS)}"
-        )
+        raise ValueError(f"split {split!r} is not a digit-scenes split; use one of {', '.join(SPLITS)}")
 
 
-def digit_scene_arrays(split, image_size=64, num_scenes=None, seed=0, max_digits=4,
-                       min_digit_size=None, max_digit_size=None, max_overlap=0.25,
-                       threshold=0.5, noise_std=6.0, digits=None, return_digits=False):
+def digit_scene_arrays(
+    split,
+    image_size=64,
+    num_scenes=None,
+    seed=0,
+    max_digits=4,
+    min_digit_size=None,
+    max_digit_size=None,
+    max_overlap=0.25,
+    threshold=0.5,
+    noise_std=6.0,
+    digits=None,
+    return_digits=False,
+):
     """Generate digit scenes as numpy arrays (see the module docstring for the recipe).
 
     Args:
@@ -273,7 +286,14 @@ def digit_scene_arrays(split, image_size=64, num_scenes=None, seed=0, max_digits
     placements = []
     for i in range(num_scenes):
         masks[i], placed = _compose_scene(
-            rng, images[i], pool, int(counts[i]), min_size, max_size, threshold, max_overlap,
+            rng,
+            images[i],
+            pool,
+            int(counts[i]),
+            min_size,
+            max_size,
+            threshold,
+            max_overlap,
             label_of,
         )
         placements.append(placed)
@@ -284,9 +304,19 @@ def digit_scene_arrays(split, image_size=64, num_scenes=None, seed=0, max_digits
     return images, masks
 
 
-def digit_scenes(split, image_size=64, num_scenes=None, seed=0, max_digits=4,
-                 min_digit_size=None, max_digit_size=None, max_overlap=0.25, threshold=0.5,
-                 noise_std=6.0, digits=None):
+def digit_scenes(
+    split,
+    image_size=64,
+    num_scenes=None,
+    seed=0,
+    max_digits=4,
+    min_digit_size=None,
+    max_digit_size=None,
+    max_overlap=0.25,
+    threshold=0.5,
+    noise_std=6.0,
+    digits=None,
+):
     """The built-in digit-scenes segmentation data set as `tf.data`.
 
     Args:
@@ -311,8 +341,16 @@ def digit_scenes(split, image_size=64, num_scenes=None, seed=0, max_digits=4,
         ValueError: if `split` is unknown or a size or count is out of range.
     """
     images, masks = digit_scene_arrays(
-        split, image_size=image_size, num_scenes=num_scenes, seed=seed,
-        max_digits=max_digits, min_digit_size=min_digit_size, max_digit_size=max_digit_size,
-        max_overlap=max_overlap, threshold=threshold, noise_std=noise_std, digits=digits,
+        split,
+        image_size=image_size,
+        num_scenes=num_scenes,
+        seed=seed,
+        max_digits=max_digits,
+        min_digit_size=min_digit_size,
+        max_digit_size=max_digit_size,
+        max_overlap=max_overlap,
+        threshold=threshold,
+        noise_std=noise_std,
+        digits=digits,
     )
     return tf.data.Dataset.from_tensor_slices((images, masks))

@@ -25,6 +25,7 @@ image (then x = y = 0, as in COCO files).
 Example:
     >>> ds = figure_crops("train", image_size=64)   # (uint8 64x64x3, {"keypoints", "head_size"})
 """
+
 import numpy as np
 import tensorflow as tf
 
@@ -65,7 +66,9 @@ def _skeleton(rng, height):
     joints[3] = nose + side * 0.065 * height
     joints[4] = nose - side * 0.065 * height
     for sign, (shoulder, elbow, wrist, hip, knee, ankle) in (
-            (1.0, (5, 7, 9, 11, 13, 15)), (-1.0, (6, 8, 10, 12, 14, 16))):
+        (1.0, (5, 7, 9, 11, 13, 15)),
+        (-1.0, (6, 8, 10, 12, 14, 16)),
+    ):
         joints[shoulder] = neck + sign * side * _SHOULDER * height
         joints[hip] = sign * side * _HIP * height
         down = -up
@@ -85,11 +88,17 @@ def _segments(joints):
     neck = (joints[5] + joints[6]) / 2
     hips = (joints[11] + joints[12]) / 2
     return [
-        (joints[11], joints[13], 1), (joints[13], joints[15], 1),
-        (joints[12], joints[14], 2), (joints[14], joints[16], 2),
-        (neck, hips, 0), (joints[5], joints[6], 0), (joints[11], joints[12], 0),
-        (joints[5], joints[7], 1), (joints[7], joints[9], 1),
-        (joints[6], joints[8], 2), (joints[8], joints[10], 2),
+        (joints[11], joints[13], 1),
+        (joints[13], joints[15], 1),
+        (joints[12], joints[14], 2),
+        (joints[14], joints[16], 2),
+        (neck, hips, 0),
+        (joints[5], joints[6], 0),
+        (joints[11], joints[12], 0),
+        (joints[5], joints[7], 1),
+        (joints[7], joints[9], 1),
+        (joints[6], joints[8], 2),
+        (joints[8], joints[10], 2),
     ]
 
 
@@ -120,13 +129,18 @@ def _draw_figure(rng, image, owner, index, joints, height):
         image[mask] = colours[part]
         full |= mask
     radius = max(_HEAD * height, 1.5)
-    head = (xx - joints[0][0]) ** 2 + (yy - joints[0][1]) ** 2 <= radius ** 2
+    head = (xx - joints[0][0]) ** 2 + (yy - joints[0][1]) ** 2 <= radius**2
     image[head] = (hue + [200, 200, 200]) % 256
     full |= head
     dot = max(0.018 * height, 0.6)
-    for joint, colour in ((0, (255, 40, 40)), (1, (20, 20, 20)), (2, (20, 20, 20)),
-                          (3, (240, 240, 60)), (4, (60, 240, 240))):
-        mask = (xx - joints[joint][0]) ** 2 + (yy - joints[joint][1]) ** 2 <= dot ** 2
+    for joint, colour in (
+        (0, (255, 40, 40)),
+        (1, (20, 20, 20)),
+        (2, (20, 20, 20)),
+        (3, (240, 240, 60)),
+        (4, (60, 240, 240)),
+    ):
+        mask = (xx - joints[joint][0]) ** 2 + (yy - joints[joint][1]) ** 2 <= dot**2
         image[mask] = colour
         full |= mask
     owner[full] = index
@@ -210,14 +224,11 @@ def figure_crops(split, image_size=64, num_crops=None, seed=0, noise_std=6.0):
         unbatched `tf.data.Dataset` of `(uint8 (H, W, 3) image,
         {"keypoints": float32 (17, 3), "head_size": float32 ()})`.
     """
-    images, keypoints, head_sizes = figure_crop_arrays(split, image_size, num_crops, seed,
-                                                       noise_std)
-    return tf.data.Dataset.from_tensor_slices(
-        (images, {"keypoints": keypoints, "head_size": head_sizes}))
+    images, keypoints, head_sizes = figure_crop_arrays(split, image_size, num_crops, seed, noise_std)
+    return tf.data.Dataset.from_tensor_slices((images, {"keypoints": keypoints, "head_size": head_sizes}))
 
 
-def figure_scene_arrays(split, image_size=96, num_scenes=None, seed=0, max_people=4,
-                        noise_std=6.0):
+def figure_scene_arrays(split, image_size=96, num_scenes=None, seed=0, max_people=4, noise_std=6.0):
     """Bottom-up scenes of 1..`max_people` figures as numpy arrays (module docstring).
 
     Args:
@@ -265,6 +276,5 @@ def figure_scenes(split, image_size=96, num_scenes=None, seed=0, max_people=4, n
         unbatched `tf.data.Dataset` of `(uint8 (H, W, 3) image,
         {"keypoints": float32 (P, 17, 3), "area": float32 (P,)})`, P = `max_people`.
     """
-    images, keypoints, areas = figure_scene_arrays(split, image_size, num_scenes, seed,
-                                                   max_people, noise_std)
+    images, keypoints, areas = figure_scene_arrays(split, image_size, num_scenes, seed, max_people, noise_std)
     return tf.data.Dataset.from_tensor_slices((images, {"keypoints": keypoints, "area": areas}))

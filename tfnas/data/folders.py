@@ -9,6 +9,7 @@ set is built, so that a bad file is reported by name before any training starts.
 Example:
     >>> ds = image_mask_folder("camvid/train", "camvid/trainannot", num_classes=12)
 """
+
 import os
 
 import numpy as np
@@ -95,8 +96,7 @@ def _load_pair(image_path, mask_path):
     return image, mask
 
 
-def image_mask_folder(images_dir, masks_dir, num_classes, ignore_label=IGNORE_LABEL,
-                      image_size=None):
+def image_mask_folder(images_dir, masks_dir, num_classes, ignore_label=IGNORE_LABEL, image_size=None):
     """Pairs of images and class-index masks from two folders, as `tf.data`.
 
     Every image in `images_dir` must have a mask with the same stem and a `.png` extension
@@ -143,6 +143,9 @@ def image_mask_folder(images_dir, masks_dir, num_classes, ignore_label=IGNORE_LA
     dataset = tf.data.Dataset.from_tensor_slices((image_paths, mask_paths))
     dataset = dataset.map(_load_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if size is not None:
-        dataset = dataset.map(lambda image, mask: resize_pair(image, mask, size),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = dataset.map(
+            lambda image, mask: resize_pair(image, mask, size),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     return dataset

@@ -9,6 +9,7 @@ Example:
     >>> meta_train, meta_val = split(digit_scenes("train"), fraction=0.1)
     >>> batches = pipeline(meta_train, batch_size=16, shuffle=True, augment=True)
 """
+
 import numpy as np
 import tensorflow as tf
 
@@ -26,8 +27,7 @@ def count_examples(dataset):
     """
     count = int(dataset.cardinality())
     if count == tf.data.INFINITE_CARDINALITY:
-        raise ValueError("dataset is infinite (it repeats); pass a finite dataset "
-                         "(before any .repeat())")
+        raise ValueError("dataset is infinite (it repeats); pass a finite dataset (before any .repeat())")
     if count == tf.data.UNKNOWN_CARDINALITY:
         count = int(dataset.reduce(np.int64(0), lambda total, _: total + 1))
     return count
@@ -117,8 +117,11 @@ def pipeline(dataset, batch_size, shuffle=False, seed=0, augment=False, drop_rem
             _random_flip, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
     dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
-    dataset = dataset.map(lambda images, masks: (preprocess(images), masks),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(
+        lambda images, masks: (preprocess(images), masks),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -141,14 +144,17 @@ def as_examples(data, name="data"):
     if isinstance(data, (tuple, list)) and len(data) == 2:
         data = tf.data.Dataset.from_tensor_slices((np.asarray(data[0]), np.asarray(data[1])))
     if not isinstance(data, tf.data.Dataset):
-        raise ValueError(f"{name} is a {type(data).__name__}; expected a tf.data.Dataset of "
-                         "(uint8 image, int32 mask) pairs or a tuple (images, masks)")
+        raise ValueError(
+            f"{name} is a {type(data).__name__}; expected a tf.data.Dataset of "
+            "(uint8 image, int32 mask) pairs or a tuple (images, masks)"
+        )
     spec = data.element_spec
     if not isinstance(spec, tuple) or len(spec) != 2:
         raise ValueError(f"{name} yields {spec}; expected (image, mask) pairs")
     if spec[0].shape.rank == 4:
         data = data.unbatch()
     elif spec[0].shape.rank != 3:
-        raise ValueError(f"{name} yields images of shape {spec[0].shape}; expected (H, W, 3) "
-                         "(or batches (N, H, W, 3))")
+        raise ValueError(
+            f"{name} yields images of shape {spec[0].shape}; expected (H, W, 3) (or batches (N, H, W, 3))"
+        )
     return data

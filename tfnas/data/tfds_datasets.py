@@ -4,6 +4,7 @@ Example:
     >>> ds = tfds_dataset("oxford_iiit_pet", "train", num_classes=3, label_offset=1,
     ...                   image_size=128)
 """
+
 import tensorflow as tf
 
 from tfnas.data._common import image_hw, resize_pair
@@ -25,25 +26,38 @@ def _mask_to_class_map(mask, mask_key, name):
 
 def _check_labels(mask, num_classes, ignore_label, name, split):
     valid = ((mask >= 0) & (mask < num_classes)) | (mask == ignore_label)
-    message = (f"TFDS dataset {name!r} split {split!r} has a mask label outside "
-               f"0..{num_classes - 1} other than the ignore label {ignore_label}; "
-               "raise num_classes or set label_offset")
-    with tf.control_dependencies([tf.debugging.assert_equal(tf.reduce_all(valid), True,
-                                                            message=message)]):
+    message = (
+        f"TFDS dataset {name!r} split {split!r} has a mask label outside "
+        f"0..{num_classes - 1} other than the ignore label {ignore_label}; "
+        "raise num_classes or set label_offset"
+    )
+    with tf.control_dependencies([tf.debugging.assert_equal(tf.reduce_all(valid), True, message=message)]):
         return tf.identity(mask)
 
 
 def _check_same_size(image, mask, name, split):
-    message = (f"TFDS dataset {name!r} split {split!r} has a mask whose height and width "
-               "differ from its image's; check image_key and mask_key")
-    with tf.control_dependencies([tf.debugging.assert_equal(tf.shape(image)[:2],
-                                                            tf.shape(mask), message=message)]):
+    message = (
+        f"TFDS dataset {name!r} split {split!r} has a mask whose height and width "
+        "differ from its image's; check image_key and mask_key"
+    )
+    with tf.control_dependencies(
+        [tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(mask), message=message)]
+    ):
         return tf.identity(mask)
 
 
-def tfds_dataset(name, split, image_key="image", mask_key="segmentation_mask",
-                 num_classes=None, data_dir=None, ignore_label=IGNORE_LABEL, label_offset=0,
-                 image_size=None, download=True):
+def tfds_dataset(
+    name,
+    split,
+    image_key="image",
+    mask_key="segmentation_mask",
+    num_classes=None,
+    data_dir=None,
+    ignore_label=IGNORE_LABEL,
+    label_offset=0,
+    image_size=None,
+    download=True,
+):
     """A TFDS segmentation data set as `tf.data` of `(image, class map)`.
 
     Args:
@@ -76,8 +90,7 @@ def tfds_dataset(name, split, image_key="image", mask_key="segmentation_mask",
     import tensorflow_datasets as tfds
 
     size = None if image_size is None else image_hw(image_size)
-    dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True,
-                              download=download)
+    dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True, download=download)
     for key in (image_key, mask_key):
         if key not in info.features:
             raise KeyError(

@@ -26,6 +26,7 @@ Specification and readings: `/work/shared/3M-POSE.md` (sections in brackets).
 
 The op and input weights enter the network through `tfnas.cells.fabric.mix`.
 """
+
 from tfnas.oneshot.costs import FabricCosts
 from tfnas.oneshot.gumbel import (
     ArchitectureParameters,
@@ -39,6 +40,19 @@ from tfnas.oneshot.losses import flops_loss, flops_warmup, rdm, rdm_correlation,
 from tfnas.oneshot.settings import SearchSettings
 from tfnas.oneshot.supernet import FabricSupernet
 
-__all__ = ["ArchitectureParameters", "FabricCosts", "FabricSupernet", "LinearTemperature", "SearchSettings",
-           "derive_topk", "dyn_egs", "flops_loss", "flops_warmup", "gumbel_softmax", "rdm", "rdm_correlation",
-           "sample_gumbel", "teacher_guidance_loss"]
+__all__ = [
+    "ArchitectureParameters",
+    "FabricCosts",
+    "FabricSupernet",
+    "LinearTemperature",
+    "SearchSettings",
+    "derive_topk",
+    "dyn_egs",
+    "flops_loss",
+    "flops_warmup",
+    "gumbel_softmax",
+    "rdm",
+    "rdm_correlation",
+    "sample_gumbel",
+    "teacher_guidance_loss",
+]

@@ -2,6 +2,7 @@
 
 Spec: `/work/shared/3M-POSE.md` section 8.
 """
+
 import numpy as np
 import tensorflow as tf
 

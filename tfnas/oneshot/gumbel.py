@@ -2,6 +2,7 @@
 
 Spec: `/work/shared/3M-POSE.md` sections 6 and 7.
 """
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -60,8 +61,10 @@ class LinearTemperature:
 
     def __init__(self, total_steps, start=10.0, end=1e-3):
         if int(total_steps) < 1 or not start > 0 or not end > 0:
-            raise ValueError(f"LinearTemperature needs total_steps >= 1 and positive start and end, got "
-                             f"total_steps={total_steps}, start={start}, end={end}")
+            raise ValueError(
+                f"LinearTemperature needs total_steps >= 1 and positive start and end, got "
+                f"total_steps={total_steps}, start={start}, end={end}"
+            )
         self.total_steps, self.start, self.end = int(total_steps), float(start), float(end)
 
     def __call__(self, step):
@@ -123,7 +126,8 @@ def dyn_egs(logits, density, temperature, noise=None, density_noise=None, seed=N
     masks = tf.cast(rank[..., None, :] < keep[:, None], y.dtype)  # (..., S, N)
     h = _straight_through_one_hot(density, temperature, density_noise)  # (..., S)
     return tf.einsum("...s,...sn->...n", h, masks) + tf.reduce_sum(h, axis=-1, keepdims=True) * (
-        y - tf.stop_gradient(y))
+        y - tf.stop_gradient(y)
+    )
 
 
 def derive_topk(logits, density):
@@ -171,7 +175,7 @@ class ArchitectureParameters:
             for i in range(len(INPUTS)):
                 if i not in available:
                     absent_inputs[k, i] = _ABSENT
-            absent_states[k, min(space.max_inputs, len(available)):] = _ABSENT
+            absent_states[k, min(space.max_inputs, len(available)) :] = _ABSENT
         self._absent_inputs = tf.constant(absent_inputs)
         self._absent_states = tf.constant(absent_states)
         self.alpha = keras.Variable(np.zeros((n, len(EDGES), len(FABRIC_OPS)), np.float32), name="alpha")
@@ -195,8 +199,12 @@ class ArchitectureParameters:
             `(op_weights (cells, 3, 9), input_weights (cells, 3))`.
         """
         ops = dyn_egs(self.alpha, self.m_alpha, temperature, seed=seed)
-        inputs = dyn_egs(self.beta + self._absent_inputs, self.m_beta + self._absent_states, temperature,
-                         seed=_next_seed(seed, 2))
+        inputs = dyn_egs(
+            self.beta + self._absent_inputs,
+            self.m_beta + self._absent_states,
+            temperature,
+            seed=_next_seed(seed, 2),
+        )
         return ops, inputs
 
     def get_state(self):
@@ -211,12 +219,16 @@ class ArchitectureParameters:
         """
         for v in self.variables:
             if v.name not in state:
-                raise ValueError(f"architecture state lacks {v.name!r}; expected the keys "
-                                 f"{[w.name for w in self.variables]}")
+                raise ValueError(
+                    f"architecture state lacks {v.name!r}; expected the keys "
+                    f"{[w.name for w in self.variables]}"
+                )
             value = np.asarray(state[v.name], np.float32)
             if value.shape != tuple(v.shape):
-                raise ValueError(f"architecture state {v.name!r} has shape {value.shape}, but this space needs "
-                                 f"{tuple(v.shape)}")
+                raise ValueError(
+                    f"architecture state {v.name!r} has shape {value.shape}, but this space needs "
+                    f"{tuple(v.shape)}"
+                )
             v.assign(value)
 
     def derive(self):

@@ -2,6 +2,7 @@
 
 Spec: `/work/shared/3M-POSE.md` sections 8 and 9.
 """
+
 import numpy as np
 import tensorflow as tf
 
@@ -32,8 +33,9 @@ def flops_loss(madds, epoch, settings=None):
 
         settings = SearchSettings()
     s = settings
-    scale = s.flops_weight * flops_warmup(epoch, s.flops_warmup_start, s.flops_warmup_factor,
-                                          s.flops_warmup_every, s.flops_warmup_ceiling)
+    scale = s.flops_weight * flops_warmup(
+        epoch, s.flops_warmup_start, s.flops_warmup_factor, s.flops_warmup_every, s.flops_warmup_ceiling
+    )
     gflops = tf.cast(madds, tf.float32) / 1e9
     return scale * (gflops / s.flops_target) ** s.flops_exponent
 
@@ -89,8 +91,10 @@ def teacher_guidance_loss(student, teacher):
         scalar float32 tensor.
     """
     if not student or not teacher:
-        raise ValueError(f"teacher guidance needs student and teacher activations, got {len(student)} and "
-                         f"{len(teacher)} layers")
+        raise ValueError(
+            f"teacher guidance needs student and teacher activations, got {len(student)} and "
+            f"{len(teacher)} layers"
+        )
     xs = [rdm(s) for s in student]
     sims = [tf.reduce_max(tf.stack([rdm_correlation(rdm(t), x) for x in xs])) for t in teacher]
     return 1.0 - tf.reduce_mean(tf.stack(sims))

@@ -1,4 +1,5 @@
 """The bi-level search settings of 3M-Pose, Sec. 4.1 (Hoang (3M-Pose, 2021); spec sections 8 and 12)."""
+
 import dataclasses
 
 from tfnas.oneshot.gumbel import LinearTemperature
@@ -55,9 +56,15 @@ class SearchSettings:
 
     def temperature(self, steps_per_epoch):
         """The `LinearTemperature` schedule over `epochs * steps_per_epoch` steps."""
-        return LinearTemperature(self.epochs * int(steps_per_epoch), self.temperature_start, self.temperature_end)
+        return LinearTemperature(
+            self.epochs * int(steps_per_epoch), self.temperature_start, self.temperature_end
+        )
 
     def search_loss(self, heatmap, grouping, teacher, madds, epoch):
         """L = heatmap + 1e-3 grouping + teacher + 1e-3 s(e) (GFLOPs / 47.8) ** 0.15 (the thesis' weights)."""
-        return (self.heatmap_weight * heatmap + self.grouping_weight * grouping + self.teacher_weight * teacher
-                + flops_loss(madds, epoch, self))
+        return (
+            self.heatmap_weight * heatmap
+            + self.grouping_weight * grouping
+            + self.teacher_weight * teacher
+            + flops_loss(madds, epoch, self)
+        )

@@ -1,8 +1,19 @@
 """The 3M-Pose supernet: a fabric with every candidate op and input (Hoang, 3M-Pose thesis 2021, Sec. 3.1-3.2; spec sections 3-5, 10)."""
+
 import keras
 import tensorflow as tf
 
-from tfnas.cells.fabric import EDGES, FABRIC_OPS, FabricCell, Fuse, PoseHead, Resample, Split, Stem, mix_inputs
+from tfnas.cells.fabric import (
+    EDGES,
+    FABRIC_OPS,
+    FabricCell,
+    Fuse,
+    PoseHead,
+    Resample,
+    Split,
+    Stem,
+    mix_inputs,
+)
 
 
 class FabricSupernet(keras.Model):
@@ -31,8 +42,10 @@ class FabricSupernet(keras.Model):
         self.space = space
         s = space
         self.stem = Stem(s.width, s.stem_channels, s.stem_blocks, name="stem")
-        self.fabric_cells = [FabricCell(s.widths[row], [FABRIC_OPS] * len(EDGES), name=f"cell{k}")
-                             for k, (_, row) in enumerate(s.cells)]
+        self.fabric_cells = [
+            FabricCell(s.widths[row], [FABRIC_OPS] * len(EDGES), name=f"cell{k}")
+            for k, (_, row) in enumerate(s.cells)
+        ]
         self.resamplers = {}
         for k, (_, row) in enumerate(s.cells):
             for i in s.candidates(k):
@@ -41,7 +54,7 @@ class FabricSupernet(keras.Model):
                     name = f"cell{k}_{label}"
                     self.resamplers[name] = Resample(s.widths[row], direction, name=name)
         self.fuses = {str(c): Fuse(s.width, s.rows_of(c), name=f"fuse{c}") for c in s.fuse_columns}
-        self.splits = {str(c): Split(s.widths[:s.rows_of(c)], name=f"split{c}") for c in s.eel_columns}
+        self.splits = {str(c): Split(s.widths[: s.rows_of(c)], name=f"split{c}") for c in s.eel_columns}
         self.heads = {str(c): PoseHead(s.num_joints, s.tag_dim, name=s.head_key(c)) for c in s.fuse_columns}
 
     def call(self, images, op_weights, input_weights, training=None, return_cells=False):

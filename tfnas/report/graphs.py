@@ -12,6 +12,7 @@ paper's figure of that space, then `draw_genotype` lays it out left to right wit
 - dpc (Chen et al. NeurIPS 2018, Fig. 5): the branches with their ops and inputs, all
   concatenated into the 1x1 classifier.
 """
+
 import dataclasses
 
 from matplotlib.figure import Figure
@@ -20,8 +21,7 @@ from tfnas.cells.auxcell import loose_ends
 from tfnas.cells.template import AGGREGATIONS, TEMPLATE_OPS
 from tfnas.ops import CELL_OPS
 
-_COLOURS = {"input": "#dbe9f6", "op": "#fde2c4", "sum": "#e2e2e2", "block": "#d5efd5",
-            "output": "#f6d5d5"}
+_COLOURS = {"input": "#dbe9f6", "op": "#fde2c4", "sum": "#e2e2e2", "block": "#d5efd5", "output": "#f6d5d5"}
 
 
 @dataclasses.dataclass
@@ -60,7 +60,7 @@ def auxcell_graphs(genotype):
     used = set()
     for b, pair in enumerate(connections):
         decoder.nodes.append((f"p{4 + b}", f"block {b}\ncell + cell, sum", "block"))
-        for j, c in enumerate(pair):
+        for c in pair:
             decoder.edges.append((f"p{c}", f"p{4 + b}", ""))
             used.add(c)
     decoder.nodes.append(("out", "concat, 1x1\nlogits", "output"))
@@ -71,10 +71,17 @@ def auxcell_graphs(genotype):
     graph = Graph("cell", [("f0", "input", "input"), ("f1", CELL_OPS[cell[0]], "op")], [("f0", "f1", "")])
     for k, (i_a, i_b, o_a, o_b) in enumerate(cell[1:], start=1):
         a, b, s = 3 * k - 1, 3 * k, 3 * k + 1
-        graph.nodes += [(f"f{a}", CELL_OPS[o_a], "op"), (f"f{b}", CELL_OPS[o_b], "op"),
-                        (f"f{s}", f"+ (branch {k})", "sum")]
-        graph.edges += [(f"f{i_a}", f"f{a}", ""), (f"f{i_b}", f"f{b}", ""),
-                        (f"f{a}", f"f{s}", ""), (f"f{b}", f"f{s}", "")]
+        graph.nodes += [
+            (f"f{a}", CELL_OPS[o_a], "op"),
+            (f"f{b}", CELL_OPS[o_b], "op"),
+            (f"f{s}", f"+ (branch {k})", "sum"),
+        ]
+        graph.edges += [
+            (f"f{i_a}", f"f{a}", ""),
+            (f"f{i_b}", f"f{b}", ""),
+            (f"f{a}", f"f{s}", ""),
+            (f"f{b}", f"f{s}", ""),
+        ]
     graph.nodes.append(("out", "+ output", "output"))
     for end in loose_ends(cell):
         graph.edges.append((f"f{end}", "out", ""))
@@ -94,17 +101,27 @@ def template_graphs(genotype, num_stem_outputs=2):
     templates, blocks = genotype
     graphs = []
     for t, (op1, op2, agg) in enumerate(templates):
-        graphs.append(Graph(f"template {t}", [
-            ("x1", "input 1", "input"), ("x2", "input 2", "input"),
-            ("a", TEMPLATE_OPS[op1], "op"), ("b", TEMPLATE_OPS[op2], "op"),
-            ("agg", AGGREGATIONS[agg], "sum")],
-            [("x1", "a", ""), ("x2", "b", ""), ("a", "agg", ""), ("b", "agg", "")]))
-    stems = [f"stem 1/{4 * 2 ** i}" for i in range(num_stem_outputs)]
+        graphs.append(
+            Graph(
+                f"template {t}",
+                [
+                    ("x1", "input 1", "input"),
+                    ("x2", "input 2", "input"),
+                    ("a", TEMPLATE_OPS[op1], "op"),
+                    ("b", TEMPLATE_OPS[op2], "op"),
+                    ("agg", AGGREGATIONS[agg], "sum"),
+                ],
+                [("x1", "a", ""), ("x2", "b", ""), ("a", "agg", ""), ("b", "agg", "")],
+            )
+        )
+    stems = [f"stem 1/{4 * 2**i}" for i in range(num_stem_outputs)]
     net = Graph("blocks", [(f"p{i}", s, "input") for i, s in enumerate(stems)], [])
     used = set()
     for b, (loc1, loc2, t, repeats, log2_stride) in enumerate(blocks):
         key = f"p{num_stem_outputs + b}"
-        label = f"block {b}\ntemplate {t} x{repeats + 1}" + (f", stride {2 ** log2_stride}" if log2_stride else "")
+        label = f"block {b}\ntemplate {t} x{repeats + 1}" + (
+            f", stride {2**log2_stride}" if log2_stride else ""
+        )
         net.nodes.append((key, label, "block"))
         if loc1 == loc2:  # the template's both inputs read the same entry
             net.edges.append((f"p{loc1}", key, "1, 2"))
@@ -164,8 +181,9 @@ def layout(graph):
     for x in sorted(columns):
         column = columns[x]
         if x > 0:  # barycentre ordering: a node sits near the nodes it reads, fewer crossings
-            column = sorted(column, key=lambda k: -sum(positions[s][1] for s in sources[k])
-                            / max(1, len(sources[k])))
+            column = sorted(
+                column, key=lambda k: -sum(positions[s][1] for s in sources[k]) / max(1, len(sources[k]))
+            )
         for row, key in enumerate(column):
             positions[key] = (float(x), (len(column) - 1) / 2.0 - row)
     return positions
@@ -182,17 +200,40 @@ def draw_graph(ax, graph):
         if count > 1:  # a block or branch that reads the same input twice
             label = f"{label} x{count}".strip()
         (x0, y0), (x1, y1) = positions[src], positions[dst]
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops={"arrowstyle": "-|>", "color": "#555555", "shrinkA": 14, "shrinkB": 14,
-                                # an edge that skips columns bends around the boxes between
-                                "connectionstyle": f"arc3,rad={0.08 if abs(x1 - x0) <= 1 else 0.3}"})
+        ax.annotate(
+            "",
+            xy=(x1, y1),
+            xytext=(x0, y0),
+            arrowprops={
+                "arrowstyle": "-|>",
+                "color": "#555555",
+                "shrinkA": 14,
+                "shrinkB": 14,
+                # an edge that skips columns bends around the boxes between
+                "connectionstyle": f"arc3,rad={0.08 if abs(x1 - x0) <= 1 else 0.3}",
+            },
+        )
         if label:
-            ax.text(x0 + 0.3 * (x1 - x0), y0 + 0.3 * (y1 - y0), label, fontsize=7, color="#555555",
-                    ha="center", va="center")
+            ax.text(
+                x0 + 0.3 * (x1 - x0),
+                y0 + 0.3 * (y1 - y0),
+                label,
+                fontsize=7,
+                color="#555555",
+                ha="center",
+                va="center",
+            )
     for key, label, _ in graph.nodes:
         x, y = positions[key]
-        ax.text(x, y, label, ha="center", va="center", fontsize=8,
-                bbox={"boxstyle": "round,pad=0.35", "facecolor": _COLOURS[kinds[key]], "edgecolor": "#777777"})
+        ax.text(
+            x,
+            y,
+            label,
+            ha="center",
+            va="center",
+            fontsize=8,
+            bbox={"boxstyle": "round,pad=0.35", "facecolor": _COLOURS[kinds[key]], "edgecolor": "#777777"},
+        )
     xs = [p[0] for p in positions.values()]
     ys = [p[1] for p in positions.values()]
     ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)

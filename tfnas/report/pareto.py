@@ -33,13 +33,18 @@ def non_dominated(points, directions):
     keyed = []
     for i, p in enumerate(points):
         if len(p) != len(signs):
-            raise ValueError(f"point {i} {tuple(p)!r} has {len(p)} coordinates; expected "
-                             f"{len(signs)} (one per direction {list(directions)})")
+            raise ValueError(
+                f"point {i} {tuple(p)!r} has {len(p)} coordinates; expected "
+                f"{len(signs)} (one per direction {list(directions)})"
+            )
         keyed.append(tuple(s * float(v) for s, v in zip(signs, p)))
     front = []
     for i, a in enumerate(keyed):
-        dominated = any(all(x >= y for x, y in zip(b, a)) and any(x > y for x, y in zip(b, a))
-                        for j, b in enumerate(keyed) if j != i)
+        dominated = any(
+            all(x >= y for x, y in zip(b, a)) and any(x > y for x, y in zip(b, a))
+            for j, b in enumerate(keyed)
+            if j != i
+        )
         if not dominated:
             front.append(i)
     return front

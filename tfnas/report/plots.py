@@ -12,6 +12,7 @@
 Every function returns the Figure; its axes hold the plotted data (`Line2D.get_xydata`,
 `PathCollection.get_offsets`, bar heights), which the tests read back.
 """
+
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -46,8 +47,14 @@ def rewards_figure(trials):
     if done:
         left.scatter(*zip(*done), color=_DONE, label="reward", zorder=3, gid="reward")
     if stopped:
-        left.scatter(*zip(*stopped), color=_STOPPED, marker="x", zorder=3, gid="terminated",
-                     label="terminated after stage 1 (stage-1 reward)")
+        left.scatter(
+            *zip(*stopped),
+            color=_STOPPED,
+            marker="x",
+            zorder=3,
+            gid="terminated",
+            label="terminated after stage 1 (stage-1 reward)",
+        )
     best, line = float("-inf"), []
     for t in scored:
         best = max(best, t.metrics["reward"])
@@ -65,8 +72,11 @@ def rewards_figure(trials):
     else:
         _empty(left, "no trial has a reward yet")
 
-    pairs = [(t.metrics["stage1_reward"], t.metrics["reward"]) for t in scored
-             if not t.terminated and "stage1_reward" in t.metrics]
+    pairs = [
+        (t.metrics["stage1_reward"], t.metrics["reward"])
+        for t in scored
+        if not t.terminated and "stage1_reward" in t.metrics
+    ]
     if pairs:
         right.scatter(*zip(*pairs), color=_DONE, gid="stage1 vs reward")
         low = min(min(p) for p in pairs)
@@ -101,26 +111,55 @@ def pareto_figure(trials, score="reward", costs=tuple(COSTS), include_terminated
     axes = fig.subplots(1, len(costs), squeeze=False)[0]
     fig.fronts = {}
     for ax, cost in zip(axes, costs):
-        points = [t for t in trials if t.completed and (include_terminated or not t.terminated)
-                  and score in t.metrics and cost in t.metrics]
+        points = [
+            t
+            for t in trials
+            if t.completed
+            and (include_terminated or not t.terminated)
+            and score in t.metrics
+            and cost in t.metrics
+        ]
         front = pareto_front(points, cost=cost, score=score, include_terminated=include_terminated)
         fig.fronts[cost] = front
         if points:
-            ax.scatter([t.metrics[cost] for t in points], [t.metrics[score] for t in points],
-                       color="#bbbbbb", label="trials", gid="trials")
-        stopped = [t for t in trials if t.completed and t.terminated and not include_terminated
-                   and score in t.metrics and cost in t.metrics]
+            ax.scatter(
+                [t.metrics[cost] for t in points],
+                [t.metrics[score] for t in points],
+                color="#bbbbbb",
+                label="trials",
+                gid="trials",
+            )
+        stopped = [
+            t
+            for t in trials
+            if t.completed
+            and t.terminated
+            and not include_terminated
+            and score in t.metrics
+            and cost in t.metrics
+        ]
         if stopped:  # shown for context, never on the front: their reward is a stage-1 reward
-            ax.scatter([t.metrics[cost] for t in stopped], [t.metrics[score] for t in stopped],
-                       color=_STOPPED, marker="x", alpha=0.5, label="terminated (not on the front)",
-                       gid="terminated")
+            ax.scatter(
+                [t.metrics[cost] for t in stopped],
+                [t.metrics[score] for t in stopped],
+                color=_STOPPED,
+                marker="x",
+                alpha=0.5,
+                label="terminated (not on the front)",
+                gid="terminated",
+            )
         if front:
             xs, ys = [t.metrics[cost] for t in front], [t.metrics[score] for t in front]
             ax.step(xs, ys, where="post", color=_BEST, gid="front line")
             ax.scatter(xs, ys, color=_BEST, edgecolor="black", zorder=3, label="Pareto front", gid="front")
             for t in front:
-                ax.annotate(t.trial_id, (t.metrics[cost], t.metrics[score]), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
+                ax.annotate(
+                    t.trial_id,
+                    (t.metrics[cost], t.metrics[score]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         if points or stopped:
             ax.legend(fontsize=8, loc="best")
         if not front:
@@ -151,8 +190,13 @@ def controller_figure(history):
             ax.plot(*zip(*points), marker="o", gid=key)
         ax.set_xlabel("controller update")
         ax.set_ylabel(key)
-        ax.set_title({"entropy": "policy entropy (nats, summed over decisions)",
-                      "baseline": "reward baseline (moving average)"}[key], fontsize=10)
+        ax.set_title(
+            {
+                "entropy": "policy entropy (nats, summed over decisions)",
+                "baseline": "reward baseline (moving average)",
+            }[key],
+            fontsize=10,
+        )
         ax.grid(alpha=0.3)
     return fig
 

@@ -10,6 +10,7 @@ The architecture is the genotype in the paper's notation. `NASTuner` calls
 `on_trial_begin(trial)` and `on_trial_end(trial)` from its keras-tuner hooks of the same
 names; the printer also takes `tfnas.report.Trial` objects (read back from disk).
 """
+
 import sys
 import time
 
@@ -20,8 +21,11 @@ def trial_parts(trial):
     """(trial_id, status, values, metrics dict, message) of a keras-tuner or tfnas.report trial."""
     metrics = trial.metrics
     if not isinstance(metrics, dict):  # keras_tuner.engine.metrics_tracking.MetricsTracker
-        metrics = {name: metrics.get_last_value(name) for name in metrics.metrics
-                   if metrics.get_last_value(name) is not None}
+        metrics = {
+            name: metrics.get_last_value(name)
+            for name in metrics.metrics
+            if metrics.get_last_value(name) is not None
+        }
     values = getattr(trial, "values", None)
     if values is None:
         values = trial.hyperparameters.values

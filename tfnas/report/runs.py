@@ -12,13 +12,24 @@ reader here takes what it can and says what it skipped, so `tfnas results` and
     for trial in run.trials:          # in the order they ended, then the running ones
         print(trial.trial_id, trial.status, trial.metrics.get("reward"), trial.arch)
 """
+
 import dataclasses
 import json
 import os
 
 #: The metrics `NASTuner.run_trial` records, in the order tables show them.
-METRICS = ("reward", "stage1_reward", "miou", "fwiou", "mean_accuracy", "params", "madds",
-           "latency_ms", "terminated", "trial_seconds")
+METRICS = (
+    "reward",
+    "stage1_reward",
+    "miou",
+    "fwiou",
+    "mean_accuracy",
+    "params",
+    "madds",
+    "latency_ms",
+    "terminated",
+    "trial_seconds",
+)
 #: Prefix of the per-class IoU metrics (`iou_class_<k>`) a tuner may record.
 CLASS_IOU_PREFIX = "iou_class_"
 
@@ -66,9 +77,15 @@ class Trial:
 
     def row(self):
         """dict of the table's columns: id, order, status, the metrics, the genotype."""
-        return {"trial_id": self.trial_id, "order": self.order, "status": self.status,
-                "score": self.score, **self.metrics, "genotype": self.arch,
-                "message": self.message}
+        return {
+            "trial_id": self.trial_id,
+            "order": self.order,
+            "status": self.status,
+            "score": self.score,
+            **self.metrics,
+            "genotype": self.arch,
+            "message": self.message,
+        }
 
 
 @dataclasses.dataclass
@@ -155,6 +172,7 @@ def rebuild_space(run):
         return None
     try:
         from tfnas.spaces import get_space
+
         return get_space(run["space"])(**run.get("space_config", {}))
     except Exception:  # an unknown or newer space: the report shows raw values instead
         return None
@@ -174,13 +192,16 @@ def load_run(path):
             `oracle.json` nor any `trial_*` folder.
     """
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path!r} is not a directory; pass a search directory "
-                                "(the --out of tfnas search)")
+        raise FileNotFoundError(
+            f"{path!r} is not a directory; pass a search directory (the --out of tfnas search)"
+        )
     entries = sorted(os.listdir(path))
     trial_dirs = [e for e in entries if e.startswith("trial_") and os.path.isdir(os.path.join(path, e))]
     if not trial_dirs and not {"run.json", "oracle.json"} & set(entries):
-        raise FileNotFoundError(f"{path!r} holds no search: no run.json, oracle.json or trial_* "
-                                "folder; pass the --out of tfnas search")
+        raise FileNotFoundError(
+            f"{path!r} holds no search: no run.json, oracle.json or trial_* "
+            "folder; pass the --out of tfnas search"
+        )
     skipped = []
     run, why = _read_json(os.path.join(path, "run.json"))
     if run is None:
@@ -197,7 +218,7 @@ def load_run(path):
         if data is None:
             skipped.append(why)
             continue
-        raw[str(data.get("trial_id", entry[len("trial_"):]))] = data
+        raw[str(data.get("trial_id", entry[len("trial_") :]))] = data
     ended = [t for t in oracle.get("end_order", []) if t in raw]
     rest = sorted((t for t in raw if t not in ended), key=_id_key)
     trials = []
@@ -211,10 +232,18 @@ def load_run(path):
             except Exception:  # values of another space version: shown raw
                 genotype = None
         score = data.get("score")
-        trials.append(Trial(trial_id=trial_id, order=order, status=str(data.get("status")),
-                            values=values, metrics=_last_values(data.get("metrics")),
-                            score=None if score is None else float(score),
-                            message=data.get("message"), genotype=genotype))
+        trials.append(
+            Trial(
+                trial_id=trial_id,
+                order=order,
+                status=str(data.get("status")),
+                values=values,
+                metrics=_last_values(data.get("metrics")),
+                score=None if score is None else float(score),
+                message=data.get("message"),
+                genotype=genotype,
+            )
+        )
     return Run(path=path, run=run, oracle=oracle, trials=trials, skipped=skipped, space=space)
 
 
@@ -222,6 +251,6 @@ def class_ious(trial):
     """dict class index -> IoU from a trial's `iou_class_<k>` metrics ({} when not recorded)."""
     found = {}
     for name, value in trial.metrics.items():
-        if name.startswith(CLASS_IOU_PREFIX) and name[len(CLASS_IOU_PREFIX):].isdigit():
-            found[int(name[len(CLASS_IOU_PREFIX):])] = value
+        if name.startswith(CLASS_IOU_PREFIX) and name[len(CLASS_IOU_PREFIX) :].isdigit():
+            found[int(name[len(CLASS_IOU_PREFIX) :])] = value
     return dict(sorted(found.items()))

@@ -1,4 +1,5 @@
 """The table of trials of a search (`tfnas results`): rows, sorting, text, CSV and JSON."""
+
 import csv
 import io
 import json
@@ -6,15 +7,34 @@ import json
 from tfnas.report.runs import METRICS
 
 #: The first columns of every table, in order.
-COLUMNS = ("trial_id", "status", "reward", "stage1_reward", "params", "madds", "latency_ms",
-           "terminated", "trial_seconds", "genotype")
+COLUMNS = (
+    "trial_id",
+    "status",
+    "reward",
+    "stage1_reward",
+    "params",
+    "madds",
+    "latency_ms",
+    "terminated",
+    "trial_seconds",
+    "genotype",
+)
 #: Columns of the text table and the report (the genotype last: it is the widest); JSON and
 #: CSV hold every recorded metric.
-TEXT_COLUMNS = ("trial_id", "status", "reward", "stage1_reward", "params", "madds", "latency_ms",
-                "terminated", "trial_seconds", "genotype")
+TEXT_COLUMNS = (
+    "trial_id",
+    "status",
+    "reward",
+    "stage1_reward",
+    "params",
+    "madds",
+    "latency_ms",
+    "terminated",
+    "trial_seconds",
+    "genotype",
+)
 #: Sorting directions: these are better when larger; every other metric when smaller.
-_LARGER_IS_BETTER = {"reward", "stage1_reward", "miou", "fwiou", "mean_accuracy", "score",
-                     "pixel_accuracy"}
+_LARGER_IS_BETTER = {"reward", "stage1_reward", "miou", "fwiou", "mean_accuracy", "score", "pixel_accuracy"}
 
 
 def format_value(name, value):
@@ -60,7 +80,9 @@ def trial_rows(trials, sort="reward", descending=None):
     if descending is None:
         descending = sort in _LARGER_IS_BETTER
     if sort == "trial_id":
-        key = lambda r: (int(r["trial_id"]), "") if str(r["trial_id"]).isdigit() else (float("inf"), r["trial_id"])
+        key = lambda r: (
+            (int(r["trial_id"]), "") if str(r["trial_id"]).isdigit() else (float("inf"), r["trial_id"])
+        )
         return sorted(rows, key=key, reverse=bool(descending)), columns
     present = [r for r in rows if r.get(sort) is not None]
     missing = [r for r in rows if r.get(sort) is None]

@@ -15,6 +15,7 @@ logs of a search directory. Per-stage loss curves come from a `keras.callbacks.T
 passed to `NASTuner.search(callbacks=...)`, which keras-tuner already sends to
 `LOGDIR/<trial_id>/`.
 """
+
 import os
 
 import tensorflow as tf
@@ -24,9 +25,16 @@ from tfnas.report.progress import trial_parts
 from tfnas.report.runs import format_genotype
 
 #: The metrics shown in the HParams dashboard: (metric name, display name).
-HPARAMS_METRICS = (("reward", "reward"), ("stage1_reward", "stage-1 reward"), ("miou", "mIoU"),
-                   ("params", "parameters"), ("madds", "multiply-adds"), ("latency_ms", "latency (ms)"),
-                   ("terminated", "terminated after stage 1"), ("trial_seconds", "trial seconds"))
+HPARAMS_METRICS = (
+    ("reward", "reward"),
+    ("stage1_reward", "stage-1 reward"),
+    ("miou", "mIoU"),
+    ("params", "parameters"),
+    ("madds", "multiply-adds"),
+    ("latency_ms", "latency (ms)"),
+    ("terminated", "terminated after stage 1"),
+    ("trial_seconds", "trial seconds"),
+)
 
 
 class HParamsWriter:
@@ -57,8 +65,10 @@ class HParamsWriter:
     def _configure(self, values):
         os.makedirs(self.logdir, exist_ok=True)
         with tf.summary.create_file_writer(self.logdir).as_default():
-            hp_api.hparams_config(hparams=self._hparams(values),
-                                  metrics=[hp_api.Metric(name, display_name=label) for name, label in self.metrics])
+            hp_api.hparams_config(
+                hparams=self._hparams(values),
+                metrics=[hp_api.Metric(name, display_name=label) for name, label in self.metrics],
+            )
         self._configured = True
 
     def write_trial(self, trial):

@@ -1,4 +1,5 @@
 """Search spaces: keras-tuner HyperModels with genotype codecs and published architectures."""
+
 from tfnas.spaces.auxcell import AuxCellSpace
 from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace
 from tfnas.spaces.dpc import DPCSpace

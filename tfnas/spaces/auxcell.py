@@ -23,6 +23,7 @@ those outputs). All 3 block resolutions are selected at run time: one signature,
     >>> model = space.build_genotype("arch0")
     >>> deployable = space.inference_model(model)
 """
+
 import keras
 
 from tfnas.cells.auxcell import NUM_BRANCHES, AuxCell, SuperAuxCell, branch_pool_size
@@ -92,7 +93,8 @@ class AuxCellSpace(DecoderSpace):
     def encode(self, values):
         connections = [[int(values[_block_key(b, j)]) for j in range(2)] for b in range(NUM_BLOCKS)]
         cell = [int(values["cell_op1"])] + [
-            [int(values[key]) for key in _branch_keys(k)] for k in range(1, NUM_BRANCHES + 1)]
+            [int(values[key]) for key in _branch_keys(k)] for k in range(1, NUM_BRANCHES + 1)
+        ]
         return [connections, cell]
 
     def values(self, genotype):
@@ -100,18 +102,30 @@ class AuxCellSpace(DecoderSpace):
         values = {}
         for b, pair in enumerate(connections):
             for j, index in enumerate(pair):
-                check_index(index, NUM_TAPS + b, f"genotype connection {b} input {j}",
-                       f"block {b} may read the {NUM_TAPS} encoder taps and {b} earlier block(s)")
+                check_index(
+                    index,
+                    NUM_TAPS + b,
+                    f"genotype connection {b} input {j}",
+                    f"block {b} may read the {NUM_TAPS} encoder taps and {b} earlier block(s)",
+                )
                 values[_block_key(b, j)] = index
         check_index(cell[0], NUM_OPS, "genotype cell op o1", "ops are indices into Table 4")
         values["cell_op1"] = cell[0]
         for k, branch in enumerate(cell[1:], start=1):
             keys = _branch_keys(k)
             for pos in range(2):
-                check_index(branch[pos], branch_pool_size(k), f"genotype cell branch {k} index {pos}",
-                       f"branch {k} may read the cell features built so far")
-                check_index(branch[2 + pos], NUM_OPS, f"genotype cell branch {k} op {pos}",
-                       "ops are indices into Table 4")
+                check_index(
+                    branch[pos],
+                    branch_pool_size(k),
+                    f"genotype cell branch {k} index {pos}",
+                    f"branch {k} may read the cell features built so far",
+                )
+                check_index(
+                    branch[2 + pos],
+                    NUM_OPS,
+                    f"genotype cell branch {k} op {pos}",
+                    "ops are indices into Table 4",
+                )
             values.update(zip(keys, branch))
         return values
 
@@ -121,15 +135,25 @@ class AuxCellSpace(DecoderSpace):
         if not isinstance(genotype, (list, tuple)) or len(genotype) != 2:
             raise ValueError(f"genotype {genotype!r} must be [connections, cell] in the form {form}")
         connections, cell = genotype
-        if not isinstance(connections, (list, tuple)) or len(connections) != NUM_BLOCKS or any(
-                not isinstance(p, (list, tuple)) or len(p) != 2 for p in connections):
-            raise ValueError(f"genotype connections {connections!r} must be {NUM_BLOCKS} pairs "
-                             f"[c1, c2]; the whole genotype has the form {form}")
-        if (not isinstance(cell, (list, tuple)) or len(cell) != 1 + NUM_BRANCHES
-                or isinstance(cell[0], (list, tuple)) or any(
-                    not isinstance(b, (list, tuple)) or len(b) != 4 for b in cell[1:])):
-            raise ValueError(f"genotype cell {cell!r} must be [o1, [i2, i3, o2, o3], "
-                             f"[i4, i5, o4, o5], [i6, i7, o6, o7]]; the whole genotype has the form {form}")
+        if (
+            not isinstance(connections, (list, tuple))
+            or len(connections) != NUM_BLOCKS
+            or any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in connections)
+        ):
+            raise ValueError(
+                f"genotype connections {connections!r} must be {NUM_BLOCKS} pairs "
+                f"[c1, c2]; the whole genotype has the form {form}"
+            )
+        if (
+            not isinstance(cell, (list, tuple))
+            or len(cell) != 1 + NUM_BRANCHES
+            or isinstance(cell[0], (list, tuple))
+            or any(not isinstance(b, (list, tuple)) or len(b) != 4 for b in cell[1:])
+        ):
+            raise ValueError(
+                f"genotype cell {cell!r} must be [o1, [i2, i3, o2, o3], "
+                f"[i4, i5, o4, o5], [i6, i7, o6, o7]]; the whole genotype has the form {form}"
+            )
         return connections, cell
 
     @staticmethod
@@ -153,7 +177,9 @@ class AuxCellSpace(DecoderSpace):
             (x1, x2), stride = resize_to_finest(branches, [pool_strides[c1], pool_strides[c2]])
             out = keras.layers.Add(name=f"block{b}_sum")([x1, x2])
             aux = AuxCell(cell, w, name=f"aux{b}_cell")(out) if self.aux_cells else out
-            outputs[f"aux_{b}"] = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=f"aux_{b}")(aux)
+            outputs[f"aux_{b}"] = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=f"aux_{b}")(
+                aux
+            )
             used.update((c1, c2))
             pool.append(out)
             pool_strides.append(stride)
@@ -181,12 +207,16 @@ class AuxCellSpace(DecoderSpace):
             x2 = Choice([Take(0), ResizeLike()], name=f"block{b}_align1")(branches[::-1])
             out = keras.layers.Add(name=f"block{b}_sum")([x1, x2])
             aux = SuperAuxCell(w, name=f"aux{b}_cell")(out) if self.aux_cells else out
-            outputs[f"aux_{b}"] = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=f"aux_{b}")(aux)
+            outputs[f"aux_{b}"] = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=f"aux_{b}")(
+                aux
+            )
             pool.append(out)
         blocks = pool[NUM_TAPS:]
         reference = Choice(name="collect_reference")(blocks)  # the finest unused block output
-        collected = [Choice([ZerosLike(1), Take(0), ResizeLike()], name=f"collect{b}")([out, reference])
-                     for b, out in enumerate(blocks)]
+        collected = [
+            Choice([ZerosLike(1), Take(0), ResizeLike()], name=f"collect{b}")([out, reference])
+            for b, out in enumerate(blocks)
+        ]
         x = keras.layers.Concatenate(name="collect")(collected)
         x = keras.layers.ReLU(name="collect_relu")(x)
         x = ConvBN(w, 1, name="pre_classifier")(x)
@@ -241,7 +271,14 @@ class AuxCellSpace(DecoderSpace):
                     uses.append(Use(layer, (f"aux{b}_cell", *path), out_stride, w, inference=False))
             uses.append(Use(decoder.get_layer(f"aux_{b}"), (f"aux_{b}",), out_stride, w, inference=False))
         rows = tuple(r for i in unused for r in range((i - NUM_TAPS) * w, (i - NUM_TAPS + 1) * w))
-        uses.append(Use(decoder.get_layer("pre_classifier"), ("pre_classifier",), strides[finest], len(rows),
-                        rows=rows))
+        uses.append(
+            Use(
+                decoder.get_layer("pre_classifier"),
+                ("pre_classifier",),
+                strides[finest],
+                len(rows),
+                rows=rows,
+            )
+        )
         uses.append(Use(decoder.get_layer(MAIN_OUTPUT), (MAIN_OUTPUT,), strides[finest], w))
         return uses

@@ -7,6 +7,7 @@ training-only heads such as `"aux_0"` after it) from a frozen *encoder* (image -
 features, the same for every architecture) and a searched *decoder* (features -> dict of
 logits), so that stage 1 of the proxy task can train the decoder alone on cached features.
 """
+
 import random
 
 import keras
@@ -43,8 +44,18 @@ class DecoderSpace(keras_tuner.HyperModel):
     #: The Oracle `tfnas search` uses for this space unless told otherwise.
     DEFAULT_ORACLE = "ppo"
 
-    def __init__(self, num_classes, width, encoder="mobilenetv2", encoder_weights=None, alpha=1.0,
-                 output_stride=32, input_shape=(None, None, 3), name=None, tunable=True):
+    def __init__(
+        self,
+        num_classes,
+        width,
+        encoder="mobilenetv2",
+        encoder_weights=None,
+        alpha=1.0,
+        output_stride=32,
+        input_shape=(None, None, 3),
+        name=None,
+        tunable=True,
+    ):
         super().__init__(name=name, tunable=tunable)
         if int(num_classes) < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
@@ -76,8 +87,10 @@ class DecoderSpace(keras_tuner.HyperModel):
         try:
             genotype = self.encode(values)
         except KeyError as err:
-            raise ValueError(f"values lack the decision {err.args[0]!r}; expected the keys of "
-                             f"{type(self).__name__}.hyperparameters().values") from None
+            raise ValueError(
+                f"values lack the decision {err.args[0]!r}; expected the keys of "
+                f"{type(self).__name__}.hyperparameters().values"
+            ) from None
         self.values(genotype)  # validates the ranges
         return genotype
 
@@ -106,9 +119,15 @@ class DecoderSpace(keras_tuner.HyperModel):
     # --- shared machinery ---------------------------------------------------------------
     def config(self):
         """Constructor arguments, JSON-able, to rebuild this space (`get_space(name)(**config)`)."""
-        return {"num_classes": self.num_classes, "width": self.width, "encoder": self.encoder,
-                "encoder_weights": self.encoder_weights, "alpha": self.alpha,
-                "output_stride": self.output_stride, "input_shape": list(self.input_shape)}
+        return {
+            "num_classes": self.num_classes,
+            "width": self.width,
+            "encoder": self.encoder,
+            "encoder_weights": self.encoder_weights,
+            "alpha": self.alpha,
+            "output_stride": self.output_stride,
+            "input_shape": list(self.input_shape),
+        }
 
     def build_encoder(self):
         """The frozen part: image -> list of feature maps, with `tap_strides`."""
@@ -175,8 +194,9 @@ class DecoderSpace(keras_tuner.HyperModel):
         """The training model of a genotype given in the paper's form (or a `PUBLISHED` name)."""
         if isinstance(genotype, str):
             if genotype not in self.PUBLISHED:
-                raise ValueError(f"unknown published architecture {genotype!r}; "
-                                 f"expected one of {sorted(self.PUBLISHED)}")
+                raise ValueError(
+                    f"unknown published architecture {genotype!r}; expected one of {sorted(self.PUBLISHED)}"
+                )
             genotype = self.PUBLISHED[genotype]
         return self.build(self.hyperparameters(self.values(genotype)))
 
@@ -208,7 +228,9 @@ def resize_to_finest(tensors, strides):
     """Resizes tensors of different strides to the finest one's size (bilinear)."""
     finest = min(range(len(tensors)), key=lambda i: strides[i])
     ref = tensors[finest]
-    return [t if s == strides[finest] else ResizeLike()([t, ref]) for t, s in zip(tensors, strides)], strides[finest]
+    return [t if s == strides[finest] else ResizeLike()([t, ref]) for t, s in zip(tensors, strides)], strides[
+        finest
+    ]
 
 
 def check_index(value, limit, where, why):

@@ -17,6 +17,7 @@ shape is fixed, so one graph (one trace) serves every architecture.
     >>> space = DPCSpace(num_classes=19)
     >>> model = space.build_genotype("top1_cityscapes")
 """
+
 import keras
 
 from tfnas.cells.dpc import DPC_OPS, DensePredictionCell, SuperDensePredictionCell
@@ -49,8 +50,13 @@ class DPCSpace(DecoderSpace):
 
     PUBLISHED = {
         # Fig. 5a; deeplab/core/dense_prediction_cell_branch5_top1_cityscapes.json.
-        "top1_cityscapes": [[0, "sep3x3_1x6"], [1, "sep3x3_18x15"], [2, "sep3x3_6x3"],
-                            [1, "sep3x3_1x1"], [1, "sep3x3_6x21"]],
+        "top1_cityscapes": [
+            [0, "sep3x3_1x6"],
+            [1, "sep3x3_18x15"],
+            [2, "sep3x3_6x3"],
+            [1, "sep3x3_1x1"],
+            [1, "sep3x3_6x21"],
+        ],
     }
     TAPS = (6,)
     DEFAULT_ORACLE = "random"
@@ -85,23 +91,34 @@ class DPCSpace(DecoderSpace):
         return values
 
     def encode(self, values):
-        return [[int(values[source]) if i > 0 else 0, str(values[op])]
-                for i, (source, op) in enumerate(map(_branch_keys, range(self.num_branches)))]
+        return [
+            [int(values[source]) if i > 0 else 0, str(values[op])]
+            for i, (source, op) in enumerate(map(_branch_keys, range(self.num_branches)))
+        ]
 
     def values(self, genotype):
         b = self.num_branches
         form = f"[[input, op]] * {b}, e.g. {self.PUBLISHED['top1_cityscapes']!r}"
-        if not isinstance(genotype, (list, tuple)) or len(genotype) != b or any(
-                not isinstance(branch, (list, tuple)) or len(branch) != 2 for branch in genotype):
+        if (
+            not isinstance(genotype, (list, tuple))
+            or len(genotype) != b
+            or any(not isinstance(branch, (list, tuple)) or len(branch) != 2 for branch in genotype)
+        ):
             raise ValueError(f"genotype {genotype!r} must be {b} branches in the form {form}")
         values = {}
         for i, (source, op) in enumerate(genotype):
-            check_index(source, i + 1, f"genotype branch {i} input",
-                   f"branch {i} may read the backbone (0) and the {i} earlier branch(es)")
+            check_index(
+                source,
+                i + 1,
+                f"genotype branch {i} input",
+                f"branch {i} may read the backbone (0) and the {i} earlier branch(es)",
+            )
             if op not in DPC_OPS:
-                raise ValueError(f"genotype branch {i} op is {op!r}, but ops are 'conv1x1', "
-                                 f"'sep3x3_<rh>x<rw>' with rates in 1, 3, 6, ..., 21, or "
-                                 f"'pool<gh>x<gw>' with grids in 1, 2, 4, 8 (see DPC_OPS)")
+                raise ValueError(
+                    f"genotype branch {i} op is {op!r}, but ops are 'conv1x1', "
+                    f"'sep3x3_<rh>x<rw>' with rates in 1, 3, 6, ..., 21, or "
+                    f"'pool<gh>x<gw>' with grids in 1, 2, 4, 8 (see DPC_OPS)"
+                )
             source_key, op_key = _branch_keys(i)
             if i > 0:
                 values[source_key] = source
@@ -126,8 +143,10 @@ class DPCSpace(DecoderSpace):
     def supernet_uses(self, decoder, values, strides):
         cell, stride = decoder.get_layer("cell"), strides[-1]
         backbone = decoder.inputs[-1].shape[-1]
-        uses = [Use(layer, ("cell", *path), stride, backbone if on_backbone else self.width)
-                for layer, path, on_backbone in cell.uses(self.genotype(values))]
+        uses = [
+            Use(layer, ("cell", *path), stride, backbone if on_backbone else self.width)
+            for layer, path, on_backbone in cell.uses(self.genotype(values))
+        ]
         uses.append(Use(cell.projection, ("cell", "projection"), stride, self.width * self.num_branches))
         uses.append(Use(decoder.get_layer(MAIN_OUTPUT), (MAIN_OUTPUT,), stride, self.width))
         return uses

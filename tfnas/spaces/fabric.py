@@ -25,6 +25,7 @@ columns are never pruned). `genotype(values)` writes `None` for every pruned cel
     >>> space = FabricSpace(width=32)
     >>> model = space.build_genotype("3m_pose")          # outputs "logits", "eel_4", "eel_7"
 """
+
 import itertools
 
 import keras
@@ -131,14 +132,20 @@ def genotype_table(genotype):
             rows.append(("-", "-", "-", "-"))
             continue
         inputs = sorted(cell[0], key=lambda i: (i != 1, i))  # the table writes "parallel" first
-        rows.append(("+".join(INPUTS[i] for i in inputs), *("+".join(TABLE_OP_NAMES[o] for o in ops)
-                                                             for ops in cell[1:])))
+        rows.append(
+            (
+                "+".join(INPUTS[i] for i in inputs),
+                *("+".join(TABLE_OP_NAMES[o] for o in ops) for ops in cell[1:]),
+            )
+        )
     return tuple(rows)
 
 
 def _subsets(items, largest):
     """Non-empty subsets of `items` with at most `largest` elements, by size then order."""
-    return [tuple(c) for n in range(1, min(largest, len(items)) + 1) for c in itertools.combinations(items, n)]
+    return [
+        tuple(c) for n in range(1, min(largest, len(items)) + 1) for c in itertools.combinations(items, n)
+    ]
 
 
 class FabricSpace(DecoderSpace):
@@ -171,13 +178,31 @@ class FabricSpace(DecoderSpace):
 
     PUBLISHED = {"3m_pose": table_genotype(TABLE_A1, TABLE_A1_CLASHES)}
 
-    def __init__(self, num_joints=17, width=32, rows=4, columns=10, layout=None, eel_columns=(4, 7),
-                 max_ops=2, max_inputs=3, stem_channels=64, stem_blocks=4, tag_dim=1,
-                 input_shape=(None, None, 3), name="fabric", tunable=True):
-        keras_tuner.HyperModel.__init__(self, name=name, tunable=tunable)  # DecoderSpace's checks are for classes
+    def __init__(
+        self,
+        num_joints=17,
+        width=32,
+        rows=4,
+        columns=10,
+        layout=None,
+        eel_columns=(4, 7),
+        max_ops=2,
+        max_inputs=3,
+        stem_channels=64,
+        stem_blocks=4,
+        tag_dim=1,
+        input_shape=(None, None, 3),
+        name="fabric",
+        tunable=True,
+    ):
+        keras_tuner.HyperModel.__init__(
+            self, name=name, tunable=tunable
+        )  # DecoderSpace's checks are for classes
         if int(num_joints) < 1 or int(width) < 1 or int(tag_dim) < 0:
-            raise ValueError(f"num_joints and width must be positive and tag_dim non-negative, got "
-                             f"num_joints={num_joints}, width={width}, tag_dim={tag_dim}")
+            raise ValueError(
+                f"num_joints and width must be positive and tag_dim non-negative, got "
+                f"num_joints={num_joints}, width={width}, tag_dim={tag_dim}"
+            )
         self.num_joints, self.width, self.tag_dim = int(num_joints), int(width), int(tag_dim)
         #: Channels of every head's output: heatmaps, then tags.
         self.num_classes = self.num_joints * (1 + self.tag_dim)
@@ -185,30 +210,40 @@ class FabricSpace(DecoderSpace):
         self.input_shape = tuple(input_shape)
         self.rows, self.columns = int(rows), int(columns)
         if self.rows < 1 or self.columns < 1:
-            raise ValueError(f"a fabric needs at least one row and one column, got rows={rows}, columns={columns}")
+            raise ValueError(
+                f"a fabric needs at least one row and one column, got rows={rows}, columns={columns}"
+            )
         if layout is None:
             layout = [min(self.rows, c + 1) for c in range(1, self.columns + 1)]
         self.layout = tuple(int(n) for n in layout)
         if len(self.layout) != self.columns or any(not 1 <= n <= self.rows for n in self.layout):
-            raise ValueError(f"layout {list(self.layout)} must give 1..{self.rows} rows for each of the "
-                             f"{self.columns} columns")
+            raise ValueError(
+                f"layout {list(self.layout)} must give 1..{self.rows} rows for each of the "
+                f"{self.columns} columns"
+            )
         for c in range(self.columns):
             if self.layout[c] > (self.layout[c - 1] if c else 1) + 1:
-                raise ValueError(f"layout {list(self.layout)}: column {c + 1} adds more than one row to the "
-                                 f"previous column (the stem, before column 1, has one); a new row can only be "
-                                 f"reached from the row above it")
+                raise ValueError(
+                    f"layout {list(self.layout)}: column {c + 1} adds more than one row to the "
+                    f"previous column (the stem, before column 1, has one); a new row can only be "
+                    f"reached from the row above it"
+                )
         self.eel_columns = tuple(sorted(int(c) for c in eel_columns))
         if any(not 1 <= c < self.columns for c in self.eel_columns):
-            raise ValueError(f"eel_columns {list(self.eel_columns)} must lie in 1..{self.columns - 1} "
-                             f"(column {self.columns} always has the final head)")
+            raise ValueError(
+                f"eel_columns {list(self.eel_columns)} must lie in 1..{self.columns - 1} "
+                f"(column {self.columns} always has the final head)"
+            )
         self.max_ops = int(max_ops)
         self.max_inputs = int(max_inputs)
         if not 1 <= self.max_ops <= len(FABRIC_OPS) or not 1 <= self.max_inputs <= len(INPUTS):
-            raise ValueError(f"max_ops must be in 1..{len(FABRIC_OPS)} and max_inputs in 1..{len(INPUTS)}, "
-                             f"got {max_ops} and {max_inputs}")
+            raise ValueError(
+                f"max_ops must be in 1..{len(FABRIC_OPS)} and max_inputs in 1..{len(INPUTS)}, "
+                f"got {max_ops} and {max_inputs}"
+            )
         self.stem_channels = int(stem_channels)
         self.stem_blocks = int(stem_blocks)
-        self.widths = tuple(self.width * 2 ** r for r in range(self.rows))
+        self.widths = tuple(self.width * 2**r for r in range(self.rows))
         #: (1-based column, row) of every cell, in cell order.
         self.cells = [(c + 1, r) for c in range(self.columns) for r in range(self.layout[c])]
         self._index = {cell: k for k, cell in enumerate(self.cells)}
@@ -216,10 +251,20 @@ class FabricSpace(DecoderSpace):
         self.op_sets = _subsets(tuple(range(len(FABRIC_OPS))), self.max_ops)
 
     def config(self):
-        return {"num_joints": self.num_joints, "width": self.width, "rows": self.rows,
-                "columns": self.columns, "layout": list(self.layout), "eel_columns": list(self.eel_columns),
-                "max_ops": self.max_ops, "max_inputs": self.max_inputs, "stem_channels": self.stem_channels,
-                "stem_blocks": self.stem_blocks, "tag_dim": self.tag_dim, "input_shape": list(self.input_shape)}
+        return {
+            "num_joints": self.num_joints,
+            "width": self.width,
+            "rows": self.rows,
+            "columns": self.columns,
+            "layout": list(self.layout),
+            "eel_columns": list(self.eel_columns),
+            "max_ops": self.max_ops,
+            "max_inputs": self.max_inputs,
+            "stem_channels": self.stem_channels,
+            "stem_blocks": self.stem_blocks,
+            "tag_dim": self.tag_dim,
+            "input_shape": list(self.input_shape),
+        }
 
     # --- structure ------------------------------------------------------------------------
     @property
@@ -285,14 +330,18 @@ class FabricSpace(DecoderSpace):
         cells = []
         for k in range(len(self.cells)):
             inputs = list(self.input_subsets(k)[int(values[f"cell{k}_inputs"])])
-            cells.append([inputs] + [list(self.op_sets[int(values[f"cell{k}_o{e}"])]) for e in range(len(EDGES))])
+            cells.append(
+                [inputs] + [list(self.op_sets[int(values[f"cell{k}_o{e}"])]) for e in range(len(EDGES))]
+            )
         alive = self.alive([c[0] for c in cells])
         return [cell if live else None for cell, live in zip(cells, alive)]
 
     def values(self, genotype):
         if not isinstance(genotype, (list, tuple)) or len(genotype) != len(self.cells):
-            raise ValueError(f"a genotype of this fabric lists {len(self.cells)} cells "
-                             f"(layout {list(self.layout)}), got {genotype!r:.80}")
+            raise ValueError(
+                f"a genotype of this fabric lists {len(self.cells)} cells "
+                f"(layout {list(self.layout)}), got {genotype!r:.80}"
+            )
         values, inputs_of = {}, []
         for k, cell in enumerate(genotype):
             where = f"genotype cell {k} (column {self.cells[k][0]}, row {self.cells[k][1]})"
@@ -307,22 +356,28 @@ class FabricSpace(DecoderSpace):
             subsets = self.input_subsets(k)
             if inputs not in subsets:
                 names = [INPUTS[i] for i in self.candidates(k)]
-                raise ValueError(f"{where} reads inputs {list(cell[0])}, but it may keep 1..{self.max_inputs} "
-                                 f"distinct inputs of {list(self.candidates(k))} ({', '.join(names)})")
+                raise ValueError(
+                    f"{where} reads inputs {list(cell[0])}, but it may keep 1..{self.max_inputs} "
+                    f"distinct inputs of {list(self.candidates(k))} ({', '.join(names)})"
+                )
             values[f"cell{k}_inputs"] = subsets.index(inputs)
             inputs_of.append(inputs)
             for e, ops in enumerate(cell[1:]):
                 ops = tuple(sorted(ops))
                 if ops not in self.op_sets:
-                    raise ValueError(f"{where} edge O{e} keeps ops {list(ops)}, but an edge keeps 1..{self.max_ops} "
-                                     f"distinct op indices in 0..{len(FABRIC_OPS) - 1} ({', '.join(FABRIC_OPS)})")
+                    raise ValueError(
+                        f"{where} edge O{e} keeps ops {list(ops)}, but an edge keeps 1..{self.max_ops} "
+                        f"distinct op indices in 0..{len(FABRIC_OPS) - 1} ({', '.join(FABRIC_OPS)})"
+                    )
                 values[f"cell{k}_o{e}"] = self.op_sets.index(ops)
         alive = self.alive(inputs_of)
         for k, cell in enumerate(genotype):
             if cell is None and alive[k]:
                 column, row = self.cells[k]
                 why = "a fuse column" if column in self.fuse_columns else "a kept cell reads it"
-                raise ValueError(f"genotype cell {k} (column {column}, row {row}) is pruned (None), but {why}")
+                raise ValueError(
+                    f"genotype cell {k} (column {column}, row {row}) is pruned (None), but {why}"
+                )
         return values
 
     # --- the network ----------------------------------------------------------------------
@@ -362,8 +417,9 @@ class FabricSpace(DecoderSpace):
                         x = Resample(w, "up", name=f"cell{k}_below")([x, refs[row]])
                     parts.append(x)
                 x = mix_inputs(parts)
-                current[row] = FabricCell(w, [[FABRIC_OPS[o] for o in ops] for ops in cell[1:]],
-                                          name=f"cell{k}")(x)
+                current[row] = FabricCell(
+                    w, [[FABRIC_OPS[o] for o in ops] for ops in cell[1:]], name=f"cell{k}"
+                )(x)
                 refs.setdefault(row, current[row])
             if column in self.fuse_columns:
                 rows = [current[r] for r in range(self.rows_of(column))]
@@ -371,7 +427,7 @@ class FabricSpace(DecoderSpace):
                 key = self.head_key(column)
                 outputs[key] = PoseHead(self.num_joints, self.tag_dim, name=key)(final)
                 if column != self.columns:
-                    split = Split(self.widths[:len(rows)], name=f"split{column}")([final, *rows])
+                    split = Split(self.widths[: len(rows)], name=f"split{column}")([final, *rows])
                     current = dict(enumerate(split))
                 skip = final
             prev = current

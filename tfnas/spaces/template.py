@@ -27,11 +27,12 @@ Genotypes use the authors' form: `[templates, blocks]` with templates `[[op1, op
     >>> space = TemplateSpace(num_classes=19, width=64)
     >>> model = space.build_genotype("arch0")   # 279,059 trainable parameters
 """
+
 import keras
 
 from tfnas.cells.template import AGGREGATIONS, TEMPLATE_OPS, Template
 from tfnas.ops import ConvBN
-from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace, resize_to_finest, check_index
+from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace, check_index, resize_to_finest
 
 NUM_STEM_OUTPUTS = 2
 MAX_REPEATS = 4
@@ -42,8 +43,7 @@ def _template_keys(t):
 
 
 def _block_keys(b):
-    return (f"block{b}_loc1", f"block{b}_loc2", f"block{b}_template", f"block{b}_repeats",
-            f"block{b}_stride")
+    return (f"block{b}_loc1", f"block{b}_loc2", f"block{b}_template", f"block{b}_repeats", f"block{b}_stride")
 
 
 class TemplateSpace(DecoderSpace):
@@ -82,30 +82,63 @@ class TemplateSpace(DecoderSpace):
     # there and at 1/16 in tfnas, and so does arch1 block 1. Parameter counts are unaffected
     # (strides change no weight shape); multiply-adds and latency of these blocks are not.
     PUBLISHED = {
-        "arch0": [[[3, 0, 1], [4, 1, 1], [3, 1, 1]],
-                  [[0, 1, 0, 0, 1], [2, 1, 2, 1, 0], [3, 1, 1, 1, 0], [1, 1, 2, 0, 0],
-                   [3, 0, 2, 0, 0], [5, 3, 2, 1, 0], [0, 5, 0, 1, 0]]],
-        "arch1": [[[1, 1, 0], [1, 3, 0], [3, 4, 0]],
-                  [[1, 1, 0, 0, 0], [0, 1, 1, 1, 1], [3, 1, 2, 3, 0], [3, 0, 2, 2, 0],
-                   [0, 1, 2, 0, 0], [2, 1, 1, 3, 0], [4, 0, 2, 2, 0]]],
+        "arch0": [
+            [[3, 0, 1], [4, 1, 1], [3, 1, 1]],
+            [
+                [0, 1, 0, 0, 1],
+                [2, 1, 2, 1, 0],
+                [3, 1, 1, 1, 0],
+                [1, 1, 2, 0, 0],
+                [3, 0, 2, 0, 0],
+                [5, 3, 2, 1, 0],
+                [0, 5, 0, 1, 0],
+            ],
+        ],
+        "arch1": [
+            [[1, 1, 0], [1, 3, 0], [3, 4, 0]],
+            [
+                [1, 1, 0, 0, 0],
+                [0, 1, 1, 1, 1],
+                [3, 1, 2, 3, 0],
+                [3, 0, 2, 2, 0],
+                [0, 1, 2, 0, 0],
+                [2, 1, 1, 3, 0],
+                [4, 0, 2, 2, 0],
+            ],
+        ],
     }
     TAPS = (1, 2)
 
-    def __init__(self, num_classes, width=48, num_templates=3, num_blocks=7, channel_factor=2,
-                 sep_repeats=2, adapt_inputs=False, name="template", **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        width=48,
+        num_templates=3,
+        num_blocks=7,
+        channel_factor=2,
+        sep_repeats=2,
+        adapt_inputs=False,
+        name="template",
+        **kwargs,
+    ):
         kwargs.setdefault("output_stride", 32)
         super().__init__(num_classes, width, name=name, **kwargs)
         if self.encoder != "mobilenetv2":
-            raise ValueError(f"the template space's stem is the first MobileNetV2 stages; got "
-                             f"encoder={self.encoder!r}, expected 'mobilenetv2'")
+            raise ValueError(
+                f"the template space's stem is the first MobileNetV2 stages; got "
+                f"encoder={self.encoder!r}, expected 'mobilenetv2'"
+            )
         if int(num_templates) < 1:
             raise ValueError(f"num_templates must be at least 1, got {num_templates!r}")
         if int(num_blocks) < 2:
-            raise ValueError(f"num_blocks must be at least 2 (half of them may downsample), "
-                             f"got {num_blocks!r}")
+            raise ValueError(
+                f"num_blocks must be at least 2 (half of them may downsample), got {num_blocks!r}"
+            )
         if isinstance(channel_factor, bool) or not isinstance(channel_factor, int) or channel_factor < 1:
-            raise ValueError(f"channel_factor must be a whole number >= 1 (the skip op repeats "
-                             f"channels), got {channel_factor!r}")
+            raise ValueError(
+                f"channel_factor must be a whole number >= 1 (the skip op repeats "
+                f"channels), got {channel_factor!r}"
+            )
         self.num_templates = int(num_templates)
         self.num_blocks = int(num_blocks)
         self.channel_factor = channel_factor
@@ -113,9 +146,14 @@ class TemplateSpace(DecoderSpace):
         self.adapt_inputs = bool(adapt_inputs)
 
     def config(self):
-        return {**super().config(), "num_templates": self.num_templates, "num_blocks": self.num_blocks,
-                "channel_factor": self.channel_factor, "sep_repeats": self.sep_repeats,
-                "adapt_inputs": self.adapt_inputs}
+        return {
+            **super().config(),
+            "num_templates": self.num_templates,
+            "num_blocks": self.num_blocks,
+            "channel_factor": self.channel_factor,
+            "sep_repeats": self.sep_repeats,
+            "adapt_inputs": self.adapt_inputs,
+        }
 
     def strided(self, b):
         """Whether block `b` chooses a stride (the first `num_blocks // 2` blocks)."""
@@ -145,8 +183,15 @@ class TemplateSpace(DecoderSpace):
         for b in range(self.num_blocks):
             loc1, loc2, template, repeats, stride = _block_keys(b)
             s = int(values[stride]) if self.strided(b) else 1
-            blocks.append([int(values[loc1]), int(values[loc2]), int(values[template]),
-                           int(values[repeats]) - 1, s.bit_length() - 1])
+            blocks.append(
+                [
+                    int(values[loc1]),
+                    int(values[loc2]),
+                    int(values[template]),
+                    int(values[repeats]) - 1,
+                    s.bit_length() - 1,
+                ]
+            )
         return [templates, blocks]
 
     def values(self, genotype):
@@ -155,24 +200,45 @@ class TemplateSpace(DecoderSpace):
         for t, template in enumerate(templates):
             for j, key in enumerate(_template_keys(t)):
                 if j < 2:
-                    check_index(template[j], len(TEMPLATE_OPS), f"genotype template {t} op{j + 1}",
-                           f"ops are indices into {TEMPLATE_OPS}")
+                    check_index(
+                        template[j],
+                        len(TEMPLATE_OPS),
+                        f"genotype template {t} op{j + 1}",
+                        f"ops are indices into {TEMPLATE_OPS}",
+                    )
                 else:
-                    check_index(template[j], len(AGGREGATIONS), f"genotype template {t} agg",
-                           "0 = psum, 1 = cat")
+                    check_index(
+                        template[j], len(AGGREGATIONS), f"genotype template {t} agg", "0 = psum, 1 = cat"
+                    )
                 values[key] = template[j]
         for b, block in enumerate(blocks):
             loc1, loc2, template, repeats, stride = _block_keys(b)
             for j, key in enumerate((loc1, loc2)):
-                check_index(block[j], NUM_STEM_OUTPUTS + b, f"genotype block {b} loc{j + 1}",
-                       f"block {b} may read the {NUM_STEM_OUTPUTS} stem outputs and {b} earlier block(s)")
+                check_index(
+                    block[j],
+                    NUM_STEM_OUTPUTS + b,
+                    f"genotype block {b} loc{j + 1}",
+                    f"block {b} may read the {NUM_STEM_OUTPUTS} stem outputs and {b} earlier block(s)",
+                )
                 values[key] = block[j]
-            check_index(block[2], self.num_templates, f"genotype block {b} template",
-                   f"there are {self.num_templates} templates")
-            check_index(block[3], MAX_REPEATS, f"genotype block {b} repeats - 1",
-                   f"a template repeats 1..{MAX_REPEATS} times")
-            check_index(block[4], 2 if self.strided(b) else 1, f"genotype block {b} log2(stride)",
-                   f"only blocks 0..{self.num_blocks // 2 - 1} may use stride 2")
+            check_index(
+                block[2],
+                self.num_templates,
+                f"genotype block {b} template",
+                f"there are {self.num_templates} templates",
+            )
+            check_index(
+                block[3],
+                MAX_REPEATS,
+                f"genotype block {b} repeats - 1",
+                f"a template repeats 1..{MAX_REPEATS} times",
+            )
+            check_index(
+                block[4],
+                2 if self.strided(b) else 1,
+                f"genotype block {b} log2(stride)",
+                f"only blocks 0..{self.num_blocks // 2 - 1} may use stride 2",
+            )
             values[template] = block[2]
             values[repeats] = block[3] + 1
             if self.strided(b):
@@ -181,18 +247,28 @@ class TemplateSpace(DecoderSpace):
 
     def _unpack(self, genotype):
         m, n = self.num_templates, self.num_blocks
-        form = (f"[[[op1, op2, agg]] * {m}, [[loc1, loc2, template, repeats - 1, log2(stride)]] * {n}]")
+        form = f"[[[op1, op2, agg]] * {m}, [[loc1, loc2, template, repeats - 1, log2(stride)]] * {n}]"
         if not isinstance(genotype, (list, tuple)) or len(genotype) != 2:
             raise ValueError(f"genotype {genotype!r} must be [templates, blocks] in the form {form}")
         templates, blocks = genotype
-        if not isinstance(templates, (list, tuple)) or len(templates) != m or any(
-                not isinstance(t, (list, tuple)) or len(t) != 3 for t in templates):
-            raise ValueError(f"genotype templates {templates!r} must be {m} triples [op1, op2, agg]; "
-                             f"the whole genotype has the form {form}")
-        if not isinstance(blocks, (list, tuple)) or len(blocks) != n or any(
-                not isinstance(b, (list, tuple)) or len(b) != 5 for b in blocks):
-            raise ValueError(f"genotype blocks {blocks!r} must be {n} lists [loc1, loc2, template, "
-                             f"repeats - 1, log2(stride)]; the whole genotype has the form {form}")
+        if (
+            not isinstance(templates, (list, tuple))
+            or len(templates) != m
+            or any(not isinstance(t, (list, tuple)) or len(t) != 3 for t in templates)
+        ):
+            raise ValueError(
+                f"genotype templates {templates!r} must be {m} triples [op1, op2, agg]; "
+                f"the whole genotype has the form {form}"
+            )
+        if (
+            not isinstance(blocks, (list, tuple))
+            or len(blocks) != n
+            or any(not isinstance(b, (list, tuple)) or len(b) != 5 for b in blocks)
+        ):
+            raise ValueError(
+                f"genotype blocks {blocks!r} must be {n} lists [loc1, loc2, template, "
+                f"repeats - 1, log2(stride)]; the whole genotype has the form {form}"
+            )
         return templates, blocks
 
     # --- the network ----------------------------------------------------------------------
@@ -206,13 +282,17 @@ class TemplateSpace(DecoderSpace):
         used = set()
         for b, (loc1, loc2, t, repeats, log2_stride) in enumerate(blocks):
             resize = "down" if self.strided(b) else "up"
-            x, c, s = [pool[loc1], pool[loc2]], [channels[loc1], channels[loc2]], [
-                pool_strides[loc1], pool_strides[loc2]]
+            x, c, s = (
+                [pool[loc1], pool[loc2]],
+                [channels[loc1], channels[loc2]],
+                [pool_strides[loc1], pool_strides[loc2]],
+            )
             for k in range(repeats + 1):
-                stride = 2 ** log2_stride if k == 0 else 1
+                stride = 2**log2_stride if k == 0 else 1
                 filters = [ci * self.channel_factor for ci in c] if stride > 1 else c
-                out = Template(templates[t], filters, stride, s, resize, self.sep_repeats,
-                               name=f"block{b}_template{k}")(x)
+                out = Template(
+                    templates[t], filters, stride, s, resize, self.sep_repeats, name=f"block{b}_template{k}"
+                )(x)
                 out_strides = [si * stride for si in s]
                 x, c = [x[1], out], [c[1], max(filters)]
                 s = [s[1], max(out_strides) if resize == "down" else min(out_strides)]

@@ -8,6 +8,7 @@ the four tasks:
 - `pose` (`tfnas.tasks.pose`, top-down single person, Nekrasov et al. (CVPR 2019) Sec. 4.5.1: heatmaps, PCKh);
 - `pose-multi` (`tfnas.tasks.pose_multi`, bottom-up, 3M-Pose: heatmaps + AE tags, COCO AP).
 """
+
 from tfnas.tasks.base import Task, UpsampleBy
 from tfnas.tasks.depth import BerHuLoss, DepthMetrics, DepthTask, berhu_loss, depth_scores
 from tfnas.tasks.pose import JointsMSELoss, PCKh, PoseTask, flip_test, joints_mse_loss, pckh

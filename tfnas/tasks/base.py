@@ -20,6 +20,7 @@ tensor or a dict of tensors (see each task). The main output of a model keeps th
 `"logits"` (`tfnas.spaces.base.MAIN_OUTPUT`) whatever the task: for depth it holds depths,
 for pose heatmaps (and tags).
 """
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -117,7 +118,8 @@ class Task:
             values = [rate * recipe["drop_factor"] ** i for i in range(len(boundaries) + 1)]
             return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
         return keras.optimizers.schedules.PolynomialDecay(
-            rate, recipe["poly_epochs"] * steps, end_learning_rate=0.0, power=recipe["poly_power"])
+            rate, recipe["poly_epochs"] * steps, end_learning_rate=0.0, power=recipe["poly_power"]
+        )
 
     # ---- what the network predicts -------------------------------------------------------
     @property
@@ -154,8 +156,7 @@ class Task:
                 )
             upsample = feature_stride // self.output_stride
         conv_name = name if upsample == 1 and self.activation is None else f"{name}_conv"
-        x = keras.layers.Conv2D(self.output_channels, kernel_size, padding="same",
-                                name=conv_name)(features)
+        x = keras.layers.Conv2D(self.output_channels, kernel_size, padding="same", name=conv_name)(features)
         if upsample > 1:
             up_name = name if self.activation is None else f"{name}_up"
             x = UpsampleBy(upsample, name=up_name)(x)
@@ -244,8 +245,7 @@ class Task:
         """Left-right flip of one unbatched `(image, target)` (per-pixel maps by default)."""
         return tf.reverse(image, axis=[1]), tf.reverse(target, axis=[1])
 
-    def pipeline(self, dataset, batch_size, shuffle=False, seed=0, augment=False,
-                 drop_remainder=False):
+    def pipeline(self, dataset, batch_size, shuffle=False, seed=0, augment=False, drop_remainder=False):
         """Batch `(uint8 image, target)` pairs into model inputs, as `tfnas.data.pipeline`.
 
         Args:
@@ -270,14 +270,17 @@ class Task:
 
             def maybe_flip(pair, coin):
                 image, target = pair
-                return tf.cond(coin % 2 == 0, lambda: self.flip(image, target),
-                               lambda: (image, target))
+                return tf.cond(coin % 2 == 0, lambda: self.flip(image, target), lambda: (image, target))
 
             dataset = tf.data.Dataset.zip(dataset, coins).map(
-                maybe_flip, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                maybe_flip, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            )
         dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
-        dataset = dataset.map(lambda images, targets: (preprocess(images), targets),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = dataset.map(
+            lambda images, targets: (preprocess(images), targets),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     # ---- export --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ the scale-free metrics, combined like segmentation's geometric mean of three sco
 
 (for the paper's arch0 on NYUDv2, Table 3: (0.830 * 0.864 * 0.832) ** (1/3) = 0.841).
 """
+
 import math
 
 import keras
@@ -38,8 +39,7 @@ __all__ = ["BerHuLoss", "DepthMetrics", "DepthTask", "berhu_loss", "depth_scores
 
 #: Names of the depth scores, in the order of Table 3.
 SCORE_NAMES = ("rmse", "rmse_log", "abs_rel", "sq_rel", "delta1", "delta2", "delta3")
-_SUMS = ("count", "squared_error", "squared_log_error", "abs_rel", "sq_rel", "delta1",
-         "delta2", "delta3")
+_SUMS = ("count", "squared_error", "squared_log_error", "abs_rel", "sq_rel", "delta1", "delta2", "delta3")
 
 
 def _as_depth(targets):
@@ -142,16 +142,18 @@ def _sums(targets, predictions, min_depth):
     d = tf.cast(tf.boolean_mask(targets, valid), tf.float64)
     p = tf.maximum(tf.cast(tf.boolean_mask(predictions, valid), tf.float64), min_depth)
     ratio = tf.maximum(p / d, d / p)
-    return tf.stack([
-        tf.cast(tf.size(d), tf.float64),
-        tf.reduce_sum(tf.square(p - d)),
-        tf.reduce_sum(tf.square(tf.math.log(p) - tf.math.log(d))),
-        tf.reduce_sum(tf.abs(p - d) / d),
-        tf.reduce_sum(tf.square(p - d) / d),
-        tf.reduce_sum(tf.cast(ratio < 1.25, tf.float64)),
-        tf.reduce_sum(tf.cast(ratio < 1.25 ** 2, tf.float64)),
-        tf.reduce_sum(tf.cast(ratio < 1.25 ** 3, tf.float64)),
-    ])
+    return tf.stack(
+        [
+            tf.cast(tf.size(d), tf.float64),
+            tf.reduce_sum(tf.square(p - d)),
+            tf.reduce_sum(tf.square(tf.math.log(p) - tf.math.log(d))),
+            tf.reduce_sum(tf.abs(p - d) / d),
+            tf.reduce_sum(tf.square(p - d) / d),
+            tf.reduce_sum(tf.cast(ratio < 1.25, tf.float64)),
+            tf.reduce_sum(tf.cast(ratio < 1.25**2, tf.float64)),
+            tf.reduce_sum(tf.cast(ratio < 1.25**3, tf.float64)),
+        ]
+    )
 
 
 def _scores_from_sums(sums):
@@ -219,8 +221,7 @@ class DepthMetrics(keras.metrics.Metric):
     def __init__(self, min_depth=1e-3, name="depth_metrics", dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.min_depth = float(min_depth)
-        self.sums = self.add_variable(shape=(len(_SUMS),), initializer="zeros",
-                                      dtype="float64", name="sums")
+        self.sums = self.add_variable(shape=(len(_SUMS),), initializer="zeros", dtype="float64", name="sums")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Add a batch: depths `(N, H, W)` and predictions `(N, h, w, 1)`."""
@@ -262,9 +263,13 @@ class DepthTask(Task):
     name = "depth"
     TRAINING = {
         "source": "Nekrasov et al. (CVPR 2019), App. B (NYUDv2)",
-        "optimizer": "sgd", "momentum": 0.9,
+        "optimizer": "sgd",
+        "momentum": 0.9,
         "learning_rate": {"encoder": 1e-3, "decoder": 7e-3},
-        "schedule": "poly", "poly_epochs": 400, "poly_power": 0.9, "epochs": 300,
+        "schedule": "poly",
+        "poly_epochs": 400,
+        "poly_power": 0.9,
+        "epochs": 300,
         "batch_size": 32,
         "augment": {"scale": [0.5, 2.0], "flip": True, "crop": 500},
     }
@@ -325,8 +330,7 @@ class DepthTask(Task):
         """The depth scenes (`tfnas.data.depth_scenes`); `kwargs` go to it."""
         from tfnas.data.depth_scenes import depth_scenes
 
-        return depth_scenes(split, image_size=image_size, num_scenes=num_samples, seed=seed,
-                            **kwargs)
+        return depth_scenes(split, image_size=image_size, num_scenes=num_samples, seed=seed, **kwargs)
 
     def postprocess(self, outputs, image_size):
         """`depth`: float32 `(N, H, W)` in metres at the input size, clamped at 0."""
@@ -334,5 +338,4 @@ class DepthTask(Task):
         return {"depth": tf.nn.relu(depth[..., 0])}
 
     def config(self):
-        return {"max_depth": self.max_depth, "min_depth": self.min_depth,
-                "threshold": self.threshold}
+        return {"max_depth": self.max_depth, "min_depth": self.min_depth, "threshold": self.threshold}

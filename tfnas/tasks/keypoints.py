@@ -20,27 +20,61 @@ Decoding takes the argmax of each heatmap and moves it a quarter pixel towards t
 of its two neighbours along each axis (SimpleBaselines' `get_final_preds`, HRNet,
 HigherHRNet's `adjust`), which recovers positions to within a quarter of a heatmap pixel.
 """
+
 import numpy as np
 import tensorflow as tf
 
 #: The 17 COCO person keypoints, in COCO order.
 COCO_KEYPOINTS = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
 )
 #: Pairs of joints that swap names when an image is flipped left-right.
 COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 #: COCO's skeleton (1-based joint indices, as in the COCO annotation files).
 COCO_SKELETON = (
-    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8),
-    (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
+    (16, 14),
+    (14, 12),
+    (17, 15),
+    (15, 13),
+    (12, 13),
+    (6, 12),
+    (7, 13),
+    (6, 7),
+    (6, 8),
+    (7, 9),
+    (8, 10),
+    (9, 11),
+    (2, 3),
+    (1, 2),
+    (1, 3),
+    (2, 4),
+    (3, 5),
+    (4, 6),
+    (5, 7),
 )
 #: Per-joint OKS constants of COCO (`COCOeval.Params.kpt_oks_sigmas`).
-COCO_SIGMAS = np.array(
-    [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87,
-     0.87, 0.89, 0.89]) / 10.0
+COCO_SIGMAS = (
+    np.array(
+        [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89]
+    )
+    / 10.0
+)
 #: Joint order of the bottom-up grouping: head and torso first, then the limbs (HigherHRNet).
 COCO_GROUPING_ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
 
@@ -163,7 +197,7 @@ def render_heatmaps(keypoints, heatmap_size, stride=4, sigma=2.0):
     v = to_heatmap(keypoints[..., 1], stride)[..., None, None]
     ys = tf.range(tf.cast(heatmap_size[0], tf.float32))[:, None]
     xs = tf.range(tf.cast(heatmap_size[1], tf.float32))[None, :]
-    gauss = tf.exp(-((xs - u) ** 2 + (ys - v) ** 2) / (2.0 * sigma ** 2))
+    gauss = tf.exp(-((xs - u) ** 2 + (ys - v) ** 2) / (2.0 * sigma**2))
     gauss = gauss * weights[..., None, None]  # (N, P, J, h, w)
     return tf.transpose(tf.reduce_max(gauss, axis=1), [0, 2, 3, 1])
 
@@ -180,9 +214,11 @@ def _quarter_offset(flat, index, x, y, width, height):
     Returns:
         `(dx, dy)` float32, each 0 or +-0.25; 0 at the border where a neighbour is missing.
     """
+
     def value(offset):
-        return tf.gather(flat, tf.clip_by_value(index + offset, 0, width * height - 1),
-                         batch_dims=flat.shape.rank - 1)
+        return tf.gather(
+            flat, tf.clip_by_value(index + offset, 0, width * height - 1), batch_dims=flat.shape.rank - 1
+        )
 
     dx = tf.sign(value(1) - value(-1)) * 0.25
     dy = tf.sign(value(width) - value(-width)) * 0.25
@@ -247,10 +283,11 @@ def heatmap_candidates(heatmaps, tags, k=30, stride=4, nms_kernel=5):
     x, y = index % width, index // width
     raw = tf.reshape(tf.transpose(heatmaps, [0, 3, 1, 2]), [shape[0], shape[3], -1])
     dx, dy = _quarter_offset(raw, index, x, y, width, height)
-    positions = tf.stack([to_image(tf.cast(x, tf.float32) + dx, stride),
-                          to_image(tf.cast(y, tf.float32) + dy, stride)], axis=-1)
-    flat_tags = tf.reshape(tf.transpose(tags, [0, 3, 1, 2, 4]),
-                           [shape[0], shape[3], -1, tf.shape(tags)[-1]])
+    positions = tf.stack(
+        [to_image(tf.cast(x, tf.float32) + dx, stride), to_image(tf.cast(y, tf.float32) + dy, stride)],
+        axis=-1,
+    )
+    flat_tags = tf.reshape(tf.transpose(tags, [0, 3, 1, 2, 4]), [shape[0], shape[3], -1, tf.shape(tags)[-1]])
     tag_values = tf.gather(flat_tags, index, batch_dims=2)
     return scores, positions, tag_values
 
@@ -275,8 +312,7 @@ def check_keypoints(keypoints, num_joints, image_size=None, what="keypoints"):
     array = np.asarray(keypoints)
     if array.ndim < 2 or array.shape[-1] != 3:
         raise ValueError(
-            f"{what} have shape {array.shape}; expected (..., {num_joints}, 3) rows of "
-            "(x, y, visibility)"
+            f"{what} have shape {array.shape}; expected (..., {num_joints}, 3) rows of (x, y, visibility)"
         )
     if array.shape[-2] != num_joints:
         raise ValueError(

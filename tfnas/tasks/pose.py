@@ -17,6 +17,7 @@ joints by their counts the same way; MPII also leaves pelvis and thorax out, whi
 17 joints do not have). Reward: `(PCKh@0.5 + PCKh@0.1) / 2`, the two numbers of Table 2;
 the @0.1 term keeps ranking architectures once @0.5 saturates on easy data.
 """
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -46,8 +47,11 @@ def _check_joints(keypoints, heatmaps):
     heatmaps = tf.cast(tf.convert_to_tensor(heatmaps), tf.float32)
     if heatmaps.shape.rank != 4:
         raise ValueError(f"heatmaps must have shape (N, h, w, J), got {heatmaps.shape}")
-    if keypoints.shape[1] is not None and heatmaps.shape[-1] is not None and (
-            keypoints.shape[1] != heatmaps.shape[-1]):
+    if (
+        keypoints.shape[1] is not None
+        and heatmaps.shape[-1] is not None
+        and (keypoints.shape[1] != heatmaps.shape[-1])
+    ):
         raise ValueError(
             f"targets have {keypoints.shape[1]} joints but the network outputs "
             f"{heatmaps.shape[-1]} heatmaps; the head needs one channel per joint"
@@ -113,9 +117,9 @@ def _pckh_counts(keypoints, head_size, predicted, thresholds):
     distance = tf.norm(predicted[..., :2] - keypoints[..., :2], axis=-1)
     normalised = distance / tf.reshape(tf.cast(head_size, tf.float32), [-1, 1])
     total = tf.reduce_sum(tf.cast(labelled, tf.float64), axis=0)
-    correct = tf.stack([
-        tf.reduce_sum(tf.cast(labelled & (normalised <= t), tf.float64), axis=0)
-        for t in thresholds])
+    correct = tf.stack(
+        [tf.reduce_sum(tf.cast(labelled & (normalised <= t), tf.float64), axis=0) for t in thresholds]
+    )
     return total, correct
 
 
@@ -160,10 +164,15 @@ class PCKh(keras.metrics.Metric):
         self.num_joints = int(num_joints)
         self.stride = int(stride)
         self.thresholds = tuple(float(t) for t in thresholds)
-        self.total = self.add_variable(shape=(self.num_joints,), initializer="zeros",
-                                       dtype="float64", name="total")
-        self.correct = self.add_variable(shape=(len(self.thresholds), self.num_joints),
-                                         initializer="zeros", dtype="float64", name="correct")
+        self.total = self.add_variable(
+            shape=(self.num_joints,), initializer="zeros", dtype="float64", name="total"
+        )
+        self.correct = self.add_variable(
+            shape=(len(self.thresholds), self.num_joints),
+            initializer="zeros",
+            dtype="float64",
+            name="correct",
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Add a batch: targets (dict with `keypoints` and `head_size`) and heatmaps."""
@@ -174,14 +183,14 @@ class PCKh(keras.metrics.Metric):
         keypoints = _keypoints(y_true)
         heatmaps = _check_joints(keypoints, y_pred)
         predicted = kp.decode_heatmaps(heatmaps, self.stride)
-        total, correct = _pckh_counts(keypoints, y_true["head_size"], predicted,
-                                      self.thresholds)
+        total, correct = _pckh_counts(keypoints, y_true["head_size"], predicted, self.thresholds)
         self.total.assign_add(total)
         self.correct.assign_add(correct)
 
     def result(self):
-        return tf.cast(tf.math.divide_no_nan(tf.reduce_sum(self.correct[0]),
-                                             tf.reduce_sum(self.total)), self.dtype)
+        return tf.cast(
+            tf.math.divide_no_nan(tf.reduce_sum(self.correct[0]), tf.reduce_sum(self.total)), self.dtype
+        )
 
     def scores(self):
         """`pckh`, `pckh@<t>` for each threshold, `per_joint_pckh`, `labelled_joints`, `reward`."""
@@ -190,16 +199,14 @@ class PCKh(keras.metrics.Metric):
         for t, row in zip(self.thresholds, correct):
             result[f"pckh@{t:g}"] = float(row.sum() / max(total.sum(), 1.0))
         result["pckh"] = result[f"pckh@{self.thresholds[0]:g}"]
-        result["per_joint_pckh"] = [float(c / n) if n else float("nan")
-                                    for c, n in zip(correct[0], total)]
+        result["per_joint_pckh"] = [float(c / n) if n else float("nan") for c, n in zip(correct[0], total)]
         result["labelled_joints"] = int(total.sum())
         result["reward"] = float(np.mean([result[f"pckh@{t:g}"] for t in self.thresholds]))
         return result
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_joints=self.num_joints, stride=self.stride,
-                      thresholds=list(self.thresholds))
+        config.update(num_joints=self.num_joints, stride=self.stride, thresholds=list(self.thresholds))
         return config
 
 
@@ -218,6 +225,7 @@ def flip_test(predict, images, flip_pairs=kp.COCO_FLIP_PAIRS):
     Returns:
         float32 tensor `(N, h, w, J)`.
     """
+
     def heatmaps(batch):
         out = predict(batch)
         return tf.cast(out["logits"] if isinstance(out, dict) else out, tf.float32)
@@ -246,16 +254,21 @@ class PoseTask(Task):
     name = "pose"
     TRAINING = {
         "source": "Nekrasov et al. (CVPR 2019), App. B (protocol of Xiao et al.)",
-        "optimizer": "adam", "learning_rate": 1e-3,
-        "schedule": "step", "drop_epochs": [90, 120], "drop_factor": 0.1, "epochs": 140,
+        "optimizer": "adam",
+        "learning_rate": 1e-3,
+        "schedule": "step",
+        "drop_epochs": [90, 120],
+        "drop_factor": 0.1,
+        "epochs": 140,
         "batch_size": 128,
-        "augment": {"mpii": {"scale": 0.25, "rotation": 30, "flip": True},
-                    "coco": {"scale": 0.30, "rotation": 40, "flip": True}},
+        "augment": {
+            "mpii": {"scale": 0.25, "rotation": 30, "flip": True},
+            "coco": {"scale": 0.30, "rotation": 40, "flip": True},
+        },
         "crop": {"mpii": [256, 256], "coco": [256, 192]},
     }
 
-    def __init__(self, num_joints=17, flip_pairs=kp.COCO_FLIP_PAIRS, joint_names=None,
-                 stride=4, sigma=2.0):
+    def __init__(self, num_joints=17, flip_pairs=kp.COCO_FLIP_PAIRS, joint_names=None, stride=4, sigma=2.0):
         super().__init__()
         self.num_joints = int(num_joints)
         if self.num_joints < 1:
@@ -276,16 +289,16 @@ class PoseTask(Task):
 
     @property
     def target_spec(self):
-        return {"keypoints": tf.TensorSpec([self.num_joints, 3], tf.float32),
-                "head_size": tf.TensorSpec([], tf.float32)}
+        return {
+            "keypoints": tf.TensorSpec([self.num_joints, 3], tf.float32),
+            "head_size": tf.TensorSpec([], tf.float32),
+        }
 
     def validate_target(self, target, image_size=None):
         """Check keypoints (shape, joint count, flags, inside the image) and the head size."""
         if not isinstance(target, dict) or set(target) != {"keypoints", "head_size"}:
             got = sorted(target) if isinstance(target, dict) else type(target).__name__
-            raise ValueError(
-                f"a pose target is a dict with 'keypoints' and 'head_size', got {got}"
-            )
+            raise ValueError(f"a pose target is a dict with 'keypoints' and 'head_size', got {got}")
         keypoints = kp.check_keypoints(target["keypoints"], self.num_joints, image_size)
         head_size = float(np.asarray(target["head_size"]))
         if not head_size > 0:
@@ -294,8 +307,7 @@ class PoseTask(Task):
 
     def padding_target(self, image_size):
         """No labelled joint (v = 0 everywhere), head size 1."""
-        return {"keypoints": np.zeros((self.num_joints, 3), np.float32),
-                "head_size": np.float32(1.0)}
+        return {"keypoints": np.zeros((self.num_joints, 3), np.float32), "head_size": np.float32(1.0)}
 
     def _make_loss(self):
         return JointsMSELoss(self.output_stride, self.sigma)
@@ -311,16 +323,17 @@ class PoseTask(Task):
         from tfnas.data.figures import figure_crops
 
         if self.num_joints != len(kp.COCO_KEYPOINTS):
-            raise ValueError(f"the built-in figures have 17 COCO joints, the task "
-                             f"{self.num_joints}; use num_joints=17")
-        return figure_crops(split, image_size=image_size, num_crops=num_samples, seed=seed,
-                            **kwargs)
+            raise ValueError(
+                f"the built-in figures have 17 COCO joints, the task {self.num_joints}; use num_joints=17"
+            )
+        return figure_crops(split, image_size=image_size, num_crops=num_samples, seed=seed, **kwargs)
 
     def flip(self, image, target):
         width = tf.shape(image)[1]
         return tf.reverse(image, axis=[1]), {
             "keypoints": kp.flip_keypoints(target["keypoints"], width, self.flip_pairs),
-            "head_size": target["head_size"]}
+            "head_size": target["head_size"],
+        }
 
     def postprocess(self, outputs, image_size):
         """`heatmaps` as output and `keypoints` `(N, J, 3)` decoded in input pixels."""
@@ -329,6 +342,10 @@ class PoseTask(Task):
         return {"heatmaps": heatmaps, "keypoints": kp.decode_heatmaps(heatmaps, stride)}
 
     def config(self):
-        return {"num_joints": self.num_joints, "flip_pairs": [list(p) for p in self.flip_pairs],
-                "joint_names": None if self.joint_names is None else list(self.joint_names),
-                "stride": self.output_stride, "sigma": self.sigma}
+        return {
+            "num_joints": self.num_joints,
+            "flip_pairs": [list(p) for p in self.flip_pairs],
+            "joint_names": None if self.joint_names is None else list(self.joint_names),
+            "stride": self.output_stride,
+            "sigma": self.sigma,
+        }

@@ -27,6 +27,7 @@ A target is a dict: `keypoints`, float32 `(P, J, 3)` (people padded to a fixed P
 all-unlabelled rows), and `area`, float32 `(P,)`, each person's segment area in pixels (OKS
 scale; COCO's `area`).
 """
+
 import contextlib
 import io
 
@@ -37,12 +38,31 @@ import tensorflow as tf
 from tfnas.tasks import keypoints as kp
 from tfnas.tasks.base import Task
 
-__all__ = ["AssociativeEmbeddingLoss", "COCOKeypointAP", "PoseMultiTask", "ae_loss",
-           "coco_keypoint_eval", "decode", "flip_test_multi", "group", "multi_pose_loss"]
+__all__ = [
+    "AssociativeEmbeddingLoss",
+    "COCOKeypointAP",
+    "PoseMultiTask",
+    "ae_loss",
+    "coco_keypoint_eval",
+    "decode",
+    "flip_test_multi",
+    "group",
+    "multi_pose_loss",
+]
 
 #: Names of COCOeval's 10 keypoint statistics, in `COCOeval.stats` order.
-COCO_STAT_NAMES = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar", "ar50", "ar75",
-                   "ar_medium", "ar_large")
+COCO_STAT_NAMES = (
+    "ap",
+    "ap50",
+    "ap75",
+    "ap_medium",
+    "ap_large",
+    "ar",
+    "ar50",
+    "ar75",
+    "ar_medium",
+    "ar_large",
+)
 
 
 def _targets(targets, num_joints=None):
@@ -50,9 +70,7 @@ def _targets(targets, num_joints=None):
         targets = targets["keypoints"]
     keypoints = tf.cast(tf.convert_to_tensor(targets), tf.float32)
     if keypoints.shape.rank != 4 or keypoints.shape[-1] != 3:
-        raise ValueError(
-            f"multi-person keypoints must have shape (N, P, J, 3), got {keypoints.shape}"
-        )
+        raise ValueError(f"multi-person keypoints must have shape (N, P, J, 3), got {keypoints.shape}")
     if num_joints is not None and keypoints.shape[2] not in (None, num_joints):
         raise ValueError(f"targets have {keypoints.shape[2]} joints, the task {num_joints}")
     return keypoints
@@ -84,27 +102,25 @@ def ae_loss(keypoints, tags, stride=4):
     shape = tf.shape(tags)
     height, width = shape[1], shape[2]
     valid = kp.target_weights(keypoints, (height, width), stride)  # (N, P, J)
-    ix = tf.clip_by_value(tf.cast(tf.round(kp.to_heatmap(keypoints[..., 0], stride)), tf.int32),
-                          0, width - 1)
-    iy = tf.clip_by_value(tf.cast(tf.round(kp.to_heatmap(keypoints[..., 1], stride)), tf.int32),
-                          0, height - 1)
+    ix = tf.clip_by_value(tf.cast(tf.round(kp.to_heatmap(keypoints[..., 0], stride)), tf.int32), 0, width - 1)
+    iy = tf.clip_by_value(
+        tf.cast(tf.round(kp.to_heatmap(keypoints[..., 1], stride)), tf.int32), 0, height - 1
+    )
     flat = tf.reshape(tf.transpose(tags, [0, 3, 1, 2]), [shape[0], shape[3], -1])  # (N, J, hw)
     index = tf.transpose(iy * width + ix, [0, 2, 1])  # (N, J, P)
     values = tf.transpose(tf.gather(flat, index, batch_dims=2), [0, 2, 1])  # (N, P, J)
 
     count = tf.reduce_sum(valid, axis=-1)  # (N, P)
     mean = tf.math.divide_no_nan(tf.reduce_sum(values * valid, axis=-1), count)
-    spread = tf.math.divide_no_nan(
-        tf.reduce_sum(valid * tf.square(values - mean[..., None]), axis=-1), count)
+    spread = tf.math.divide_no_nan(tf.reduce_sum(valid * tf.square(values - mean[..., None]), axis=-1), count)
     person = tf.cast(count > 0, tf.float32)
     people = tf.reduce_sum(person, axis=-1)  # (N,)
     pull = tf.math.divide_no_nan(tf.reduce_sum(spread * person, axis=-1), people)
-    pairs = person[:, :, None] * person[:, None, :] * (
-        1.0 - tf.eye(tf.shape(person)[1], dtype=tf.float32))
+    pairs = person[:, :, None] * person[:, None, :] * (1.0 - tf.eye(tf.shape(person)[1], dtype=tf.float32))
     difference = mean[:, :, None] - mean[:, None, :]
     push = tf.math.divide_no_nan(
-        tf.reduce_sum(pairs * tf.exp(-tf.square(difference)), axis=[1, 2]),
-        tf.reduce_sum(pairs, axis=[1, 2]))
+        tf.reduce_sum(pairs * tf.exp(-tf.square(difference)), axis=[1, 2]), tf.reduce_sum(pairs, axis=[1, 2])
+    )
     return tf.reduce_mean(pull), tf.reduce_mean(push)
 
 
@@ -143,8 +159,9 @@ class AssociativeEmbeddingLoss(keras.losses.Loss):
         name: loss name (default `"associative_embedding_loss"`).
     """
 
-    def __init__(self, num_joints=17, stride=4, sigma=2.0, tag_weight=1e-3,
-                 name="associative_embedding_loss"):
+    def __init__(
+        self, num_joints=17, stride=4, sigma=2.0, tag_weight=1e-3, name="associative_embedding_loss"
+    ):
         super().__init__(name=name)
         self.num_joints = int(num_joints)
         self.stride = int(stride)
@@ -158,12 +175,16 @@ class AssociativeEmbeddingLoss(keras.losses.Loss):
             return self.call(y_true, y_pred)
 
     def call(self, y_true, y_pred):
-        return multi_pose_loss(y_true, y_pred, self.num_joints, self.stride, self.sigma,
-                               self.tag_weight)[0]
+        return multi_pose_loss(y_true, y_pred, self.num_joints, self.stride, self.sigma, self.tag_weight)[0]
 
     def get_config(self):
-        return {"name": self.name, "num_joints": self.num_joints, "stride": self.stride,
-                "sigma": self.sigma, "tag_weight": self.tag_weight}
+        return {
+            "name": self.name,
+            "num_joints": self.num_joints,
+            "stride": self.stride,
+            "sigma": self.sigma,
+            "tag_weight": self.tag_weight,
+        }
 
 
 def flip_test_multi(predict, images, num_joints=17, flip_pairs=kp.COCO_FLIP_PAIRS):
@@ -179,6 +200,7 @@ def flip_test_multi(predict, images, num_joints=17, flip_pairs=kp.COCO_FLIP_PAIR
     Returns:
         `(heatmaps, tags)`: `(N, h, w, J)` and `(N, h, w, J, 2)` (straight, mirrored).
     """
+
     def run(batch):
         out = predict(batch)
         return _split_outputs(out["logits"] if isinstance(out, dict) else out, num_joints)
@@ -189,8 +211,16 @@ def flip_test_multi(predict, images, num_joints=17, flip_pairs=kp.COCO_FLIP_PAIR
     return heatmaps, tf.stack([tags, kp.flip_heatmaps(tags_m, flip_pairs)], axis=-1)
 
 
-def group(scores, positions, tags, detection_threshold=0.1, tag_threshold=1.0,
-          joint_order=kp.COCO_GROUPING_ORDER, max_people=30, use_detection_value=True):
+def group(
+    scores,
+    positions,
+    tags,
+    detection_threshold=0.1,
+    tag_threshold=1.0,
+    joint_order=kp.COCO_GROUPING_ORDER,
+    max_people=30,
+    use_detection_value=True,
+):
     """Group the peaks of one image into people by their tags (HigherHRNet's `match_by_tag`).
 
     Args:
@@ -275,10 +305,11 @@ def decode(heatmaps, tags, stride=4, k=30, nms_kernel=5, **group_kwargs):
     Returns:
         list of N pairs `(people (Q, J, 3), person_scores (Q,))`.
     """
-    scores, positions, tag_values = kp.heatmap_candidates(heatmaps, tags, k, stride,
-                                                           nms_kernel)
-    return [group(s, p, t, **group_kwargs) for s, p, t in
-            zip(scores.numpy(), positions.numpy(), tag_values.numpy())]
+    scores, positions, tag_values = kp.heatmap_candidates(heatmaps, tags, k, stride, nms_kernel)
+    return [
+        group(s, p, t, **group_kwargs)
+        for s, p, t in zip(scores.numpy(), positions.numpy(), tag_values.numpy())
+    ]
 
 
 def _pycocotools():
@@ -296,8 +327,7 @@ def _pycocotools():
 def _bbox(person):
     labelled = person[:, 2] > 0
     xs, ys = person[labelled, 0], person[labelled, 1]
-    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()),
-            float(ys.max() - ys.min())]
+    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()), float(ys.max() - ys.min())]
 
 
 def coco_ground_truth(ground_truth, image_sizes=None, joint_names=kp.COCO_KEYPOINTS):
@@ -322,13 +352,19 @@ def coco_ground_truth(ground_truth, image_sizes=None, joint_names=kp.COCO_KEYPOI
             labelled = int((person[:, 2] > 0).sum())
             if not labelled:
                 continue
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": index + 1, "category_id": 1,
-                "keypoints": [float(v) for v in person.reshape(-1)],
-                "num_keypoints": labelled, "area": float(area), "bbox": _bbox(person),
-                "iscrowd": 0})
-    category = {"id": 1, "name": "person", "supercategory": "person",
-                "keypoints": list(joint_names)}
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": 1,
+                    "keypoints": [float(v) for v in person.reshape(-1)],
+                    "num_keypoints": labelled,
+                    "area": float(area),
+                    "bbox": _bbox(person),
+                    "iscrowd": 0,
+                }
+            )
+    category = {"id": 1, "name": "person", "supercategory": "person", "keypoints": list(joint_names)}
     return {"images": images, "annotations": annotations, "categories": [category]}
 
 
@@ -354,8 +390,10 @@ def coco_keypoint_eval(ground_truth, detections, sigmas=None, image_sizes=None):
     """
     COCO, COCOeval = _pycocotools()
     if len(ground_truth) != len(detections):
-        raise ValueError(f"{len(ground_truth)} ground-truth images but {len(detections)} "
-                         "detection lists; pass one of each per image")
+        raise ValueError(
+            f"{len(ground_truth)} ground-truth images but {len(detections)} "
+            "detection lists; pass one of each per image"
+        )
     dataset = coco_ground_truth(ground_truth, image_sizes)
     if not dataset["annotations"]:
         raise ValueError("no labelled person in the ground truth; COCO AP is undefined")
@@ -366,9 +404,14 @@ def coco_keypoint_eval(ground_truth, detections, sigmas=None, image_sizes=None):
     results = []
     for index, (people, person_scores) in enumerate(detections):
         for person, score in zip(np.asarray(people, np.float64), np.asarray(person_scores)):
-            results.append({"image_id": index + 1, "category_id": 1,
-                            "keypoints": [float(v) for v in person.reshape(-1)],
-                            "score": float(score)})
+            results.append(
+                {
+                    "image_id": index + 1,
+                    "category_id": 1,
+                    "keypoints": [float(v) for v in person.reshape(-1)],
+                    "score": float(score),
+                }
+            )
     stats = {name: 0.0 for name in COCO_STAT_NAMES}
     if results:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -404,8 +447,9 @@ class COCOKeypointAP(keras.metrics.Metric):
         dtype: dtype of `result()`.
     """
 
-    def __init__(self, num_joints=17, stride=4, k=30, sigmas=None, name="coco_keypoint_ap",
-                 dtype=None, **group_kwargs):
+    def __init__(
+        self, num_joints=17, stride=4, k=30, sigmas=None, name="coco_keypoint_ap", dtype=None, **group_kwargs
+    ):
         super().__init__(name=name, dtype=dtype)
         _pycocotools()
         self.num_joints = int(num_joints)
@@ -413,14 +457,12 @@ class COCOKeypointAP(keras.metrics.Metric):
         self.k = int(k)
         self.sigmas = None if sigmas is None else [float(s) for s in sigmas]
         self.group_kwargs = group_kwargs
-        self.images = self.add_variable(shape=(), initializer="zeros", dtype="int64",
-                                        name="images")
+        self.images = self.add_variable(shape=(), initializer="zeros", dtype="int64", name="images")
         self._store = []
         self._cache = (None, None)
 
     def _add(self, keypoints, areas, scores, positions, tags):
-        for args in zip(keypoints.numpy(), areas.numpy(), scores.numpy(), positions.numpy(),
-                        tags.numpy()):
+        for args in zip(keypoints.numpy(), areas.numpy(), scores.numpy(), positions.numpy(), tags.numpy()):
             people, area, s, p, t = args
             if len(area) and (area < 0).all():
                 continue  # a padding image (`PoseMultiTask.padding_target`)
@@ -433,10 +475,10 @@ class COCOKeypointAP(keras.metrics.Metric):
             raise ValueError("COCOKeypointAP takes no sample_weight")
         keypoints = _targets(y_true, self.num_joints)
         heatmaps, tags = _split_outputs(y_pred, self.num_joints)
-        scores, positions, tag_values = kp.heatmap_candidates(heatmaps, tags, self.k,
-                                                               self.stride)
-        added = tf.py_function(self._add, [keypoints, y_true["area"], scores, positions,
-                                           tag_values], tf.int64)
+        scores, positions, tag_values = kp.heatmap_candidates(heatmaps, tags, self.k, self.stride)
+        added = tf.py_function(
+            self._add, [keypoints, y_true["area"], scores, positions, tag_values], tf.int64
+        )
         added.set_shape([])
         self.images.assign_add(added)
 
@@ -450,22 +492,21 @@ class COCOKeypointAP(keras.metrics.Metric):
         if self._cache[0] != len(self._store):
             if not self._store:
                 raise ValueError("COCOKeypointAP has seen no image; call update_state first")
-            stats = coco_keypoint_eval([g for g, _ in self._store],
-                                       [d for _, d in self._store], self.sigmas)
+            stats = coco_keypoint_eval([g for g, _ in self._store], [d for _, d in self._store], self.sigmas)
             stats["reward"] = stats["ap"]
             self._cache = (len(self._store), stats)
         return dict(self._cache[1])
 
     def result(self):
         """COCO AP of what was seen (computed in Python; 0 before any image)."""
-        ap = tf.py_function(lambda: np.float32(self.scores()["ap"] if self._store else 0.0),
-                            [], tf.float32)
+        ap = tf.py_function(lambda: np.float32(self.scores()["ap"] if self._store else 0.0), [], tf.float32)
         return tf.cast(ap, self.dtype)
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_joints=self.num_joints, stride=self.stride, k=self.k,
-                      sigmas=self.sigmas, **self.group_kwargs)
+        config.update(
+            num_joints=self.num_joints, stride=self.stride, k=self.k, sigmas=self.sigmas, **self.group_kwargs
+        )
         return config
 
 
@@ -492,15 +533,26 @@ class PoseMultiTask(Task):
     name = "pose-multi"
     TRAINING = {
         "source": "3M-Pose, section 15 and 13 of 3M-POSE.md",
-        "optimizer": "adam", "learning_rate": 1e-3,
-        "schedule": "step", "drop_epochs": [200, 260], "drop_factor": 0.1, "epochs": 300,
+        "optimizer": "adam",
+        "learning_rate": 1e-3,
+        "schedule": "step",
+        "drop_epochs": [200, 260],
+        "drop_factor": 0.1,
+        "epochs": 300,
         "loss_weights": {"heatmap": 1.0, "grouping": 1e-3},
-        "augment": {"scale": [0.75, 1.25], "rotation": 30, "translation": 40, "flip": True,
-                    "crop": 512},
+        "augment": {"scale": [0.75, 1.25], "rotation": 30, "translation": 40, "flip": True, "crop": 512},
     }
 
-    def __init__(self, num_joints=17, flip_pairs=kp.COCO_FLIP_PAIRS, stride=4, sigma=2.0,
-                 tag_weight=1e-3, max_people=30, sigmas=None):
+    def __init__(
+        self,
+        num_joints=17,
+        flip_pairs=kp.COCO_FLIP_PAIRS,
+        stride=4,
+        sigma=2.0,
+        tag_weight=1e-3,
+        max_people=30,
+        sigmas=None,
+    ):
         super().__init__()
         self.num_joints = int(num_joints)
         self.flip_pairs = tuple(tuple(int(j) for j in pair) for pair in flip_pairs)
@@ -519,8 +571,10 @@ class PoseMultiTask(Task):
 
     @property
     def target_spec(self):
-        return {"keypoints": tf.TensorSpec([None, self.num_joints, 3], tf.float32),
-                "area": tf.TensorSpec([None], tf.float32)}
+        return {
+            "keypoints": tf.TensorSpec([None, self.num_joints, 3], tf.float32),
+            "area": tf.TensorSpec([None], tf.float32),
+        }
 
     def validate_target(self, target, image_size=None):
         """Check people's keypoints (shape, joint count, flags, inside the image) and areas."""
@@ -545,16 +599,16 @@ class PoseMultiTask(Task):
             image_size: `(height, width)` (unused: the target has no map).
             people: int, P of the padded target (the data set's). Default 1.
         """
-        return {"keypoints": np.zeros((people, self.num_joints, 3), np.float32),
-                "area": np.full((people,), -1.0, np.float32)}
+        return {
+            "keypoints": np.zeros((people, self.num_joints, 3), np.float32),
+            "area": np.full((people,), -1.0, np.float32),
+        }
 
     def _make_loss(self):
-        return AssociativeEmbeddingLoss(self.num_joints, self.output_stride, self.sigma,
-                                        self.tag_weight)
+        return AssociativeEmbeddingLoss(self.num_joints, self.output_stride, self.sigma, self.tag_weight)
 
     def metric(self, name="coco_keypoint_ap"):
-        return COCOKeypointAP(self.num_joints, self.output_stride, self.max_people,
-                              self.sigmas, name=name)
+        return COCOKeypointAP(self.num_joints, self.output_stride, self.max_people, self.sigmas, name=name)
 
     def reward(self, scores):
         return float(max(scores["ap"], 0.0))
@@ -565,25 +619,35 @@ class PoseMultiTask(Task):
 
         if self.num_joints != len(kp.COCO_KEYPOINTS):
             raise ValueError("the built-in figures have 17 COCO joints; use num_joints=17")
-        return figure_scenes(split, image_size=image_size, num_scenes=num_samples, seed=seed,
-                             **kwargs)
+        return figure_scenes(split, image_size=image_size, num_scenes=num_samples, seed=seed, **kwargs)
 
     def flip(self, image, target):
         width = tf.shape(image)[1]
         return tf.reverse(image, axis=[1]), {
             "keypoints": kp.flip_keypoints(target["keypoints"], width, self.flip_pairs),
-            "area": target["area"]}
+            "area": target["area"],
+        }
 
     def postprocess(self, outputs, image_size):
         """`heatmaps`, `tags` and the top-k peaks of each joint (see the class docstring)."""
         heatmaps, tags = _split_outputs(outputs, self.num_joints)
         stride = tf.cast(image_size[1], tf.float32) / tf.cast(tf.shape(heatmaps)[2], tf.float32)
-        scores, positions, tag_values = kp.heatmap_candidates(heatmaps, tags, self.max_people,
-                                                               stride)
-        return {"heatmaps": heatmaps, "tags": tags, "peak_scores": scores,
-                "peak_positions": positions, "peak_tags": tag_values}
+        scores, positions, tag_values = kp.heatmap_candidates(heatmaps, tags, self.max_people, stride)
+        return {
+            "heatmaps": heatmaps,
+            "tags": tags,
+            "peak_scores": scores,
+            "peak_positions": positions,
+            "peak_tags": tag_values,
+        }
 
     def config(self):
-        return {"num_joints": self.num_joints, "flip_pairs": [list(p) for p in self.flip_pairs],
-                "stride": self.output_stride, "sigma": self.sigma, "tag_weight": self.tag_weight,
-                "max_people": self.max_people, "sigmas": self.sigmas}
+        return {
+            "num_joints": self.num_joints,
+            "flip_pairs": [list(p) for p in self.flip_pairs],
+            "stride": self.output_stride,
+            "sigma": self.sigma,
+            "tag_weight": self.tag_weight,
+            "max_people": self.max_people,
+            "sigmas": self.sigmas,
+        }

@@ -23,6 +23,7 @@ Training models may emit logits at a lower resolution than the mask (1/4 for the
 auxiliary-cell space); the loss and the metric resize the logits bilinearly to the mask
 with `tf.image.resize` (not `UpSampling2D`, see DESIGN.md) before comparing.
 """
+
 import math
 
 import keras
@@ -148,9 +149,7 @@ def _masked_mean(values, mask):
 def _score_tensors(confusion, omit):
     """All scores of a `(C, C)` confusion matrix as float64 tensors (graph-safe)."""
     confusion = tf.cast(tf.convert_to_tensor(confusion), tf.float64)
-    if confusion.shape.rank != 2 or confusion.shape[0] != confusion.shape[1] or (
-        confusion.shape[0] is None
-    ):
+    if confusion.shape.rank != 2 or confusion.shape[0] != confusion.shape[1] or (confusion.shape[0] is None):
         raise ValueError(
             f"confusion must be a square (C, C) matrix with static C, got shape "
             f"{confusion.shape}; build it with confusion_matrix(labels, predictions, C)"
@@ -165,9 +164,7 @@ def _score_tensors(confusion, omit):
     frequency = tf.where(in_truth, ground_truth, 0.0)
     result = {
         "miou": _masked_mean(iou, keep & (union > 0)),
-        "fwiou": tf.math.divide_no_nan(
-            tf.reduce_sum(frequency * iou), tf.reduce_sum(frequency)
-        ),
+        "fwiou": tf.math.divide_no_nan(tf.reduce_sum(frequency * iou), tf.reduce_sum(frequency)),
         "mean_accuracy": _masked_mean(accuracy, in_truth),
         "pixel_accuracy": tf.math.divide_no_nan(
             tf.reduce_sum(tf.where(keep, true_positives, 0.0)),
@@ -271,9 +268,7 @@ class ConfusionMatrix(keras.metrics.Metric):
         _check_classes(logits, self.num_classes)
         logits = resize_logits(logits, _spatial_size(masks))
         predictions = tf.argmax(logits, axis=-1)
-        self.confusion.assign_add(
-            confusion_matrix(masks, predictions, self.num_classes, self.ignore_label)
-        )
+        self.confusion.assign_add(confusion_matrix(masks, predictions, self.num_classes, self.ignore_label))
 
     def result(self):
         """Mean IoU over the kept classes (see the module docstring)."""
@@ -302,9 +297,7 @@ def _spatial_size(masks):
     return tf.shape(masks)[1:3]
 
 
-def segmentation_loss(
-    labels, logits, ignore_label=IGNORE_LABEL, class_weights=None, sample_weight=None
-):
+def segmentation_loss(labels, logits, ignore_label=IGNORE_LABEL, class_weights=None, sample_weight=None):
     """Softmax cross-entropy of logits resized to the mask, ignored pixels left out.
 
     Pixel weights are `class_weights[label] * sample_weight` on valid pixels and 0 on
@@ -331,9 +324,7 @@ def segmentation_loss(
     logits = tf.cast(resize_logits(logits, _spatial_size(masks)), tf.float32)
     valid = tf.not_equal(masks, ignore_label)
     safe_labels = tf.where(valid, masks, 0)
-    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=safe_labels, logits=logits
-    )
+    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
     weights = tf.cast(valid, tf.float32)
     if class_weights is not None:
         class_weights = tf.constant(class_weights, tf.float32)
@@ -353,9 +344,7 @@ def segmentation_loss(
         while sample_weight.shape.rank is not None and sample_weight.shape.rank < 3:
             sample_weight = sample_weight[..., None]
         weights *= sample_weight
-    return tf.math.divide_no_nan(
-        tf.reduce_sum(cross_entropy * weights), tf.reduce_sum(weights)
-    )
+    return tf.math.divide_no_nan(tf.reduce_sum(cross_entropy * weights), tf.reduce_sum(weights))
 
 
 @keras.saving.register_keras_serializable(package="tfnas")
@@ -384,9 +373,7 @@ class SegmentationLoss(keras.losses.Loss):
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         with tf.name_scope(self.name):
-            return segmentation_loss(
-                y_true, y_pred, self.ignore_label, self.class_weights, sample_weight
-            )
+            return segmentation_loss(y_true, y_pred, self.ignore_label, self.class_weights, sample_weight)
 
     def call(self, y_true, y_pred):
         """Loss of a batch; see `segmentation_loss`."""
@@ -423,9 +410,7 @@ def distillation_loss(student_logits, teacher_logits):
             f"student logits have {student_logits.shape[-1]} classes but teacher logits have "
             f"{teacher_logits.shape[-1]}; distil between models of the same classes"
         )
-    teacher_logits = tf.cast(
-        resize_logits(teacher_logits, _spatial_size(student_logits)), tf.float32
-    )
+    teacher_logits = tf.cast(resize_logits(teacher_logits, _spatial_size(student_logits)), tf.float32)
     return tf.reduce_mean(tf.square(student_logits - teacher_logits))
 
 
@@ -493,8 +478,7 @@ class SegmentationTask(Task):
         return SegmentationLoss(ignore_label=self.ignore_label)
 
     def metric(self, name="confusion_matrix"):
-        return ConfusionMatrix(self.num_classes, ignore_label=self.ignore_label, omit=self.omit,
-                               name=name)
+        return ConfusionMatrix(self.num_classes, ignore_label=self.ignore_label, omit=self.omit, name=name)
 
     def reward(self, scores):
         """The geometric mean of `miou`, `fwiou` and `mean_accuracy` (Nekrasov et al., CVPR 2019, Sec. 4.1)."""
@@ -511,15 +495,15 @@ class SegmentationTask(Task):
                 f"has num_classes={self.num_classes}; pass digits=... with "
                 f"{self.num_classes - 1} digits"
             )
-        return digit_scenes(split, image_size=image_size, num_scenes=num_samples, seed=seed,
-                            **kwargs)
+        return digit_scenes(split, image_size=image_size, num_scenes=num_samples, seed=seed, **kwargs)
 
     def postprocess(self, outputs, image_size):
         """`classes` and `probabilities` at the input size (logits resized bilinearly)."""
         logits = tf.image.resize(outputs, image_size, method="bilinear")
-        return {"classes": tf.argmax(logits, axis=-1, output_type=tf.int32),
-                "probabilities": tf.nn.softmax(logits, axis=-1)}
+        return {
+            "classes": tf.argmax(logits, axis=-1, output_type=tf.int32),
+            "probabilities": tf.nn.softmax(logits, axis=-1),
+        }
 
     def config(self):
-        return {"num_classes": self.num_classes, "ignore_label": self.ignore_label,
-                "omit": list(self.omit)}
+        return {"num_classes": self.num_classes, "ignore_label": self.ignore_label, "omit": list(self.omit)}

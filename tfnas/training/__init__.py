@@ -8,8 +8,10 @@
 - `ProgressiveTermination`: the early-termination rule between the stages.
 - `warm_up`: trains the encoder with a reference decoder when no pretrained weights exist.
 """
+
 from tfnas.training.cache import CachedFeatures, FeatureCache, data_fingerprint, weights_fingerprint
 from tfnas.training.polyak import ParameterGroup, make_optimizer
+from tfnas.training.proxy import PreparedData, ProxySettings, ProxyTask, trial_seed
 from tfnas.training.stages import (
     NonFiniteLossError,
     ProxyModel,
@@ -18,7 +20,6 @@ from tfnas.training.stages import (
     run_stage,
     set_batchnorm_momentum,
 )
-from tfnas.training.proxy import PreparedData, ProxySettings, ProxyTask, trial_seed
 from tfnas.training.termination import ProgressiveTermination
 from tfnas.training.warmup import build_reference_model, reference_decoder, simple_head, warm_up
 

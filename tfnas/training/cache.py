@@ -15,6 +15,7 @@ run killed while writing) is ignored and rewritten.
     >>> entry = cache.load_or_compute("train", encoder, meta_train, num_images=4000)
     >>> entry.reused, [f.shape for f in entry.features]
 """
+
 import collections
 import glob
 import hashlib
@@ -25,13 +26,14 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from tfnas.io import atomic_write_json
 from tfnas.preprocessing import preprocess
 from tfnas.training.stages import quiet_retracing
-from tfnas.io import atomic_write_json
 
 #: What `FeatureCache.load_or_compute` returns.
 CachedFeatures = collections.namedtuple(
-    "CachedFeatures", ["features", "masks", "teacher_logits", "fingerprint", "reused", "path"])
+    "CachedFeatures", ["features", "masks", "teacher_logits", "fingerprint", "reused", "path"]
+)
 CachedFeatures.__doc__ = """Cached encoder outputs of a set of images.
 
 Attributes:
@@ -96,8 +98,10 @@ def _teacher_logits(outputs):
             return outputs["logits"]
         if len(outputs) == 1:
             return next(iter(outputs.values()))
-        raise ValueError(f"the teacher returns outputs {sorted(outputs)}; expected a single "
-                         "tensor of logits or a dict with a 'logits' entry")
+        raise ValueError(
+            f"the teacher returns outputs {sorted(outputs)}; expected a single "
+            "tensor of logits or a dict with a 'logits' entry"
+        )
     if isinstance(outputs, (list, tuple)):
         return outputs[0]
     return outputs
@@ -124,8 +128,15 @@ class FeatureCache:
         data, count = data_fingerprint(dataset, num_images)
         if count == 0:
             raise ValueError("the dataset to cache holds no images; give a non-empty dataset")
-        key = json.dumps([_FORMAT_VERSION, weights_fingerprint(encoder),
-                          weights_fingerprint(teacher) if teacher is not None else "none", data, count])
+        key = json.dumps(
+            [
+                _FORMAT_VERSION,
+                weights_fingerprint(encoder),
+                weights_fingerprint(teacher) if teacher is not None else "none",
+                data,
+                count,
+            ]
+        )
         return hashlib.sha256(key.encode()).hexdigest(), count
 
     def load_or_compute(self, part, encoder, dataset, num_images=None, teacher=None, batch_size=16):
@@ -166,13 +177,19 @@ class FeatureCache:
             shutil.rmtree(path)
         os.makedirs(path)
         encode = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
-        explain = None if teacher is None else tf.function(
-            lambda x: _teacher_logits(teacher(x, training=False)), reduce_retracing=True)
+        explain = (
+            None
+            if teacher is None
+            else tf.function(lambda x: _teacher_logits(teacher(x, training=False)), reduce_retracing=True)
+        )
         with quiet_retracing():
             files = self._write(path, encode, explain, dataset, count, batch_size)
-        meta = {"fingerprint": fingerprint, "count": count,
-                "num_features": sum(name.startswith("feature_") for name in files),
-                "teacher": "teacher" in files}
+        meta = {
+            "fingerprint": fingerprint,
+            "count": count,
+            "num_features": sum(name.startswith("feature_") for name in files),
+            "teacher": "teacher" in files,
+        }
         atomic_write_json(os.path.join(path, "meta.json"), meta)
         return meta
 
@@ -189,9 +206,12 @@ class FeatureCache:
                 value = value.numpy()
                 if name not in files:
                     files[name] = np.lib.format.open_memmap(
-                        os.path.join(path, f"{name}.npy"), mode="w+", dtype=value.dtype,
-                        shape=(count,) + value.shape[1:])
-                files[name][start:start + len(value)] = value
+                        os.path.join(path, f"{name}.npy"),
+                        mode="w+",
+                        dtype=value.dtype,
+                        shape=(count,) + value.shape[1:],
+                    )
+                files[name][start : start + len(value)] = value
             start += len(images)
         for array in files.values():
             array.flush()

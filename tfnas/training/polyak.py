@@ -20,6 +20,7 @@ in the paper).
 
     >>> group = ParameterGroup(make_optimizer("adam", 3e-3, polyak_decay=0.9), decoder.trainable_variables)
 """
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -74,8 +75,7 @@ class ParameterGroup:
             raise ValueError(f"parameter group {name!r} has no variables to train")
         self.shapes = [tuple(v.shape) for v in self.variables]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
-        self.flat = keras.Variable(np.zeros(sum(self.sizes), np.float32), trainable=False,
-                                   name=name)
+        self.flat = keras.Variable(np.zeros(sum(self.sizes), np.float32), trainable=False, name=name)
         self.sync()
         optimizer.build([self.flat])
 
@@ -89,9 +89,13 @@ class ParameterGroup:
         Args:
             gradients: list of tensors (or None) aligned with `variables`.
         """
-        flat_gradient = tf.concat([
-            tf.zeros([size]) if g is None else tf.reshape(tf.cast(g, tf.float32), [-1])
-            for g, size in zip(gradients, self.sizes)], axis=0)
+        flat_gradient = tf.concat(
+            [
+                tf.zeros([size]) if g is None else tf.reshape(tf.cast(g, tf.float32), [-1])
+                for g, size in zip(gradients, self.sizes)
+            ],
+            axis=0,
+        )
         self.optimizer.apply([flat_gradient], [self.flat])
         self._write_back()
 

@@ -18,6 +18,7 @@ The reward is the geometric mean of mIoU, frequency-weighted IoU and mean accura
 meta-val, background left out (Sec. 4.1). Auxiliary outputs get the segmentation loss with
 weight 0.15 each (the authors' code).
 """
+
 import dataclasses
 import gc
 import hashlib
@@ -105,8 +106,13 @@ class ProxySettings:
     latency_warmup: int = 2
 
     def __post_init__(self):
-        for name, minimum in (("stage1_epochs", 1), ("stage2_epochs", 0), ("batch_size", 1),
-                              ("latency_runs", 0), ("latency_warmup", 0)):
+        for name, minimum in (
+            ("stage1_epochs", 1),
+            ("stage2_epochs", 0),
+            ("batch_size", 1),
+            ("latency_runs", 0),
+            ("latency_warmup", 0),
+        ):
             value = getattr(self, name)
             if int(value) != value or value < minimum:
                 raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
@@ -229,15 +235,24 @@ class ProxyTask:
             image_size = [int(d) for d in image.shape[:2]]
         num_train, num_val = count_examples(train), count_examples(val)
         if num_train < 1 or num_val < 1:
-            raise ValueError(f"the search needs meta-train and meta-val images; got {num_train} "
-                             f"and {num_val}")
+            raise ValueError(
+                f"the search needs meta-train and meta-val images; got {num_train} and {num_val}"
+            )
 
         warmed, teacher = None, self.teacher
         if s.warmup_epochs and (teacher == "auto" or not os.path.exists(run_dir.encoder_weights)):
-            warmed, _ = warm_up(self.space, train, run_dir.path, epochs=s.warmup_epochs,
-                                batch_size=s.batch_size, learning_rate=s.warmup_learning_rate,
-                                aux_weight=s.aux_weight, bn_momentum=s.bn_momentum, seed=s.seed,
-                                verbose=self.verbose)
+            warmed, _ = warm_up(
+                self.space,
+                train,
+                run_dir.path,
+                epochs=s.warmup_epochs,
+                batch_size=s.batch_size,
+                learning_rate=s.warmup_learning_rate,
+                aux_weight=s.aux_weight,
+                bn_momentum=s.bn_momentum,
+                seed=s.seed,
+                verbose=self.verbose,
+            )
         encoder = self.trial_space.build_encoder()
         if os.path.exists(run_dir.encoder_weights):
             encoder.load_weights(run_dir.encoder_weights)
@@ -256,19 +271,23 @@ class ProxyTask:
         if stage1.teacher_logits is not None:
             targets = (targets, tf.constant(np.asarray(stage1.teacher_logits)))
         val_features, val_masks = pad_to_batches(
-            [np.asarray(f) for f in val_cache.features], np.asarray(val_cache.masks), s.batch_size)
+            [np.asarray(f) for f in val_cache.features], np.asarray(val_cache.masks), s.batch_size
+        )
         self.data = PreparedData(
             image_size=image_size,
             encoder_weights=encoder.get_weights(),
             meta_train=train,
             stage1_train=tf.data.Dataset.from_tensor_slices((inputs, targets)),
             stage1_count=len(stage1.masks),
-            stage1_val=tf.data.Dataset.from_tensor_slices(
-                (tuple(val_features), val_masks)).batch(s.batch_size),
+            stage1_val=tf.data.Dataset.from_tensor_slices((tuple(val_features), val_masks)).batch(
+                s.batch_size
+            ),
             stage2_val=pipeline(_pad_dataset(val, num_val, s.batch_size, image_size), s.batch_size),
-            termination=ProgressiveTermination(s.termination_decay, s.termination_delta,
-                                               seed=s.seed, path=run_dir.termination_file),
-            meta_train_images=num_train, meta_val_images=num_val,
+            termination=ProgressiveTermination(
+                s.termination_decay, s.termination_delta, seed=s.seed, path=run_dir.termination_file
+            ),
+            meta_train_images=num_train,
+            meta_val_images=num_val,
             distillation=stage1.teacher_logits is not None,
             encoder_source=self._encoder_source(warmed),
             teacher_source=self._teacher_source(teacher, warmed),
@@ -278,10 +297,16 @@ class ProxyTask:
     def describe(self):
         """What `run.json` records about the prepared search (JSON-able dict)."""
         d = self.data
-        return {"image_size": d.image_size, "meta_train_images": d.meta_train_images,
-                "meta_val_images": d.meta_val_images, "cached_images": d.stage1_count,
-                "distillation": d.distillation, "encoder": d.encoder_source,
-                "teacher": d.teacher_source, "settings": self.settings.to_json()}
+        return {
+            "image_size": d.image_size,
+            "meta_train_images": d.meta_train_images,
+            "meta_val_images": d.meta_val_images,
+            "cached_images": d.stage1_count,
+            "distillation": d.distillation,
+            "encoder": d.encoder_source,
+            "teacher": d.teacher_source,
+            "settings": self.settings.to_json(),
+        }
 
     def _encoder_source(self, warmed):
         weights = getattr(self.space, "encoder_weights", None)
@@ -311,10 +336,14 @@ class ProxyTask:
                 return keras.models.load_model(teacher)
             if os.path.isdir(teacher):
                 return keras.layers.TFSMLayer(teacher, call_endpoint="serving_default")
-            raise ValueError(f"teacher {teacher!r} is neither a .keras file nor a SavedModel "
-                             "folder; pass a Keras model, a path, 'auto' or None")
-        raise ValueError(f"teacher is a {type(teacher).__name__}; expected a Keras model, a "
-                         "SavedModel path, 'auto' or None")
+            raise ValueError(
+                f"teacher {teacher!r} is neither a .keras file nor a SavedModel "
+                "folder; pass a Keras model, a path, 'auto' or None"
+            )
+        raise ValueError(
+            f"teacher is a {type(teacher).__name__}; expected a Keras model, a "
+            "SavedModel path, 'auto' or None"
+        )
 
     # --- once per architecture ------------------------------------------------------------------
     def run_trial(self, hp, trial_id, callbacks=(), log=print):
@@ -351,14 +380,20 @@ class ProxyTask:
             decoder = space.build_decoder(hp, space.feature_specs(encoder))
         except Exception as err:  # any build error of a sampled architecture fails the trial
             raise keras_tuner.errors.FailedTrialError(
-                f"trial {trial_id}: building the architecture {hp.values} failed: "
-                f"{type(err).__name__}: {err}") from err
+                f"trial {trial_id}: building the architecture {hp.values} failed: {type(err).__name__}: {err}"
+            ) from err
         network = space.assemble(encoder, decoder)
 
         # Stage 1: the decoder alone on cached encoder outputs.
         stage1 = self.stage1_model(decoder)
-        run_stage(stage1, self.stage1_batches(seed), s.stage1_epochs, f"trial {trial_id} stage 1",
-                  callbacks, self.verbose)
+        run_stage(
+            stage1,
+            self.stage1_batches(seed),
+            s.stage1_epochs,
+            f"trial {trial_id} stage 1",
+            callbacks,
+            self.verbose,
+        )
         scores = evaluate_reward(stage1, d.stage1_val)
         stage1_reward = scores["reward"]
         stage1_seconds = time.perf_counter() - start
@@ -366,13 +401,21 @@ class ProxyTask:
         terminated = s.termination and not d.termination.should_continue(trial_id, stage1_reward)
         stage2_start = time.perf_counter()
         if terminated:
-            log(f"trial {trial_id}: terminated after stage 1 (reward {stage1_reward:.4f} vs "
-                f"moving average {d.termination.average:.4f})")
+            log(
+                f"trial {trial_id}: terminated after stage 1 (reward {stage1_reward:.4f} vs "
+                f"moving average {d.termination.average:.4f})"
+            )
         elif s.stage2_epochs:
             # Stage 2: the whole network end to end, SGD on the encoder and Adam on the decoder.
             stage2 = self.stage2_model(encoder, decoder, network)
-            run_stage(stage2, self.stage2_batches(seed), s.stage2_epochs,
-                      f"trial {trial_id} stage 2", callbacks, self.verbose)
+            run_stage(
+                stage2,
+                self.stage2_batches(seed),
+                s.stage2_epochs,
+                f"trial {trial_id} stage 2",
+                callbacks,
+                self.verbose,
+            )
             scores = evaluate_reward(stage2, d.stage2_val)
         stage2_seconds = time.perf_counter() - stage2_start
 
@@ -381,17 +424,21 @@ class ProxyTask:
         shape = tuple(d.image_size) + (3,)
         latency = {}
         if s.latency_runs:
-            mean_ms, std_ms = profile.latency(inference, shape, runs=s.latency_runs,
-                                              warmup=s.latency_warmup)
+            mean_ms, std_ms = profile.latency(inference, shape, runs=s.latency_runs, warmup=s.latency_warmup)
             latency = {"latency_ms": mean_ms, "latency_std_ms": std_ms}
         metrics = {
-            "reward": scores["reward"], "stage1_reward": stage1_reward,
-            "miou": scores["miou"], "fwiou": scores["fwiou"],
-            "mean_accuracy": scores["mean_accuracy"], "terminated": float(terminated),
+            "reward": scores["reward"],
+            "stage1_reward": stage1_reward,
+            "miou": scores["miou"],
+            "fwiou": scores["fwiou"],
+            "mean_accuracy": scores["mean_accuracy"],
+            "terminated": float(terminated),
             "params": profile.params(inference)["total"],
             "training_params": profile.params(network)["total"],
-            "madds": profile.madds(inference, shape), **latency,
-            "stage1_seconds": stage1_seconds, "stage2_seconds": stage2_seconds,
+            "madds": profile.madds(inference, shape),
+            **latency,
+            "stage1_seconds": stage1_seconds,
+            "stage2_seconds": stage2_seconds,
             # per-class IoU on meta-val (classes absent from it have none), for the reports
             **{f"iou_class_{k}": v for k, v in enumerate(scores.get("per_class_iou", [])) if v == v},
         }
@@ -403,35 +450,50 @@ class ProxyTask:
         """Stage 1's trainable: the decoder on cached features, Adam, Polyak `stage1_polyak`."""
         s = self.settings
         set_batchnorm_momentum(decoder, s.bn_momentum)
-        group = ParameterGroup(make_optimizer("adam", s.decoder_learning_rate, s.stage1_polyak),
-                               decoder.trainable_variables, name="decoder_parameters")
-        return ProxyModel(decoder, [group], self.space.num_classes, s.aux_weight,
-                          s.distillation_weight, name="stage1")
+        group = ParameterGroup(
+            make_optimizer("adam", s.decoder_learning_rate, s.stage1_polyak),
+            decoder.trainable_variables,
+            name="decoder_parameters",
+        )
+        return ProxyModel(
+            decoder, [group], self.space.num_classes, s.aux_weight, s.distillation_weight, name="stage1"
+        )
 
     def stage1_batches(self, seed):
         """Stage 1's data: the cached features (and teacher logits), shuffled by `seed`."""
         d = self.data
         return d.stage1_train.shuffle(d.stage1_count, seed=seed).batch(
-            min(self.settings.batch_size, d.stage1_count), drop_remainder=True)
+            min(self.settings.batch_size, d.stage1_count), drop_remainder=True
+        )
 
     def stage2_model(self, encoder, decoder, network):
         """Stage 2's trainable: the whole network, SGD on the encoder, Adam on the decoder."""
         s = self.settings
         set_batchnorm_momentum(network, s.bn_momentum)
         groups = [
-            ParameterGroup(make_optimizer("sgd", s.encoder_learning_rate, s.stage2_polyak,
-                                          momentum=s.encoder_momentum),
-                           encoder.trainable_variables, name="encoder_parameters"),
-            ParameterGroup(make_optimizer("adam", s.decoder_learning_rate, s.stage2_polyak),
-                           decoder.trainable_variables, name="decoder_parameters"),
+            ParameterGroup(
+                make_optimizer("sgd", s.encoder_learning_rate, s.stage2_polyak, momentum=s.encoder_momentum),
+                encoder.trainable_variables,
+                name="encoder_parameters",
+            ),
+            ParameterGroup(
+                make_optimizer("adam", s.decoder_learning_rate, s.stage2_polyak),
+                decoder.trainable_variables,
+                name="decoder_parameters",
+            ),
         ]
         return ProxyModel(network, groups, self.space.num_classes, s.aux_weight, name="stage2")
 
     def stage2_batches(self, seed):
         """Stage 2's data: meta-train images, preprocessed, shuffled by `seed`."""
         d = self.data
-        return pipeline(d.meta_train, min(self.settings.batch_size, d.meta_train_images),
-                        shuffle=True, seed=seed, drop_remainder=True)
+        return pipeline(
+            d.meta_train,
+            min(self.settings.batch_size, d.meta_train_images),
+            shuffle=True,
+            seed=seed,
+            drop_remainder=True,
+        )
 
 
 def _pad_dataset(dataset, count, batch_size, image_size):
@@ -444,8 +506,10 @@ def _pad_dataset(dataset, count, batch_size, image_size):
     if not pad:
         return dataset
     image_spec, mask_spec = dataset.element_spec
-    filler = tf.data.Dataset.from_tensors((
-        tf.zeros(list(image_size) + [3], image_spec.dtype),
-        tf.fill(list(image_size) + list(mask_spec.shape[2:]), tf.cast(IGNORE_LABEL, mask_spec.dtype)),
-    )).repeat(pad)
+    filler = tf.data.Dataset.from_tensors(
+        (
+            tf.zeros(list(image_size) + [3], image_spec.dtype),
+            tf.fill(list(image_size) + list(mask_spec.shape[2:]), tf.cast(IGNORE_LABEL, mask_spec.dtype)),
+        )
+    ).repeat(pad)
     return dataset.concatenate(filler)

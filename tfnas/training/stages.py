@@ -19,6 +19,7 @@ meta-validation set (padded to whole batches with ignored pixels, so it traces o
 returns the reward: the geometric mean of mIoU, frequency-weighted IoU and mean accuracy,
 background left out.
 """
+
 import contextlib
 import logging
 
@@ -79,8 +80,16 @@ class ProxyModel(keras.Model):
         ValueError: if a variable belongs to two groups.
     """
 
-    def __init__(self, network, groups, num_classes, aux_weight=0.15, distillation_weight=0.3,
-                 ignore_label=IGNORE_LABEL, **kwargs):
+    def __init__(
+        self,
+        network,
+        groups,
+        num_classes,
+        aux_weight=0.15,
+        distillation_weight=0.3,
+        ignore_label=IGNORE_LABEL,
+        **kwargs,
+    ):
         super().__init__(name=kwargs.pop("name", f"proxy_{network.name}"), **kwargs)
         self.network = network
         self.groups = list(groups)
@@ -90,15 +99,19 @@ class ProxyModel(keras.Model):
                 raise ValueError(f"groups[{g}] is {group!r}; expected a ParameterGroup")
             for v in group.variables:
                 if id(v) in seen:
-                    raise ValueError(f"variable {v.path!r} is in optimizer groups {seen[id(v)]} "
-                                     f"and {g}; give each variable to one optimizer")
+                    raise ValueError(
+                        f"variable {v.path!r} is in optimizer groups {seen[id(v)]} "
+                        f"and {g}; give each variable to one optimizer"
+                    )
                 seen[id(v)] = g
         self.num_classes = int(num_classes)
         self.aux_weight = float(aux_weight)
         self.distillation_weight = float(distillation_weight)
         self.ignore_label = int(ignore_label)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in
-                         ("loss", "segmentation_loss", "aux_loss", "distillation_loss")}
+        self.trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("loss", "segmentation_loss", "aux_loss", "distillation_loss")
+        }
         self.confusion = ConfusionMatrix(num_classes, ignore_label=ignore_label, name="confusion")
 
     def call(self, inputs, training=False):
@@ -123,16 +136,18 @@ class ProxyModel(keras.Model):
         """
         outputs = _as_dict(outputs)
         seg = segmentation_loss(masks, outputs[MAIN_OUTPUT], self.ignore_label)
-        aux = [segmentation_loss(masks, value, self.ignore_label)
-               for key, value in outputs.items() if key != MAIN_OUTPUT]
+        aux = [
+            segmentation_loss(masks, value, self.ignore_label)
+            for key, value in outputs.items()
+            if key != MAIN_OUTPUT
+        ]
         aux = tf.add_n(aux) if aux else tf.constant(0.0)
         total = seg + self.aux_weight * aux
         kd = tf.constant(0.0)
         if teacher is not None:
             kd = distillation_loss(outputs[MAIN_OUTPUT], teacher)
             total = total + self.distillation_weight * kd
-        return total, {"loss": total, "segmentation_loss": seg, "aux_loss": aux,
-                       "distillation_loss": kd}
+        return total, {"loss": total, "segmentation_loss": seg, "aux_loss": aux, "distillation_loss": kd}
 
     @staticmethod
     def _unpack(data):
@@ -151,7 +166,7 @@ class ProxyModel(keras.Model):
         gradients = tape.gradient(total, variables)
         start = 0
         for group in self.groups:
-            group.apply(gradients[start:start + len(group.variables)])
+            group.apply(gradients[start : start + len(group.variables)])
             start += len(group.variables)
         for name, value in parts.items():
             self.trackers[name].update_state(value)
@@ -218,11 +233,13 @@ def _check_finite(model, history, stage):
         raise NonFiniteLossError(
             f"{stage}: the training loss became {'NaN' if np.isnan(value) else value} in epoch "
             f"{bad_loss[0] + 1 if bad_loss else 1}; the architecture or its learning rate is "
-            "unstable, so the trial is recorded as failed")
+            "unstable, so the trial is recorded as failed"
+        )
     bad = [v.path for v in model.network.trainable_variables if not np.all(np.isfinite(v.numpy()))]
     if bad:
         raise NonFiniteLossError(
-            f"{stage}: weights {bad[:3]} became NaN or infinite; the trial is recorded as failed")
+            f"{stage}: weights {bad[:3]} became NaN or infinite; the trial is recorded as failed"
+        )
 
 
 def run_stage(model, dataset, epochs, stage, callbacks=(), verbose=1):
@@ -248,8 +265,13 @@ def run_stage(model, dataset, epochs, stage, callbacks=(), verbose=1):
     if verbose:
         print(f"{stage}: {epochs} epoch(s)")
     with quiet_retracing(), release_custom_gradients():
-        history = model.fit(dataset, epochs=int(epochs), verbose=verbose, shuffle=False,
-                            callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks])
+        history = model.fit(
+            dataset,
+            epochs=int(epochs),
+            verbose=verbose,
+            shuffle=False,
+            callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
+        )
     _check_finite(model, history, stage)
     for group in model.groups:
         group.apply_polyak()

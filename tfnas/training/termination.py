@@ -18,6 +18,7 @@ average is updated once per trial). The random draw of decision `n` comes from
     >>> rule.should_continue("00", 0.42)
     True
 """
+
 import json
 import os
 
@@ -47,8 +48,9 @@ class ProgressiveTermination:
         ValueError: if a setting is out of range.
     """
 
-    def __init__(self, decay=0.99, delta=0.9, initial_average=0.01,
-                 annealing=DEFAULT_ANNEALING, seed=0, path=None):
+    def __init__(
+        self, decay=0.99, delta=0.9, initial_average=0.01, annealing=DEFAULT_ANNEALING, seed=0, path=None
+    ):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"termination decay={decay!r} must be in [0, 1)")
         if not 0.0 <= delta <= 1.0:
@@ -118,8 +120,14 @@ class ProgressiveTermination:
 
     def get_state(self):
         """The JSON-able state: average, number of decisions, decisions per trial id."""
-        return {"average": self.average, "steps": self.steps, "decisions": dict(self.decisions),
-                "decay": self.decay, "delta": self.initial_delta, "seed": self.seed}
+        return {
+            "average": self.average,
+            "steps": self.steps,
+            "decisions": dict(self.decisions),
+            "decay": self.decay,
+            "delta": self.initial_delta,
+            "seed": self.seed,
+        }
 
     def set_state(self, state):
         """Restores a state returned by `get_state`."""

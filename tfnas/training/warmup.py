@@ -14,14 +14,15 @@ serves as the default distillation teacher.
 
     >>> model, reused = warm_up(space, meta_train, "runs/search", epochs=3)
 """
+
 import os
 
 import keras
 
 from tfnas.data import count_examples, pipeline
 from tfnas.io import atomic_path
-from tfnas.search_dir import WARMUP_WEIGHTS
 from tfnas.ops import ConvBN
+from tfnas.search_dir import WARMUP_WEIGHTS
 from tfnas.spaces.base import MAIN_OUTPUT, resize_to_finest
 from tfnas.training.polyak import ParameterGroup, make_optimizer
 from tfnas.training.stages import ProxyModel, run_stage, set_batchnorm_momentum
@@ -65,8 +66,10 @@ def reference_decoder(space, specs, genotype=None):
         return simple_head(space, specs)
     if isinstance(genotype, str):
         if genotype not in space.PUBLISHED:
-            raise ValueError(f"unknown published architecture {genotype!r}; expected one of "
-                             f"{sorted(space.PUBLISHED)} or None for the simple head")
+            raise ValueError(
+                f"unknown published architecture {genotype!r}; expected one of "
+                f"{sorted(space.PUBLISHED)} or None for the simple head"
+            )
         genotype = space.PUBLISHED[genotype]
     return space.decoder_from_genotype_values(space.values(genotype), specs)
 
@@ -77,8 +80,20 @@ def build_reference_model(space, genotype=None):
     return space.assemble(encoder, reference_decoder(space, space.feature_specs(encoder), genotype))
 
 
-def warm_up(space, dataset, directory, epochs=10, batch_size=16, learning_rate=1e-2,
-            aux_weight=0.15, bn_momentum=0.9, genotype=None, seed=0, verbose=1, callbacks=()):
+def warm_up(
+    space,
+    dataset,
+    directory,
+    epochs=10,
+    batch_size=16,
+    learning_rate=1e-2,
+    aux_weight=0.15,
+    bn_momentum=0.9,
+    genotype=None,
+    seed=0,
+    verbose=1,
+    callbacks=(),
+):
     """Trains (or reloads) the space's encoder with the reference decoder.
 
     Args:
@@ -111,12 +126,12 @@ def warm_up(space, dataset, directory, epochs=10, batch_size=16, learning_rate=1
     if verbose:
         print(f"warm-up: training the encoder with a reference decoder for {epochs} epoch(s)")
     count = count_examples(dataset)
-    batches = pipeline(dataset, min(int(batch_size), count), shuffle=True, seed=seed, augment=True,
-                       drop_remainder=True)
+    batches = pipeline(
+        dataset, min(int(batch_size), count), shuffle=True, seed=seed, augment=True, drop_remainder=True
+    )
     set_batchnorm_momentum(model, bn_momentum)
     group = ParameterGroup(make_optimizer("adam", learning_rate), model.trainable_variables)
-    proxy = ProxyModel(model, [group],
-                       space.num_classes, aux_weight=aux_weight, name="warmup")
+    proxy = ProxyModel(model, [group], space.num_classes, aux_weight=aux_weight, name="warmup")
     run_stage(proxy, batches, epochs, "warm-up", callbacks=callbacks, verbose=verbose)
     with atomic_path(path) as tmp:
         model.save_weights(tmp)
