@@ -76,15 +76,12 @@ def split(dataset, fraction=0.1, seed=0):
     return part(False, count - num_val), part(True, num_val)
 
 
-def _random_flip(pair, coin):
-    image, mask = pair
-    flip = coin % 2 == 0
-    image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-    mask = tf.cond(flip, lambda: tf.reverse(mask, axis=[1]), lambda: mask)
-    return image, mask
+def flip_maps(image, target):
+    """Left-right flip of an unbatched image and its per-pixel target (mask, depth map)."""
+    return tf.reverse(image, axis=[1]), tf.reverse(target, axis=[1])
 
 
-def pipeline(dataset, batch_size, shuffle=False, seed=0, augment=False, drop_remainder=False):
+def pipeline(dataset, batch_size, shuffle=False, seed=0, augment=False, drop_remainder=False, flip=flip_maps):
     """Batch `(uint8 image, int32 mask)` pairs into model inputs, prefetched.
 
     Args:
@@ -97,6 +94,9 @@ def pipeline(dataset, batch_size, shuffle=False, seed=0, augment=False, drop_rem
         augment: flip each image and its mask left-right together, with probability 1/2.
             Default False.
         drop_remainder: drop the last batch when it is smaller than `batch_size`.
+        flip: `(image, target) -> (image, target)`, the left-right flip `augment` applies;
+            default `flip_maps` (per-pixel targets). Tasks with keypoint targets pass their
+            own (`tfnas.tasks.Task.flip`).
 
     Returns:
         `tf.data.Dataset` of `(float32 (N, H, W, 3) image in [-1, 1], int32 (N, H, W) mask)`,
@@ -113,8 +113,13 @@ def pipeline(dataset, batch_size, shuffle=False, seed=0, augment=False, drop_rem
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if augment:
         coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+        def maybe_flip(pair, coin):
+            image, target = pair
+            return tf.cond(coin % 2 == 0, lambda: flip(image, target), lambda: (image, target))
+
         dataset = tf.data.Dataset.zip(dataset, coins).map(
-            _random_flip, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            maybe_flip, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
     dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
     dataset = dataset.map(

@@ -25,11 +25,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnas.preprocessing import preprocess
-
-#: Largest shuffle buffer `Task.pipeline` uses (elements); as `tfnas.data.pipelines`.
-MAX_SHUFFLE_BUFFER = 1024
-
 
 @keras.saving.register_keras_serializable(package="tfnas")
 class UpsampleBy(keras.layers.Layer):
@@ -246,42 +241,23 @@ class Task:
         return tf.reverse(image, axis=[1]), tf.reverse(target, axis=[1])
 
     def pipeline(self, dataset, batch_size, shuffle=False, seed=0, augment=False, drop_remainder=False):
-        """Batch `(uint8 image, target)` pairs into model inputs, as `tfnas.data.pipeline`.
-
-        Args:
-            dataset: unbatched `tf.data.Dataset`, images all of one size.
-            batch_size: positive int.
-            shuffle: shuffle with a buffer of up to 1024 elements, reshuffled each epoch.
-            seed: int seed of the shuffle and of the flips.
-            augment: flip each pair left-right with probability 1/2 (`self.flip`).
-            drop_remainder: drop the last batch when it is smaller than `batch_size`.
+        """Batch `(uint8 image, target)` pairs into model inputs: `tfnas.data.pipeline` with
+        this task's `flip`.
 
         Returns:
             `tf.data.Dataset` of `(float32 (N, H, W, 3) image in [-1, 1], batched target)`.
         """
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive int")
-        if shuffle:
-            count = int(dataset.cardinality())
-            buffer = min(count, MAX_SHUFFLE_BUFFER) if count > 0 else MAX_SHUFFLE_BUFFER
-            dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        if augment:
-            coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        from tfnas.data.pipelines import pipeline  # tfnas.data imports tfnas.tasks.keypoints
 
-            def maybe_flip(pair, coin):
-                image, target = pair
-                return tf.cond(coin % 2 == 0, lambda: self.flip(image, target), lambda: (image, target))
-
-            dataset = tf.data.Dataset.zip(dataset, coins).map(
-                maybe_flip, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-            )
-        dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
-        dataset = dataset.map(
-            lambda images, targets: (preprocess(images), targets),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
+        return pipeline(
+            dataset,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            augment=augment,
+            drop_remainder=drop_remainder,
+            flip=self.flip,
         )
-        return dataset.prefetch(tf.data.AUTOTUNE)
 
     # ---- export --------------------------------------------------------------------------
     def postprocess(self, outputs, image_size):
