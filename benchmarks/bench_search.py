@@ -269,8 +269,8 @@ def stage1_vs_end_to_end(settings, workdir, log=print):
         "cache_seconds": cache_seconds,
         "variants": {},
     }
-    for name in names:
-        epochs = _spans(name, "epoch_begin", "epoch_end", EVENTS)
+    for name in names:  # events are keyed by the Keras model's name ("stage1", "stage2", ...)
+        epochs = _spans(variants[name][0].name, "epoch_begin", "epoch_end", EVENTS)
         median = statistics.median(epochs[1:])
         result["variants"][name] = {
             "first_epoch_seconds": epochs[0],
