@@ -30,7 +30,7 @@ from tfnas.report.progress import ProgressPrinter
 from tfnas.report.tensorboard import HParamsWriter
 from tfnas.search_dir import SearchDir
 from tfnas.training.proxy import ProxySettings, ProxyTask
-from tfnas.tuners.oracles import drop_finished_retries, make_oracle
+from tfnas.tuners.oracles import finish_interrupted_trials, make_oracle
 
 
 class NASTuner(keras_tuner.Tuner):
@@ -178,7 +178,8 @@ class NASTuner(keras_tuner.Tuner):
         between a trial's end and the next save would otherwise run a completed trial twice.
         """
         super().reload()
-        drop_finished_retries(self.oracle)
+        if isinstance(self.oracle, keras_tuner.Oracle):  # the chief or a single process
+            finish_interrupted_trials(self.oracle)
 
     def _ended_trials(self):
         if not isinstance(self.oracle, keras_tuner.Oracle):  # a worker's client of the chief

@@ -73,3 +73,34 @@ def drop_finished_retries(oracle):
             for trial_id in queue
             if oracle.trials[trial_id].status not in (TrialStatus.COMPLETED, TrialStatus.FAILED)
         ]
+
+
+def finish_interrupted_trials(oracle):
+    """Completes the bookkeeping of trials a kill cut short between their two saves.
+
+    keras-tuner's `end_trial` writes the trial's `trial.json` (COMPLETED) and then the
+    Oracle's `oracle.json`; a search killed in between reloads the trial as ended but the
+    Oracle still lists it as running: `reload` queues it to run again and `end_order` (and a
+    PPO controller's update) misses it. This ends such trials once more from their saved
+    metrics, so the Oracle records them (and the controller learns from their reward)
+    without running them again. `NASTuner.reload` calls it after keras-tuner's reload.
+
+    Args:
+        oracle: a reloaded `keras_tuner.Oracle`.
+    """
+    from keras_tuner.engine.trial import TrialStatus
+
+    queue = getattr(oracle, "_retry_queue", None) or []
+    interrupted = [
+        trial_id
+        for trial_id in queue
+        if trial_id not in oracle.end_order
+        and oracle.trials[trial_id].status in (TrialStatus.COMPLETED, TrialStatus.FAILED)
+    ]
+    drop_finished_retries(oracle)
+    verbose, oracle.verbose = oracle.verbose, 0  # keras-tuner's display never saw them begin
+    try:
+        for trial_id in interrupted:
+            oracle.end_trial(oracle.trials[trial_id])
+    finally:
+        oracle.verbose = verbose
