@@ -14,6 +14,7 @@ import datetime
 import html
 import os
 
+from tfnas.io import atomic_path
 from tfnas.report import plots
 from tfnas.report.graphs import GRAPHS, draw_genotype
 from tfnas.report.pareto import COSTS
@@ -257,8 +258,6 @@ def write_report(run_dir, out=None, top=3):
         + "\n</body></html>\n"
     )
     path = os.path.join(out, "index.html")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(page)
-    os.replace(tmp, path)
     return path
