@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+from tfnas.search_dir import SearchDir
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUTPUT = os.path.join(HERE, "results", "distributed.json")
 SEARCH = [
@@ -58,11 +60,12 @@ SEARCH = [
 def throughput(out):
     """Completed trials and trials per hour after the preparation, from the search's files."""
     prepared = min(os.path.getmtime(p) for p in glob.glob(os.path.join(out, "cache", "*", "meta.json")))
-    done = []
-    for path in glob.glob(os.path.join(out, "trial_*", "trial.json")):
-        with open(path) as f:
-            if json.load(f)["status"] == "COMPLETED":
-                done.append(os.path.getmtime(os.path.join(os.path.dirname(path), "model.weights.h5")))
+    search_dir = SearchDir(out)
+    done = [
+        os.path.getmtime(search_dir.trial_weights(trial_id))
+        for trial_id, trial in search_dir.trials().items()
+        if trial["status"] == "COMPLETED"
+    ]
     seconds = max(done) - prepared
     return {
         "completed": len(done),

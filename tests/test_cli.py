@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tfnas.cli import main
+from tfnas.search_dir import SearchDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,12 +76,8 @@ def test_help_documents_every_option_with_its_default(capsys):
 
 
 def _trial_states(out):
-    states = {}
-    for path in glob.glob(os.path.join(out, "trial_*", "trial.json")):
-        with open(path) as f:
-            trial = json.load(f)
-        states[trial["trial_id"]] = trial["status"]
-    return states
+    """Trial id -> status, from the trial files a running search has written so far."""
+    return {trial_id: trial["status"] for trial_id, trial in SearchDir(out).trials(skipped=[]).items()}
 
 
 def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):

@@ -16,7 +16,6 @@ The same wrapper appends `start <id>` / `end <id>` to a log on each `NASTuner.ru
 so the test can check that no trial recorded as COMPLETED is ever started again.
 """
 
-import glob
 import json
 import os
 import subprocess
@@ -25,6 +24,8 @@ import textwrap
 
 import h5py
 import pytest
+
+from tfnas.search_dir import SearchDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRIALS = 3
@@ -110,12 +111,8 @@ SITECUSTOMIZE = textwrap.dedent('''
 
 
 def _trials(out):
-    states = {}
-    for path in glob.glob(os.path.join(out, "trial_*", "trial.json")):
-        with open(path) as f:
-            trial = json.load(f)
-        states[trial["trial_id"]] = trial["status"]
-    return states
+    """Trial id -> status, from the trial files a running search has written so far."""
+    return {trial_id: trial["status"] for trial_id, trial in SearchDir(out).trials(skipped=[]).items()}
 
 
 def _search(tmp_path, out, kill_at, resume):

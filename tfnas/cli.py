@@ -636,9 +636,9 @@ def describe_error(err):
         top = err.name.split(".")[0]
         what = _PACKAGES.get(top, f"pip install {top}")
         return f"the Python package {top!r} is not installed; install it: {what}"
-    if isinstance(err, (ValueError, OSError, RuntimeError, ImportError)) or type(
-        err
-    ).__module__.startswith(("tfnas", "keras_tuner")):
+    if isinstance(err, (ValueError, OSError, RuntimeError, ImportError)) or type(err).__module__.startswith(
+        ("tfnas", "keras_tuner")
+    ):
         return str(err) or type(err).__name__
     return (
         f"{type(err).__name__}: {err} (an internal error of tfnas: run the command again "

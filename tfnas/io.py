@@ -78,6 +78,28 @@ def read_json(path, what):
             raise ValueError(f"{path} is not valid JSON ({what}): {err}") from None
 
 
+def try_read_json(path):
+    """Reads a JSON file that may be missing or still being written by another process.
+
+    keras-tuner writes `trial.json` and `oracle.json` in place, so a reader of a running
+    search can find one cut short; readers that must work at any moment of a search
+    (`tfnas results`, `tfnas report`, polling tests) skip such a file and say why.
+
+    Args:
+        path: str.
+
+    Returns:
+        `(data, None)`, or `(None, reason)` with a one-line reason naming the file.
+    """
+    try:
+        with open(path) as f:
+            return json.load(f), None
+    except FileNotFoundError:
+        return None, f"{path} does not exist"
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return None, f"{path} is not readable JSON yet ({getattr(err, 'msg', err)})"
+
+
 @contextlib.contextmanager
 def file_lock(path, on_wait=None):
     """An exclusive lock on the file `path` (created if missing), held for the block.

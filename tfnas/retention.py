@@ -24,6 +24,7 @@ import json
 import os
 
 from tfnas.io import atomic_write_json
+from tfnas.search_dir import SearchDir
 
 __all__ = [
     "MARKER",
@@ -48,7 +49,7 @@ def _field(trial, name):
 
 
 def _trial_dir(run_dir, trial_id):
-    return os.path.join(run_dir, f"trial_{trial_id}")
+    return SearchDir(run_dir).trial_dir(trial_id)
 
 
 def _weight_files(run_dir, trial_id):
@@ -61,26 +62,19 @@ def _weight_files(run_dir, trial_id):
 def read_trials(run_dir):
     """The trials of a search folder as dicts `{"trial_id", "status", "score"}`, from trial.json.
 
+    A `trial.json` another process is writing (the chief of a distributed search) is left
+    out; it is neither kept nor pruned this time.
+
     Args:
         run_dir: str, the search directory (keras-tuner's project dir).
 
     Returns:
         list of dicts, in trial folder order.
     """
-    trials = []
-    for name in sorted(os.listdir(run_dir)):
-        path = os.path.join(run_dir, name, "trial.json")
-        if name.startswith("trial_") and os.path.exists(path):
-            with open(path) as f:
-                info = json.load(f)
-            trials.append(
-                {
-                    "trial_id": str(info.get("trial_id", name[len("trial_") :])),
-                    "status": info.get("status"),
-                    "score": info.get("score"),
-                }
-            )
-    return trials
+    return [
+        {"trial_id": trial_id, "status": info.get("status"), "score": info.get("score")}
+        for trial_id, info in SearchDir(run_dir).trials(skipped=[]).items()
+    ]
 
 
 def best_trial_ids(trials, keep_best, direction="max"):

@@ -19,9 +19,10 @@ and the reports read it; all of them go through `SearchDir`.
 
 import os
 
-from tfnas.io import atomic_write_json, read_json
+from tfnas.io import atomic_write_json, read_json, try_read_json
 
 RUN_FILE = "run.json"
+ORACLE_FILE = "oracle.json"
 ENCODER_WEIGHTS = "encoder.weights.h5"
 WARMUP_WEIGHTS = "warmup.weights.h5"
 TERMINATION_FILE = "termination.json"
@@ -131,20 +132,35 @@ class SearchDir:
         return get_space(run["space"])(**{**run.get("space_config", {}), **overrides})
 
     # --- trials ----------------------------------------------------------------------------
-    def trials(self):
+    def trials(self, skipped=None):
         """keras-tuner's trials of the search, parsed.
+
+        Args:
+            skipped: None, or a list: then a `trial.json` that cannot be read yet (a running
+                search writes it in place) is left out and the reason appended to the
+                list, instead of raising.
 
         Returns:
             dict trial id -> `trial.json` contents, in folder order.
+
+        Raises:
+            ValueError: for an unreadable `trial.json` when `skipped` is None.
         """
         found = {}
         if not os.path.isdir(self.path):
             return found
         for entry in sorted(os.listdir(self.path)):
             path = os.path.join(self.path, entry, TRIAL_FILE)
-            if entry.startswith("trial_") and os.path.exists(path):
+            if not entry.startswith("trial_") or not os.path.exists(path):
+                continue
+            if skipped is None:
                 trial = read_json(path, "a keras-tuner trial file")
-                found[str(trial.get("trial_id", entry[len("trial_") :]))] = trial
+            else:
+                trial, why = try_read_json(path)
+                if trial is None:
+                    skipped.append(why)
+                    continue
+            found[str(trial.get("trial_id", entry[len("trial_") :]))] = trial
         return found
 
     def best_trial_id(self):
@@ -220,10 +236,14 @@ class SearchDir:
 
 
 def last_metrics(trial):
-    """A keras-tuner `trial.json`'s metrics as {name: last observed value}."""
-    result = {}
-    for name, record in trial.get("metrics", {}).get("metrics", {}).items():
+    """A keras-tuner `trial.json`'s metrics as {name: last observed value (float)}."""
+    found = {}
+    for name, record in (trial.get("metrics") or {}).get("metrics", {}).items():
         observations = record.get("observations") or []
-        if observations and observations[-1].get("value"):
-            result[name] = observations[-1]["value"][0]
-    return result
+        if observations:
+            value = observations[-1].get("value")
+            if isinstance(value, list):
+                value = value[0] if value else None
+            if value is not None:
+                found[name] = float(value)
+    return found

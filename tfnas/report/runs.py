@@ -17,6 +17,9 @@ import dataclasses
 import json
 import os
 
+from tfnas.io import try_read_json
+from tfnas.search_dir import ORACLE_FILE, RUN_FILE, SearchDir, last_metrics
+
 #: The metrics `NASTuner.run_trial` records, in the order tables show them.
 METRICS = (
     "reward",
@@ -137,44 +140,15 @@ def format_genotype(genotype):
     return json.dumps(genotype, separators=(",", ":"))
 
 
-def _read_json(path):
-    """(dict, None) or (None, reason) for a JSON file that may be missing or half written."""
-    try:
-        with open(path) as f:
-            return json.load(f), None
-    except FileNotFoundError:
-        return None, f"{path} does not exist"
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return None, f"{path} is not readable JSON yet ({err.msg if hasattr(err, 'msg') else err})"
-
-
-def _last_values(metrics):
-    """keras-tuner's `{"metrics": {name: {"observations": [{"value": [v], ...}]}}}` -> {name: v}."""
-    found = {}
-    for name, record in (metrics or {}).get("metrics", {}).items():
-        observations = record.get("observations") or []
-        if observations:
-            value = observations[-1].get("value")
-            if isinstance(value, list):
-                value = value[0] if value else None
-            if value is not None:
-                found[name] = float(value)
-    return found
-
-
 def _id_key(trial_id):
     return (0, int(trial_id), "") if str(trial_id).isdigit() else (1, 0, str(trial_id))
 
 
-def rebuild_space(run):
-    """The search's space from `run.json` (`space`, `space_config`), or None if impossible."""
-    if "space" not in run:
-        return None
+def rebuild_space(search_dir):
+    """The search's space (`SearchDir.space`), or None when `run.json` cannot rebuild it."""
     try:
-        from tfnas.spaces import get_space
-
-        return get_space(run["space"])(**run.get("space_config", {}))
-    except Exception:  # an unknown or newer space: the report shows raw values instead
+        return search_dir.space()
+    except Exception:  # no run.json yet, an unknown or newer space: the report shows raw values
         return None
 
 
@@ -197,28 +171,22 @@ def load_run(path):
         )
     entries = sorted(os.listdir(path))
     trial_dirs = [e for e in entries if e.startswith("trial_") and os.path.isdir(os.path.join(path, e))]
-    if not trial_dirs and not {"run.json", "oracle.json"} & set(entries):
+    if not trial_dirs and not {RUN_FILE, ORACLE_FILE} & set(entries):
         raise FileNotFoundError(
             f"{path!r} holds no search: no run.json, oracle.json or trial_* "
             "folder; pass the --out of tfnas search"
         )
+    search_dir = SearchDir(path)
     skipped = []
-    run, why = _read_json(os.path.join(path, "run.json"))
+    run, why = try_read_json(search_dir.run_file)
     if run is None:
         skipped.append(why)
-    oracle, why = _read_json(os.path.join(path, "oracle.json"))
+    oracle, why = try_read_json(search_dir.file(ORACLE_FILE))
     if oracle is None:
         skipped.append(why)
     run, oracle = run or {}, oracle or {}
-    space = rebuild_space(run)
-
-    raw = {}
-    for entry in trial_dirs:
-        data, why = _read_json(os.path.join(path, entry, "trial.json"))
-        if data is None:
-            skipped.append(why)
-            continue
-        raw[str(data.get("trial_id", entry[len("trial_") :]))] = data
+    space = rebuild_space(search_dir) if run else None
+    raw = search_dir.trials(skipped=skipped)
     ended = [t for t in oracle.get("end_order", []) if t in raw]
     rest = sorted((t for t in raw if t not in ended), key=_id_key)
     trials = []
@@ -238,7 +206,7 @@ def load_run(path):
                 order=order,
                 status=str(data.get("status")),
                 values=values,
-                metrics=_last_values(data.get("metrics")),
+                metrics=last_metrics(data),
                 score=None if score is None else float(score),
                 message=data.get("message"),
                 genotype=genotype,
