@@ -18,7 +18,6 @@ TensorRT absent) prints one line naming the value and what to do, and exits with
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -569,58 +568,33 @@ def run_search(args):
         print(f"tfnas: worker {os.environ[distributed.TUNER_ID]} done")
         return 0
     print()
-    print(results_table(tuner, args.top))
+    print(results_table(out, args.top))
     print(f"\nsearch directory: {out}  (export the best: tfnas export {out})")
     return 0
 
 
-def results_table(tuner, top=5):
-    """A text table of the best completed trials: reward, cost and genotype.
+def results_table(search_dir, top=5):
+    """The table `tfnas search` ends with: its best completed trials, as `tfnas results` shows them.
 
     Args:
-        tuner: a `NASTuner` after (or during) a search.
+        search_dir: str, the search directory.
         top: int, number of rows.
 
     Returns:
         str.
     """
-    from keras_tuner.engine.trial import TrialStatus
+    from tfnas.report.runs import load_run
+    from tfnas.report.table import text_table, trial_rows
 
-    from tfnas.profile import format_si
-
-    trials = [t for t in tuner.oracle.get_best_trials(top) if t.status == TrialStatus.COMPLETED]
-    failed = sum(t.status == TrialStatus.FAILED for t in tuner.oracle.trials.values())
-    header = ["trial", "reward", "stage1", "params", "madds", "latency ms", "stopped", "genotype"]
-    rows = []
-    for t in trials:
-        value = lambda name, t=t: t.metrics.get_last_value(name) if t.metrics.exists(name) else float("nan")
-        try:
-            genotype = json.dumps(tuner.hypermodel.genotype(t.hyperparameters.values), separators=(",", ":"))
-        except Exception:  # a space without a genotype codec
-            genotype = json.dumps(t.hyperparameters.values, separators=(",", ":"))
-        rows.append(
-            [
-                t.trial_id,
-                f"{value('reward'):.4f}",
-                f"{value('stage1_reward'):.4f}",
-                format_si(value("params")),
-                format_si(value("madds")),
-                _ms(value("latency_ms")),
-                "yes" if value("terminated") else "no",
-                genotype,
-            ]
-        )
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+    trials = load_run(search_dir).trials
+    failed = sum(t.status == "FAILED" for t in trials)
+    rows, _ = trial_rows([t for t in trials if t.status == "COMPLETED"], sort="reward")
+    rows = rows[: max(0, int(top))]
     title = (
-        f"best {len(rows)} of {len(tuner.oracle.trials)} trial(s) "
-        f"({failed} failed); reward = geometric mean of mIoU, fwIoU, mean accuracy"
+        f"best {len(rows)} of {len(trials)} trial(s) ({failed} failed); "
+        "reward = geometric mean of mIoU, fwIoU, mean accuracy"
     )
-    return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
-def _ms(value):
-    return "-" if value != value else f"{value:.1f}"
+    return f"{title}\n{text_table(rows)}"
 
 
 def describe_error(err):

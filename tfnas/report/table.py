@@ -21,18 +21,7 @@ COLUMNS = (
 )
 #: Columns of the text table and the report (the genotype last: it is the widest); JSON and
 #: CSV hold every recorded metric.
-TEXT_COLUMNS = (
-    "trial_id",
-    "status",
-    "reward",
-    "stage1_reward",
-    "params",
-    "madds",
-    "latency_ms",
-    "terminated",
-    "trial_seconds",
-    "genotype",
-)
+TEXT_COLUMNS = COLUMNS
 #: Sorting directions: these are better when larger; every other metric when smaller.
 _LARGER_IS_BETTER = {"reward", "stage1_reward", "miou", "fwiou", "mean_accuracy", "score", "pixel_accuracy"}
 
