@@ -6,7 +6,8 @@ size: the node census and onnxruntime latency of the ONNX model with dynamic sha
 `tfnas convert` wrote before) and at the deployment size, TFLite fp32 and int8 (full-integer,
 calibrated on random images) at that size, and Keras (`tf.function`, training=False), each with
 its largest logit difference to Keras (and, for int8, the class-map agreement). CPU, batch 1,
-median of `--runs` timed runs after one warm-up. Writes benchmarks/results/deploy_graphs.json
+median of `--runs` timed runs after one warm-up. Also the exported
+`logits` signature as TF Serving runs it (dynamic N, H, W) next to Keras traced at the size. Writes benchmarks/results/deploy_graphs.json
 (after each architecture) and prints a markdown table.
 
     python benchmarks/bench_deploy_graphs.py                          # all, 512x512
@@ -49,8 +50,8 @@ def timed(fn, runs):
     return {"median_ms": round(statistics.median(times), 2), "min_ms": round(min(times), 2), "runs": runs}
 
 
-def bench_arch(space_name, arch, config, size, runs, tmp):
-    """Every runtime of one architecture; returns a dict of results."""
+def bench_arch(space_name, arch, config, size, runs, tmp, threads):
+    """Every runtime of one architecture, each on `threads` CPU threads; returns a dict of results."""
     import onnxruntime as ort
     import tensorflow as tf
 
@@ -80,13 +81,24 @@ def bench_arch(space_name, arch, config, size, runs, tmp):
         "max_abs_diff": 0.0,
     }
     saved = export(model, tmp, f"{space_name}_{arch}", warmup_images=np.zeros((1, 32, 32, 3), np.uint8))
+    # What TF Serving runs: the exported `logits` signature, whose graph takes any N, H, W (the
+    # Keras row above is the same network traced at this one shape).
+    served = tf.saved_model.load(saved).signatures["logits"]
+    served_logits = served(images=tf.constant(x))["logits"].numpy()
+    result["runtimes"]["SavedModel logits (dynamic N, H, W)"] = {
+        **timed(lambda: served(images=tf.constant(x)), runs),
+        "max_abs_diff": float(np.max(np.abs(served_logits - reference))),
+    }
     for name, input_size in (("ONNX dynamic", None), ("ONNX fixed", size)):
         path = os.path.join(tmp, f"{space_name}_{arch}_{name.split()[1]}.onnx")
         start = time.perf_counter()
         report = to_onnx(saved, path, signature="logits", input_size=input_size, sample_inputs=x, atol=1e-3)
         convert_s = time.perf_counter() - start
         census = op_census(path)
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         entry = timed(lambda s=session: s.run(None, {"images": x}), runs)
         entry.update(
             nodes=sum(census.values()),
@@ -101,7 +113,7 @@ def bench_arch(space_name, arch, config, size, runs, tmp):
     for quantization, label in (("none", "TFLite fp32 fixed"), ("int8", "TFLite int8 fixed")):
         path = os.path.join(tmp, f"{space_name}_{arch}_{quantization}.tflite")
         to_tflite(saved, path, quantization, calibration if quantization == "int8" else None, input_size=size)
-        interpreter = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count())
+        interpreter = tf.lite.Interpreter(model_path=path, num_threads=threads)
         runner = interpreter.get_signature_runner()
         got = runner(images=x)["logits"]
         census = tflite_op_census(path)
@@ -128,6 +140,12 @@ def main():
     parser.add_argument("--size", default="512x512", help="input HxW")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per runtime")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="CPU threads of every runtime (TensorFlow intra-op, onnxruntime intra-op, TFLite)",
+    )
+    parser.add_argument(
         "--out", default=os.path.join(HERE, "results", "deploy_graphs.json"), help="JSON output"
     )
     args = parser.parse_args()
@@ -136,11 +154,15 @@ def main():
 
     from tfnas.serving.onnx_export import parse_input_size
 
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
     size = parse_input_size(args.size)
     report = {
         "date": datetime.date.today().isoformat(),
         "size": list(size),
         "runs": args.runs,
+        "threads": args.threads,
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -154,7 +176,7 @@ def main():
         print(f"{space_name} {arch} at {size[0]}x{size[1]}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             report["results"].append(
-                bench_arch(space_name, arch, ARCHS[(space_name, arch)], size, args.runs, tmp)
+                bench_arch(space_name, arch, ARCHS[(space_name, arch)], size, args.runs, tmp, args.threads)
             )
         report["machine"]["load_average_at_end"] = list(os.getloadavg())
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -1,5 +1,5 @@
-"""Deployment graphs at the deployment size (issue 17): the CVPR 2019 arch0 converts to ONNX and
-TFLite with every searched op in its native form, and matches Keras at that size."""
+"""Deployment graphs at the deployment size (issue 17): the published architectures convert to ONNX (and arch0 to
+TFLite) with every searched op in its native form, and match Keras at that size."""
 
 import numpy as np
 import onnx
@@ -76,3 +76,37 @@ def test_arch0_fixed_size_tflite_has_native_ops_and_matches_keras(arch0, tmp_pat
     assert np.max(np.abs(tflite_predict(path, batch) - want)) <= 1e-4
     with pytest.raises(ValueError, match=r"width 100 is not divisible by the network's output stride 32"):
         to_tflite(saved, str(tmp_path / "bad.tflite"), input_size=(128, 100))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "space_name, arch, config",
+    [
+        ("auxcell", "arch1", {"num_classes": 3, "width": 8, "alpha": 0.35}),
+        ("auxcell", "arch2", {"num_classes": 3, "width": 8, "alpha": 0.35}),
+        ("template", "arch0", {"num_classes": 3, "width": 8, "alpha": 0.35}),
+        ("template", "arch1", {"num_classes": 3, "width": 8, "alpha": 0.35}),
+        ("dpc", "top1_cityscapes", {"num_classes": 3, "alpha": 0.35}),
+    ],
+)
+def test_every_published_architecture_converts_without_decompositions(space_name, arch, config, tmp_path):
+    """The other spaces' published networks (arch0 above): native ops at a fixed size, Keras' logits."""
+    from tfnas.spaces import get_space
+
+    space = get_space(space_name)(**config)
+    model = space.inference_model(space.build_genotype(arch))
+    saved = export(model, str(tmp_path), arch, warmup_images=np.zeros((1, 32, 32, 3), np.uint8))
+    size = (64, 64)
+    batch = np.random.default_rng(2).integers(0, 256, (1, *size, 3), dtype=np.uint8)
+    path = str(tmp_path / f"{arch}.onnx")
+    to_onnx(saved, path, signature="logits", input_size=size, sample_inputs=preprocess(batch).numpy())
+    census = op_census(path)
+    assert not [op for op in DECOMPOSITIONS if census[op]], dict(census)
+    assert census["Transpose"] <= 2, dict(census)
+    want = np.asarray(model(preprocess(batch), training=False))
+    got = onnx_predict(path, preprocess(batch).numpy())["logits"]
+    assert got.shape == want.shape
+    # Relative to the logits' scale: with random weights a deep encoder's logits can be tiny
+    # (about 1e-12 for DPC), where an absolute 1e-4 would accept any graph.
+    scale = float(np.max(np.abs(want)))
+    assert scale > 0 and np.max(np.abs(got - want)) <= 1e-4 * scale
