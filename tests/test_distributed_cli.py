@@ -3,7 +3,8 @@
 `tfnas search --workers 2` starts the chief and two workers (keras-tuner's chief/worker
 mode) on this machine. Checked: every trial runs once, the feature cache is computed once
 and shared, `tfnas export` works on the directory, a worker killed mid-trial is restarted
-and its trial counted once, and a worker without a chief gives up in bounded time.
+and its trial counted once, a chief killed while its workers run trials and restarted with
+`--resume` loses and repeats no trial, and a worker without a chief gives up in bounded time.
 """
 
 import glob
@@ -17,6 +18,7 @@ import time
 import pytest
 
 from tfnas.distributed import free_port
+from tfnas.search_dir import SearchDir
 
 TINY = [
     "--space",
@@ -50,12 +52,8 @@ TINY = [
 
 
 def _trials(out):
-    found = {}
-    for path in glob.glob(os.path.join(out, "trial_*", "trial.json")):
-        with open(path) as f:
-            trial = json.load(f)
-        found[trial["trial_id"]] = trial
-    return found
+    """The trial files a running search has written so far (half-written ones left out)."""
+    return SearchDir(out).trials(skipped=[])
 
 
 def _children(pid):
@@ -164,6 +162,59 @@ def test_a_worker_killed_mid_trial_is_restarted_and_its_trial_counted_once(tmp_p
     trials = _trials(out)
     assert sorted(trials) == ["0", "1", "2"]
     assert all(t["status"] == "COMPLETED" for t in trials.values()), text[-3000:]
+
+
+def _process(out, tuner_id, port, log, *extra):
+    """One process of a distributed search started the keras-tuner way (no `--workers`)."""
+    env = dict(
+        os.environ,
+        KERASTUNER_TUNER_ID=tuner_id,
+        KERASTUNER_ORACLE_IP="127.0.0.1",
+        KERASTUNER_ORACLE_PORT=str(port),
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    command = [sys.executable, "-m", "tfnas.cli", "search", *TINY, "--trials", "4", "--out", out]
+    return subprocess.Popen(command + list(extra), stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+@pytest.mark.slow
+def test_a_chief_restarted_with_resume_repeats_and_loses_no_trial(tmp_path):
+    """The chief dies while both workers run a trial; a new chief with --resume takes over.
+
+    Without handing the running trials back to their workers, the first worker to finish
+    would be given the other's running trial from the retry queue and run it a second time.
+    """
+    out, port = str(tmp_path / "run"), free_port()
+    logs = {name: open(tmp_path / f"{name}.txt", "w") for name in ("chief", "chief2", "tuner0", "tuner1")}
+    try:
+        chief = _process(out, "chief", port, logs["chief"])
+        workers = [_process(out, t, port, logs[t], "--chief-timeout", "300") for t in ("tuner0", "tuner1")]
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and chief.poll() is None:
+            time.sleep(0.5)
+            if sum(t["status"] == "RUNNING" for t in _trials(out).values()) == 2:
+                break
+        assert chief.poll() is None, "the chief ended before both workers ran a trial"
+        chief.kill()
+        chief.wait()
+        time.sleep(3)
+        chief = _process(out, "chief", port, logs["chief2"], "--resume")
+        assert chief.wait(timeout=1200) == 0
+        assert [w.wait(timeout=300) for w in workers] == [0, 0]
+    finally:
+        for proc in [chief, *workers]:
+            if proc.poll() is None:
+                proc.kill()
+        for log in logs.values():
+            log.close()
+    text = "\n".join(f"--- {name}\n" + (tmp_path / f"{name}.txt").read_text()[-2000:] for name in logs)
+    assert "Reloading Tuner" in (tmp_path / "chief2.txt").read_text(), text
+    trials = _trials(out)
+    assert sorted(trials) == ["0", "1", "2", "3"], text
+    assert all(t["status"] == "COMPLETED" for t in trials.values()), text
+    oracle = json.load(open(os.path.join(out, "oracle.json")))
+    assert sorted(oracle["end_order"]) == ["0", "1", "2", "3"], text  # each ended once
+    assert oracle["run_times"] == {"0": 1, "1": 1, "2": 1, "3": 1}, text  # each ran once
 
 
 def test_a_worker_without_a_chief_gives_up_in_bounded_time(tmp_path):

@@ -30,7 +30,7 @@ from tfnas.report.progress import ProgressPrinter
 from tfnas.report.tensorboard import HParamsWriter
 from tfnas.search_dir import SearchDir
 from tfnas.training.proxy import ProxySettings, ProxyTask
-from tfnas.tuners.oracles import finish_interrupted_trials, make_oracle
+from tfnas.tuners.oracles import finish_interrupted_trials, make_oracle, return_running_trials
 
 
 class NASTuner(keras_tuner.Tuner):
@@ -176,10 +176,14 @@ class NASTuner(keras_tuner.Tuner):
 
         keras-tuner re-queues the trials its last `oracle.json` lists as running; a kill
         between a trial's end and the next save would otherwise run a completed trial twice.
+        A restarted chief gives the trials that were running back to their workers instead
+        (`return_running_trials`).
         """
         super().reload()
         if isinstance(self.oracle, keras_tuner.Oracle):  # the chief or a single process
             finish_interrupted_trials(self.oracle)
+        if dist_utils.is_chief_oracle():  # its workers may still be running their trials
+            return_running_trials(self.oracle)
 
     def _ended_trials(self):
         if not isinstance(self.oracle, keras_tuner.Oracle):  # a worker's client of the chief

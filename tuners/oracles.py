@@ -1,4 +1,6 @@
-"""tfnas' Oracles by name, all maximising the proxy task's `reward`."""
+"""tfnas' Oracles by name, all maximising the proxy task's `reward`, and their resume bookkeeping."""
+
+import datetime
 
 import keras_tuner
 
@@ -104,3 +106,38 @@ def finish_interrupted_trials(oracle):
             oracle.end_trial(oracle.trials[trial_id])
     finally:
         oracle.verbose = verbose
+
+
+def return_running_trials(oracle):
+    """On a restarted chief: trials that were running stay with the workers running them.
+
+    keras-tuner's `reload` moves every trial its `oracle.json` lists as running into the
+    retry queue, for a search that was stopped as a whole. When only the chief died, its
+    workers are still running those trials: the next worker to ask would be handed a trial
+    another worker is running, and it would run and be counted twice. This gives each such
+    trial back to its worker (keras-tuner's `ongoing_trials`, by `KERASTUNER_TUNER_ID`): a
+    worker that kept running reports it when it finishes, and a worker that died and is
+    restarted with its id is handed it again (`create_trial` returns a tuner's ongoing
+    trial). Call it after `finish_interrupted_trials`, on the chief only.
+
+    Args:
+        oracle: a reloaded `keras_tuner.Oracle`.
+    """
+    from keras_tuner.engine.trial import TrialStatus
+
+    from tfnas.io import read_json
+
+    running = read_json(oracle._get_oracle_fname(), "the Oracle's state").get("ongoing_trials", {})
+    queue = getattr(oracle, "_retry_queue", None) or []
+    display = oracle._display
+    for tuner_id, trial_id in running.items():
+        trial = oracle.trials.get(trial_id)
+        if trial_id in queue and trial is not None and trial.status == TrialStatus.RUNNING:
+            queue.remove(trial_id)
+            oracle.ongoing_trials[tuner_id] = trial
+            # keras-tuner saves `oracle.json` before its display notes a trial's start, so the
+            # restored display may not know it, and its `on_trial_end` would raise KeyError.
+            display.trial_start.setdefault(trial_id, datetime.datetime.now())
+            display.trial_number.setdefault(trial_id, oracle.start_order.index(trial_id) + 1)
+            if display.search_start is None:
+                display.search_start = display.trial_start[trial_id]
