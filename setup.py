@@ -54,7 +54,7 @@ setup(
     extras_require={
         "cpu": [],  # kept so that `pip install tfnas[cpu]` keeps working: the base install is CPU
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
-        "test": ["pytest==9.2", "nbmake==1.5.5", "nbformat", "ipykernel", "ruff"],
+        "test": ["pytest==9.2", "pytest-xdist==3.8.0", "nbmake==1.5.5", "nbformat", "ipykernel", "ruff"],
     },
     entry_points={"console_scripts": ["tfnas=tfnas.cli:main"]},
 )

@@ -59,6 +59,7 @@ def test_synthetic_objective_is_deterministic_and_in_unit_interval():
         objective({**values, "cell_op1": 99})
 
 
+@pytest.mark.slow
 def test_sample_efficiency_quick(tmp_path):
     data = _run("bench_sample_efficiency.py", tmp_path / "se.json", "--jobs", "1")
     synthetic = data["synthetic"]
@@ -85,6 +86,7 @@ def test_sample_efficiency_quick(tmp_path):
             assert best == max(seed_rewards[: int(first)])
 
 
+@pytest.mark.slow
 def test_search_quick_stage1_part(tmp_path):
     # Measurements 2 and 3 (a NASTuner trial against a stock keras-tuner trial) cost minutes
     # of tracing even in --quick mode, so the suite runs measurement 1 only; RESULTS.md

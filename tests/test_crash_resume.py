@@ -16,6 +16,7 @@ The same wrapper appends `start <id>` / `end <id>` to a log on each `NASTuner.ru
 so the test can check that no trial recorded as COMPLETED is ever started again.
 """
 
+import glob
 import json
 import os
 import subprocess
@@ -172,6 +173,7 @@ def test_search_killed_at_each_point_resumes_and_runs_every_trial_once(tmp_path)
     # (kill point, the n-th call that is killed); each run after the first resumes.
     kills = [("cache", 2), ("fit", 2), ("save", 1), ("recorded", 1)]
     completed = set()  # trials whose trial.json said COMPLETED when a run began
+    cache_written = None  # the feature cache's meta.json, once a run has finished writing it
     for step, (target, nth) in enumerate(kills + [("none", 0)]):
         log.write_text((log.read_text() if log.exists() else "") + "--- run\n")
         returncode, output = _search(tmp_path, out, f"{target}:{nth}", resume=step > 0)
@@ -186,6 +188,16 @@ def test_search_killed_at_each_point_resumes_and_runs_every_trial_once(tmp_path)
             f"run {step} ({target}) ran completed trials again: {started & completed}"
         )
         completed = {t for t, s in _trials(out).items() if s == "COMPLETED"}
+        metas = glob.glob(os.path.join(out, "cache", "train-*", "meta.json"))
+        if cache_written is None and metas:
+            cache_written = (metas, os.stat(metas[0]).st_mtime_ns)
+    # The cache cut short by the first kill was computed once by the next run, then reused.
+    assert cache_written is not None and len(cache_written[0]) == 1
+    assert os.stat(cache_written[0][0]).st_mtime_ns == cache_written[1]
+    # `--resume` alone restored every saved argument, and the search ended with its table.
+    assert f"best {TRIALS} of {TRIALS} trial(s) (0 failed)" in output and "genotype" in output, output[-3000:]
+    run = json.load(open(os.path.join(out, "run.json")))
+    assert run["space"] == "auxcell" and run["space_config"]["width"] == 8 and run["cli"]["trials"] == TRIALS
     states = _trials(out)
     assert sorted(states, key=int) == [str(i) for i in range(TRIALS)]
     assert set(states.values()) == {"COMPLETED"}

@@ -1,10 +1,11 @@
 """A distributed NASTuner search from the command line: a chief and workers, real trials.
 
 `tfnas search --workers 2` starts the chief and two workers (keras-tuner's chief/worker
-mode) on this machine. Checked: every trial runs once, the feature cache is computed once
-and shared, `tfnas export` works on the directory, a worker killed mid-trial is restarted
-and its trial counted once, a chief killed while its workers run trials and restarted with
-`--resume` loses and repeats no trial, and a worker without a chief gives up in bounded time.
+mode) on this machine. Checked: a worker killed mid-trial is restarted and its trial
+counted once, every trial runs once, the feature cache is computed once and shared,
+`tfnas export` works on the directory; a chief killed while its workers run trials and
+restarted with `--resume` loses and repeats no trial; a worker without a chief gives up in
+bounded time.
 """
 
 import glob
@@ -102,17 +103,31 @@ def _search(out, trials, log):
 
 
 @pytest.mark.slow
-def test_chief_and_two_workers_run_every_trial_once_and_share_one_cache(tmp_path):
+def test_two_workers_share_one_cache_and_a_worker_killed_mid_trial_is_restarted(tmp_path):
     out = str(tmp_path / "run")
     with open(tmp_path / "log.txt", "w") as log:
-        assert _search(out, 4, log).wait(timeout=1200) == 0
+        launcher = _search(out, 3, log)
+        killed = None
+        deadline = time.monotonic() + 900
+        while killed is None and time.monotonic() < deadline and launcher.poll() is None:
+            time.sleep(0.5)
+            running = [t for t in _trials(out).values() if t["status"] == "RUNNING"]
+            if running:
+                workers = {_tuner_id(pid): pid for pid in _children(launcher.pid)}
+                if "tuner0" in workers:
+                    time.sleep(2)  # inside the trial
+                    os.kill(workers["tuner0"], signal.SIGKILL)
+                    killed = workers["tuner0"]
+        assert killed is not None, "no trial started"
+        assert launcher.wait(timeout=1200) == 0
     text = (tmp_path / "log.txt").read_text()
+    assert "worker tuner0 ended with exit status -9; restarting it" in text
     trials = _trials(out)
-    assert sorted(trials) == ["0", "1", "2", "3"]
+    assert sorted(trials) == ["0", "1", "2"]
     assert all(t["status"] == "COMPLETED" for t in trials.values()), text[-3000:]
-    # One worker computed the cache, the other reused it; one entry per part on disk.
+    # One worker computed the feature cache; the other, and the restarted one, reused it.
     assert text.count("feature cache: computing encoder outputs") == 2, text[-3000:]  # train + val
-    assert text.count("feature cache: reusing") == 2
+    assert text.count("feature cache: reusing") >= 2
     assert len(glob.glob(os.path.join(out, "cache", "train-*"))) == 1
     run = json.load(open(os.path.join(out, "run.json")))
     assert run["oracle"] == "NearBestRandomOracle" and run["cached_images"] > 0
@@ -137,31 +152,6 @@ def test_chief_and_two_workers_run_every_trial_once_and_share_one_cache(tmp_path
     )
     assert export.returncode == 0, export.stderr
     assert os.path.exists(tmp_path / "exports" / "run" / "1" / "saved_model.pb")
-
-
-@pytest.mark.slow
-def test_a_worker_killed_mid_trial_is_restarted_and_its_trial_counted_once(tmp_path):
-    out = str(tmp_path / "run")
-    with open(tmp_path / "log.txt", "w") as log:
-        launcher = _search(out, 3, log)
-        killed = None
-        deadline = time.monotonic() + 900
-        while killed is None and time.monotonic() < deadline and launcher.poll() is None:
-            time.sleep(0.5)
-            running = [t for t in _trials(out).values() if t["status"] == "RUNNING"]
-            if running:
-                workers = {_tuner_id(pid): pid for pid in _children(launcher.pid)}
-                if "tuner0" in workers:
-                    time.sleep(2)  # inside the trial
-                    os.kill(workers["tuner0"], signal.SIGKILL)
-                    killed = workers["tuner0"]
-        assert killed is not None, "no trial started"
-        assert launcher.wait(timeout=1200) == 0
-    text = (tmp_path / "log.txt").read_text()
-    assert "worker tuner0 ended with exit status -9; restarting it" in text
-    trials = _trials(out)
-    assert sorted(trials) == ["0", "1", "2"]
-    assert all(t["status"] == "COMPLETED" for t in trials.values()), text[-3000:]
 
 
 def _process(out, tuner_id, port, log, *extra):

@@ -129,3 +129,28 @@ def test_buffer_settings_are_checked():
         worker.make_oracle("ppo", 2, 1, buffer_size=4, minibatches=8)
     with pytest.raises(ValueError, match="epochs=0"):
         worker.make_oracle("ppo", 2, 1, epochs=0)
+
+
+@pytest.mark.parametrize("space_name", ["auxcell", "template", "dpc"])
+def test_controller_samples_valid_architectures_of_every_space(tmp_path, space_name):
+    """The controller's decisions are each space's own (its vocabulary comes from the space's
+    hyperparameters), so every space is sampled here, cheaply; the end-to-end searches of
+    `test_spaces_search.py` then need not pair every space with every Oracle."""
+    import keras_tuner
+
+    from tfnas.spaces import get_space
+    from tfnas.tuners import make_oracle
+
+    space = get_space(space_name)(num_classes=3, alpha=0.35)
+    hp = keras_tuner.HyperParameters()
+    space.declare_hyperparameters(hp)
+    oracle = make_oracle("ppo", 4, seed=0, **SMALL)
+    oracle._set_project_dir(str(tmp_path), "run")
+    oracle.update_space(hp)
+    genotypes = []
+    for trial_id in ("0", "1", "2"):
+        response = oracle.populate_space(trial_id)
+        assert response["status"] == "RUNNING", response
+        genotypes.append(space.genotype(response["values"]))  # raises for an invalid architecture
+        assert space.values(genotypes[-1]) == response["values"]
+    assert len({str(g) for g in genotypes}) > 1

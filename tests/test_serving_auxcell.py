@@ -61,6 +61,7 @@ def write_trial(run_dir, trial_id, status, score, values=None, model=None):
         model.save_weights(os.path.join(run_dir, f"trial_{trial_id}", "model.weights.h5"))
 
 
+@pytest.mark.slow
 def test_tfnas_export_of_best_trial_arch1(tmp_path):
     space = AuxCellSpace(**SPACE_CONFIG)
     values = space.values(AuxCellSpace.PUBLISHED["arch1"])

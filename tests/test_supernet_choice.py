@@ -107,3 +107,14 @@ def test_a_tf_function_traces_once_across_indices():
     assert step.experimental_get_tracing_count() == 1
     np.testing.assert_array_equal(outputs[2], x)
     assert not np.allclose(outputs[0], outputs[1])
+    # A choice among inputs (routes) switches without retracing too.
+    a, b = _x(seed=1), _x(seed=2)
+    routed = Choice([Counting(2.0), Counting(-1.0)], routes=[1, 0])
+    route = tf.function(lambda p, q: routed([p, q]))
+    got = []
+    for index in (0, 1, 0):
+        routed.index.assign(index)
+        got.append(route(a, b).numpy())
+    assert route.experimental_get_tracing_count() == 1
+    np.testing.assert_array_equal(got[0], 2 * b)
+    np.testing.assert_array_equal(got[1], -a)

@@ -44,13 +44,18 @@ def test_supernet_equals_standalone_and_costs_match_profile(setup):
         assert cost["madds"] == profile.madds(inference, SHAPE), genotype
 
 
-def test_one_trace_serves_every_architecture(setup):
-    space, supernet, features = setup
-    features = [tf.convert_to_tensor(f) for f in keras.tree.flatten(features)]
+def test_one_trace_serves_every_architecture():
+    # One branch (81 candidate ops): a third of the two-branch graph to build and trace. That
+    # switching inputs never retraces either is `Choice`'s own test (test_supernet_choice.py).
+    keras.utils.set_random_seed(1)
+    space = DPCSpace(num_classes=3, width=4, num_branches=1, alpha=0.35)
+    supernet = space.build_supernet()
+    x = np.random.default_rng(1).uniform(-1, 1, (2, *SHAPE)).astype("float32")
+    features = [tf.convert_to_tensor(f) for f in keras.tree.flatten(supernet.encoder(x))]
     step = tf.function(lambda f: supernet.decoder(f, training=True)["logits"])
     outputs = []
     for seed in (0, 1, 2):
         supernet.select(space.random_values(seed))
         outputs.append(step(features).numpy())
     assert step.experimental_get_tracing_count() == 1
-    assert not np.allclose(outputs[0], outputs[1])
+    assert not np.allclose(outputs[0], outputs[1], rtol=1e-3, atol=0)  # logits are ~1e-9 here

@@ -88,6 +88,7 @@ def _reward_of(model, space, dataset):
     return metric.scores()["reward"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("oracle_name", ["ppo", "random"])
 def test_search_with_each_oracle(tmp_path, oracle_name):
     space = TinySpace()
