@@ -221,6 +221,18 @@ def _add_search_options(parser, demo=False):
         help="train every architecture through stage 2 (no early termination)",
     )
     proxy.add_argument(
+        "--supernet",
+        action="store_true",
+        help="run every trial in one supernet of the space: its training steps are traced "
+        "once per search instead of once per trial (auxcell and dpc spaces)",
+    )
+    proxy.add_argument(
+        "--weight-sharing",
+        action="store_true",
+        help="with --supernet: trials start from the weights earlier trials trained "
+        "(ENAS-style) instead of fresh ones",
+    )
+    proxy.add_argument(
         "--latency-runs",
         type=_non_negative_int,
         default=d.get("latency_runs", 10),
@@ -349,6 +361,8 @@ _SAVED = (
     "warmup_epochs",
     "teacher",
     "no_termination",
+    "supernet",
+    "weight_sharing",
     "latency_runs",
     "keep_weights",
 )
@@ -541,6 +555,8 @@ def run_search(args):
         teacher=teacher,
         termination=not args.no_termination,
         latency_runs=args.latency_runs,
+        supernet=args.supernet,
+        weight_sharing=args.weight_sharing,
         keep_weights=args.keep_weights,
         verbose="auto" if args.verbose is None else args.verbose,
         metadata={"cli": cli},

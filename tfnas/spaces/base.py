@@ -152,6 +152,11 @@ class DecoderSpace(keras_tuner.HyperModel):
         values = self.declare_hyperparameters(hp)
         return self.decoder_from_genotype_values(values, specs or self.feature_specs())
 
+    @classmethod
+    def supports_supernet(cls):
+        """Whether the space builds a supernet (`build_supernet`; issue 10)."""
+        return cls.supernet_from_features is not DecoderSpace.supernet_from_features
+
     def build_supernet(self, encoder=None):
         """The space's supernet: one decoder graph for every architecture (`tfnas.supernet`).
 

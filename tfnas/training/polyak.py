@@ -79,6 +79,22 @@ class ParameterGroup:
         self.sync()
         optimizer.build([self.flat])
 
+    def reset(self):
+        """Fresh optimizer state on the same variables: step count, slots and averages zeroed.
+
+        What a new optimizer would start from, without creating variables, so a training
+        step traced over this group keeps serving the next trial of a supernet search
+        (issue 10). The learning rate is left as it is; call `sync` afterwards.
+        """
+        learning_rate = getattr(self.optimizer, "_learning_rate", None)
+        for variable in self.optimizer.variables:
+            if variable is not learning_rate:
+                variable.assign(tf.zeros(variable.shape, variable.dtype))
+
+    def all_finite(self):
+        """Whether every value the group trains is finite (one check of the flat vector)."""
+        return bool(np.all(np.isfinite(self.flat.numpy())))
+
     def sync(self):
         """Copies the variables' current values into the flat vector (eagerly)."""
         self.flat.assign(np.concatenate([np.reshape(v.numpy(), [-1]) for v in self.variables]))

@@ -24,6 +24,8 @@ import gc
 import hashlib
 import os
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import keras
 import keras_tuner
@@ -44,6 +46,7 @@ from tfnas.training.stages import (
     run_stage,
     set_batchnorm_momentum,
 )
+from tfnas.training.supernet_trials import SupernetTrials
 from tfnas.training.termination import ProgressiveTermination
 from tfnas.training.warmup import warm_up
 
@@ -81,6 +84,13 @@ class ProxySettings:
         bn_momentum: float, batch-norm momentum while training (PyTorch's 0.1). Default 0.9.
         latency_runs: int >= 0, timed forward passes per trial (0: no latency). Default 10.
         latency_warmup: int >= 0, untimed passes before them. Default 2.
+        supernet: bool, run every trial in the space's supernet (`SupernetTrials`): the
+            models are built and their steps traced once per search instead of once per
+            trial; a trial computes what its standalone architecture computes, from fresh
+            weights (issue 10). Default False (a standalone model per trial).
+        weight_sharing: bool, with `supernet`: trials start from the decoder weights earlier
+            trials trained (ENAS-style) instead of fresh ones; faster to score, less
+            faithful. Default False.
     """
 
     seed: int = 0
@@ -104,6 +114,8 @@ class ProxySettings:
     bn_momentum: float = 0.9
     latency_runs: int = 10
     latency_warmup: int = 2
+    supernet: bool = False
+    weight_sharing: bool = False
 
     def __post_init__(self):
         for name, minimum in (
@@ -123,6 +135,8 @@ class ProxySettings:
             raise ValueError(f"warmup_epochs={self.warmup_epochs!r} must be 0 or more, or None")
         if not 0.0 < float(self.validation_fraction) < 1.0:
             raise ValueError(f"validation_fraction={self.validation_fraction!r} must be between 0 and 1")
+        if self.weight_sharing and not self.supernet:
+            raise ValueError("weight_sharing=True shares the weights of a supernet; set supernet=True too")
         for name in ("stage1_polyak", "stage2_polyak"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= float(value) < 1.0:
@@ -171,6 +185,21 @@ class PreparedData:
     teacher_source: str
 
 
+class _Trial(NamedTuple):
+    """One trial's models, standalone or in the supernet.
+
+    Attributes:
+        stage1: the stage-1 `ProxyModel`.
+        stage2: callable returning the stage-2 `ProxyModel` (built only when stage 2 runs).
+        trained: callable returning `(standalone training model with the trained weights,
+            dict of params / training_params / madds / latency)`, after the stages.
+    """
+
+    stage1: ProxyModel
+    stage2: Callable
+    trained: Callable
+
+
 def trial_seed(seed, trial_id):
     """A per-trial seed: the same trial id gives the same weights and order after a resume."""
     digest = int(hashlib.sha256(str(trial_id).encode()).hexdigest()[:8], 16)
@@ -208,7 +237,13 @@ class ProxyTask:
         if "encoder_weights" in config:
             config["encoder_weights"] = None
         self.trial_space = type(space)(**config)
+        if settings.supernet and not space.supports_supernet():
+            raise ValueError(
+                f"supernet=True: the {type(space).__name__} has no supernet yet; "
+                "search it with supernet=False"
+            )
         self.data = None
+        self.supernet_trials = None  # built on the first supernet trial
 
     # --- once per search ---------------------------------------------------------------------
     def prepare(self, train, val=None):
@@ -368,24 +403,13 @@ class ProxyTask:
         """
         if self.data is None:
             raise RuntimeError("run_trial needs the data of ProxyTask.prepare(train, val); call it first")
-        d, s, space = self.data, self.settings, self.trial_space
-        keras.backend.clear_session()
-        gc.collect()
+        d, s = self.data, self.settings
         seed = trial_seed(s.seed, trial_id)
-        keras.utils.set_random_seed(seed)
         start = time.perf_counter()
-        encoder = space.build_encoder()
-        encoder.set_weights(d.encoder_weights)
-        try:
-            decoder = space.build_decoder(hp, space.feature_specs(encoder))
-        except Exception as err:  # any build error of a sampled architecture fails the trial
-            raise keras_tuner.errors.FailedTrialError(
-                f"trial {trial_id}: building the architecture {hp.values} failed: {type(err).__name__}: {err}"
-            ) from err
-        network = space.assemble(encoder, decoder)
+        trial = self._supernet_trial(hp, seed) if s.supernet else self._standalone_trial(hp, trial_id, seed)
+        stage1 = trial.stage1
 
         # Stage 1: the decoder alone on cached encoder outputs.
-        stage1 = self.stage1_model(decoder)
         run_stage(
             stage1,
             self.stage1_batches(seed),
@@ -407,7 +431,7 @@ class ProxyTask:
             )
         elif s.stage2_epochs:
             # Stage 2: the whole network end to end, SGD on the encoder and Adam on the decoder.
-            stage2 = self.stage2_model(encoder, decoder, network)
+            stage2 = trial.stage2()
             run_stage(
                 stage2,
                 self.stage2_batches(seed),
@@ -420,12 +444,7 @@ class ProxyTask:
         stage2_seconds = time.perf_counter() - stage2_start
 
         profile_start = time.perf_counter()
-        inference = space.inference_model(network)
-        shape = tuple(d.image_size) + (3,)
-        latency = {}
-        if s.latency_runs:
-            mean_ms, std_ms = profile.latency(inference, shape, runs=s.latency_runs, warmup=s.latency_warmup)
-            latency = {"latency_ms": mean_ms, "latency_std_ms": std_ms}
+        network, counts = trial.trained()
         metrics = {
             "reward": scores["reward"],
             "stage1_reward": stage1_reward,
@@ -433,10 +452,7 @@ class ProxyTask:
             "fwiou": scores["fwiou"],
             "mean_accuracy": scores["mean_accuracy"],
             "terminated": float(terminated),
-            "params": profile.params(inference)["total"],
-            "training_params": profile.params(network)["total"],
-            "madds": profile.madds(inference, shape),
-            **latency,
+            **counts,
             "stage1_seconds": stage1_seconds,
             "stage2_seconds": stage2_seconds,
             # per-class IoU on meta-val (classes absent from it have none), for the reports
@@ -445,6 +461,68 @@ class ProxyTask:
         metrics["profile_seconds"] = time.perf_counter() - profile_start
         metrics["trial_seconds"] = time.perf_counter() - start
         return metrics, network
+
+    def _standalone_trial(self, hp, trial_id, seed):
+        """Builds the architecture as its own model (`_Trial`)."""
+        space = self.trial_space
+        keras.backend.clear_session()
+        gc.collect()
+        keras.utils.set_random_seed(seed)
+        encoder = space.build_encoder()
+        encoder.set_weights(self.data.encoder_weights)
+        try:
+            decoder = space.build_decoder(hp, space.feature_specs(encoder))
+        except Exception as err:  # any build error of a sampled architecture fails the trial
+            raise keras_tuner.errors.FailedTrialError(
+                f"trial {trial_id}: building the architecture {hp.values} failed: {type(err).__name__}: {err}"
+            ) from err
+        network = space.assemble(encoder, decoder)
+        return _Trial(
+            stage1=self.stage1_model(decoder),
+            stage2=lambda: self.stage2_model(encoder, decoder, network),
+            trained=lambda: (network, self._profile(network)),
+        )
+
+    def _supernet_trial(self, hp, seed):
+        """Selects the architecture in the search's supernet, built on the first trial (`_Trial`)."""
+        if self.supernet_trials is None:
+            if self.verbose:
+                print(f"building the {type(self.trial_space).__name__} supernet (once per search)")
+            self.supernet_trials = SupernetTrials(self)
+        trials = self.supernet_trials
+        keras.utils.set_random_seed(seed)
+        values = self.trial_space.declare_hyperparameters(hp)
+        trials.prepare(values, seed, self.data.encoder_weights, self.settings.weight_sharing)
+
+        def trained():
+            network = trials.standalone(hp)
+            cost = trials.cost(values, tuple(self.data.image_size) + (3,))
+            counts = {"params": cost["params"]["total"], "madds": cost["madds"]}
+            counts["training_params"] = profile.params(network)["total"]
+            return network, {**counts, **self._latency(network)}
+
+        return _Trial(stage1=trials.stage1, stage2=trials.stage2, trained=trained)
+
+    def _latency(self, network):
+        """Latency of the inference model, when the settings ask for timed runs."""
+        s = self.settings
+        if not s.latency_runs:
+            return {}
+        inference = self.trial_space.inference_model(network)
+        shape = tuple(self.data.image_size) + (3,)
+        mean_ms, std_ms = profile.latency(inference, shape, runs=s.latency_runs, warmup=s.latency_warmup)
+        return {"latency_ms": mean_ms, "latency_std_ms": std_ms}
+
+    def _profile(self, network):
+        """Parameters, multiply-adds (traced) and latency of a standalone trial's model."""
+        inference = self.trial_space.inference_model(network)
+        shape = tuple(self.data.image_size) + (3,)
+        return {
+            "params": profile.params(inference)["total"],
+            "training_params": profile.params(network)["total"],
+            "madds": profile.madds(inference, shape),
+            **self._latency(network),
+        }
 
     def stage1_model(self, decoder):
         """Stage 1's trainable: the decoder on cached features, Adam, Polyak `stage1_polyak`."""

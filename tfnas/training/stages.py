@@ -76,6 +76,9 @@ class ProxyModel(keras.Model):
         distillation_weight: float, weight of the l2 loss to the teacher logits. Default 0.3.
         ignore_label: int, mask value to skip. Default 255.
 
+    Attributes:
+        traces: dict `train_step` / `test_step` -> how many times Keras traced the step.
+
     Raises:
         ValueError: if a variable belongs to two groups.
     """
@@ -113,6 +116,8 @@ class ProxyModel(keras.Model):
             for name in ("loss", "segmentation_loss", "aux_loss", "distillation_loss")
         }
         self.confusion = ConfusionMatrix(num_classes, ignore_label=ignore_label, name="confusion")
+        # Python runs inside a tf.function only while it is traced, so these count traces.
+        self.traces = {"train_step": 0, "test_step": 0}
 
     def call(self, inputs, training=False):
         """Runs the wrapped network."""
@@ -158,6 +163,7 @@ class ProxyModel(keras.Model):
 
     def train_step(self, data):
         """One update of every optimizer group on a batch."""
+        self.traces["train_step"] += 1
         inputs, masks, teacher = self._unpack(data)
         variables = [v for group in self.groups for v in group.variables]
         with tf.GradientTape() as tape:
@@ -174,6 +180,7 @@ class ProxyModel(keras.Model):
 
     def test_step(self, data):
         """Accumulates the confusion matrix of the main logits; returns the running mIoU."""
+        self.traces["test_step"] += 1
         inputs, masks, _ = self._unpack(data)
         outputs = _as_dict(self.network(inputs, training=False))
         self.confusion.update_state(masks, outputs[MAIN_OUTPUT])
@@ -235,6 +242,8 @@ def _check_finite(model, history, stage):
             f"{bad_loss[0] + 1 if bad_loss else 1}; the architecture or its learning rate is "
             "unstable, so the trial is recorded as failed"
         )
+    if all(group.all_finite() for group in model.groups):  # one check per group, not per weight
+        return
     bad = [v.path for v in model.network.trainable_variables if not np.all(np.isfinite(v.numpy()))]
     if bad:
         raise NonFiniteLossError(
@@ -246,7 +255,8 @@ def run_stage(model, dataset, epochs, stage, callbacks=(), verbose=1):
     """Trains a `ProxyModel` for `epochs`, then applies Polyak averaging.
 
     Args:
-        model: a `ProxyModel` (compiled by this function).
+        model: a `ProxyModel` (compiled by this function the first time; a supernet's
+            stage model is trained again for every trial with the step traced once).
         dataset: `tf.data` of batches of a fixed size (drop the remainder).
         epochs: int >= 1.
         stage: str naming the stage in messages, e.g. `"stage 1"`.
@@ -259,7 +269,8 @@ def run_stage(model, dataset, epochs, stage, callbacks=(), verbose=1):
     Raises:
         NonFiniteLossError: when the loss or the weights stop being finite.
     """
-    model.compile(optimizer=None, jit_compile=False)
+    if not model.compiled:  # compiling again would drop the traced step (a supernet reuses it)
+        model.compile(optimizer=None, jit_compile=False)
     for group in model.groups:
         group.sync()
     if verbose:
