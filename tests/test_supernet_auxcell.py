@@ -113,3 +113,42 @@ def test_selection_is_validated(setup):
         supernet.select({**space.random_values(0), "block0_input0": 7})
     with pytest.raises(ValueError, match="needs a seed"):
         supernet.prepare(space.random_values(0))
+
+
+def _traced_step(decoder, variables):
+    """A traced training step: outputs and gradients of a loss on every output."""
+
+    @tf.function
+    def step(features):
+        with tf.GradientTape() as tape:
+            outputs = decoder(features, training=True)
+            loss = tf.add_n([tf.reduce_mean(tf.square(v)) for v in outputs.values()])
+        return outputs, tape.gradient(loss, variables)
+
+    return step
+
+
+def test_a_traced_training_step_equals_the_standalone_one(setup):
+    """Cells share one traced function (`tfnas.shared_trace`): each reads and updates its own weights."""
+    space, supernet, features = setup
+    features = [tf.convert_to_tensor(f) for f in keras.tree.flatten(features)]
+    values = space.values(AuxCellSpace.PUBLISHED["arch2"])
+    supernet.prepare(values, seed=5)
+    model = space.build_genotype("arch2")
+    supernet.transfer(values, model)
+    pairs = supernet._pairs(values, model)  # (supernet variable, standalone variable, rows)
+    trainable = [(s, t, rows) for s, t, rows in pairs if t.trainable]
+    ours, our_grads = _traced_step(supernet.decoder, [s for s, _, _ in trainable])(features)
+    theirs, their_grads = _traced_step(model.get_layer("decoder"), [t for _, t, _ in trainable])(features)
+    for key in theirs:
+        np.testing.assert_allclose(ours[key], theirs[key], atol=1e-5, err_msg=key)
+    assert len(trainable) > 50
+    for (_, target, rows), ours_g, theirs_g in zip(trainable, our_grads, their_grads):
+        ours_g = ours_g.numpy() if rows is None else ours_g.numpy()[:, :, list(rows), :]
+        # float32 sums in another order: equal to 1e-4 of the gradient's scale
+        scale = float(np.abs(theirs_g).max()) + 1e-8
+        np.testing.assert_allclose(ours_g, theirs_g, rtol=0, atol=1e-4 * scale, err_msg=target.path)
+    # Batch-norm statistics moved in each cell's own candidates, as in the standalone model.
+    for source, target, _ in pairs:
+        if not target.trainable:
+            np.testing.assert_allclose(source.numpy(), target.numpy(), atol=1e-6, err_msg=target.path)

@@ -490,7 +490,10 @@ class ProxyTask:
                 print(f"building the {type(self.trial_space).__name__} supernet (once per search)")
             self.supernet_trials = SupernetTrials(self)
         trials = self.supernet_trials
-        keras.utils.set_random_seed(seed)
+        # No keras.utils.set_random_seed here: tf.random.set_seed clears TensorFlow's kernel
+        # cache, so every traced step would be instantiated (and optimised) again. Nothing
+        # in a supernet trial draws from the global seed: the re-initialisation and the
+        # shuffles are seeded explicitly.
         values = self.trial_space.declare_hyperparameters(hp)
         trials.prepare(values, seed, self.data.encoder_weights, self.settings.weight_sharing)
 
