@@ -47,6 +47,17 @@ def _run(argv):
         (["search", "--out", "{tmp}/r", "--oracle", "bayes"], 2, "unknown oracle 'bayes'"),
         (["convert", "{tmp}", "--to", "coreml"], 2, "argument --to: invalid choice: 'coreml'"),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+        # settings that do not go together
+        (
+            ["search", "--out", "{tmp}/r", "--space", "template", "--supernet"],
+            2,
+            "--supernet: the template space has no supernet yet; leave --supernet out",
+        ),
+        (
+            ["search", "--out", "{tmp}/r", "--weight-sharing"],
+            2,
+            "--weight-sharing shares the weights of a supernet; add --supernet",
+        ),
     ],
 )
 def test_every_subcommand_reports_one_line(tmp_path, capsys, argv, status, message):

@@ -504,6 +504,10 @@ def _validate(args):
         raise UsageError(f"unknown oracle {args.oracle!r}; expected one of {sorted(ORACLES)}")
     if not 0.0 < args.val_fraction < 1.0:
         raise UsageError(f"--val-fraction {args.val_fraction} must be between 0 and 1")
+    if args.supernet and not SPACES[args.space].supports_supernet():
+        raise UsageError(f"--supernet: the {args.space} space has no supernet yet; leave --supernet out")
+    if args.weight_sharing and not args.supernet:
+        raise UsageError("--weight-sharing shares the weights of a supernet; add --supernet")
 
 
 def run_search(args):
