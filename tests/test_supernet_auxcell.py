@@ -129,7 +129,7 @@ def _traced_step(decoder, variables):
 
 
 def test_a_traced_training_step_equals_the_standalone_one(setup):
-    """Cells share one traced function (`tfnas.shared_trace`): each reads and updates its own weights."""
+    """Choices share traced functions (`Choice(tracing="shared")`): each reads and updates its own weights."""
     space, supernet, features = setup
     features = [tf.convert_to_tensor(f) for f in keras.tree.flatten(features)]
     values = space.values(AuxCellSpace.PUBLISHED["arch2"])

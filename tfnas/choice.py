@@ -25,15 +25,53 @@ and checkpoints work on a supernet as on a standalone decoder, and a checkpoint 
 selection with the weights. An index input would have to be threaded, with a batch
 dimension, through every step, loss and export signature.
 
+How the index mode is traced (`tracing="shared"`, the default). A `tf.switch_case` built in
+place is large: every branch takes a placeholder for each variable that any other branch
+reads, and the Case gradient makes every branch output what any branch's gradient needs. For
+the 17 choices of one `SuperAuxCell` that is ~23,000 graph ops (13 s to trace a training step,
+8 s more for Grappler on the first call); for the auxiliary-cell supernet ~267,000 (about three
+minutes each; `benchmarks/bench_choice_trace.py`, `benchmarks/results/choice_trace.json`).
+But the 7 op choices of a cell, and those of every cell of a supernet, have the same
+candidates. So inside a traced function (`tf.inside_function()`) the index mode calls one
+`tf.function` per *family* of choices (candidates of the same classes, configurations and
+variable shapes; the same routes), traced once per input signature and `training` value on
+the family's calling choice as prototype, and kept out of line (`_noinline`: Grappler
+optimises it and TensorFlow instantiates it once, not once per call site). Its arguments are
+the choice's index, its inputs and its candidates' variables, which TensorFlow traces by shape
+and dtype, not identity: in branch k, candidate k of the prototype runs in a
+`keras.StatelessScope` mapping its variables to the ones passed in, and what the call
+assigns there (batch-norm moving statistics, seed states) is assigned to those variables,
+once. Gradients are TensorFlow's own, built once per family, and reach the variables passed
+in. Only the chosen candidate runs, as before; outputs, gradients and state updates are
+those of the inline Case up to float rounding (Grappler fuses differently across a function
+boundary: <= 2e-6 relative in the benchmark, batch-norm statistics identical), and a step
+takes about as long. The supernet's step then traces in 7-8 s, and its first call takes 13-17 s.
+`tracing="inline"` builds the Case in place (the old behaviour), as do eager calls, the
+weighted mode, mixed-precision policies and calls inside another `keras.StatelessScope`.
+A family must compute the same function of its variables: a candidate whose computation
+depends on something its `get_config` leaves out must not sit in two choices whose
+candidates' configurations are equal. (A custom gradient that re-runs the chosen candidate in
+the backward pass, with the Case still built per choice, was tried first: it traced no faster,
+since building the forward Case alone costs about as much as its gradient.)
+
     >>> choice = Choice([ConvBN(8, 1), SepConv(8, 3), Identity()])
     >>> choice.index.assign(1)   # runs SepConv only
     >>> y = choice(x)
 """
 
+import json
+import weakref
+
 import keras
 import tensorflow as tf
 
 _PACKAGE = "tfnas"
+
+#: Values of `Choice(tracing=...)`, see the module docstring.
+TRACINGS = ("shared", "inline")
+
+#: family key -> `_Program`; an entry lives while a choice of the family refers to it.
+_PROGRAMS = weakref.WeakValueDictionary()
 
 
 def _merge_shapes(shapes):
@@ -43,6 +81,74 @@ def _merge_shapes(shapes):
         if len(shape) != len(first):
             raise ValueError(f"choice candidates give outputs of different ranks: {shapes}")
     return tuple(d if all(s[i] == d for s in shapes) else None for i, d in enumerate(first))
+
+
+def _variable_specs(variables):
+    return tuple((tuple(v.shape), str(v.dtype), bool(v.trainable)) for v in variables)
+
+
+def _family(choice):
+    """What the index mode of `choice` computes from its arguments, as a hashable key."""
+    if choice.candidates is None:
+        return ("inputs",)
+    key = [None if choice.routes is None else tuple(choice.routes)]
+    for candidate in choice.candidates:
+        try:
+            config = dict(candidate.get_config())
+        except NotImplementedError:
+            return ("unshared", id(choice))  # a program of its own: traced once, not shared
+        config.pop("name", None)
+        key.append(
+            (
+                type(candidate).__module__,
+                type(candidate).__qualname__,
+                json.dumps(config, sort_keys=True, default=str),
+                _variable_specs(candidate.variables),
+            )
+        )
+    return tuple(key)
+
+
+class _Program:
+    """The index mode of a family of choices as one out-of-line `tf.function`.
+
+    `prototype` is (a weak reference to) the choice whose candidates are traced; the caller
+    sets it before each call, so a trace always has a live one. The traced function captures
+    nothing: every variable of the prototype's candidates is mapped to an argument.
+    """
+
+    def __init__(self):
+        self.prototype = None
+        self.function = tf.function(
+            self._case, autograph=False, reduce_retracing=True, experimental_attributes={"_noinline": True}
+        )
+
+    def _case(self, index, flat, variables, structure, training):
+        choice = self.prototype()
+        inputs = tf.nest.pack_sequence_as(structure, flat)
+        if choice.candidates is None:
+            return tf.switch_case(index, [lambda x=x: x for x in inputs])
+        branches, start = [], 0
+        for k, candidate in enumerate(choice.candidates):
+            own = candidate.variables
+            passed = variables[start : start + len(own)]
+            start += len(own)
+            branches.append(
+                lambda k=k, own=own, passed=passed: self._branch(choice, k, inputs, training, own, passed)
+            )
+        return tf.switch_case(index, branches)
+
+    @staticmethod
+    def _branch(choice, k, inputs, training, own, passed):
+        """Candidate k of the prototype on the variables passed in; its state updates applied."""
+        with keras.StatelessScope(list(zip(own, passed))) as scope:
+            before = [scope.get_current_value(v) for v in own]
+            outputs = choice._run(k, inputs, training)
+            after = [scope.get_current_value(v) for v in own]
+        for variable, old, new in zip(passed, before, after):
+            if new is not old:  # assigned in the call (batch-norm statistics, seed state)
+                variable.assign(new)
+        return outputs
 
 
 def _output_shape(layer, input_shape):
@@ -68,21 +174,31 @@ class Choice(keras.layers.Layer):
             `inputs[routes[k]]` of a list input (e.g. candidates that read the backbone
             features and candidates that read an earlier branch). Default None: every
             candidate reads the whole input.
+        tracing: how the index mode is traced in a `tf.function`: "shared" (default), one
+            out-of-line function per family of choices with equal candidates, or "inline",
+            the `tf.switch_case` built in place (same values; far larger graphs, slow to
+            trace and to optimise on the first call). See the module docstring.
         **kwargs: `keras.layers.Layer` arguments (`name`, ...).
 
     Attributes:
         index: non-trainable int32 scalar variable, the chosen candidate (default 0).
+        tracing: the `tracing` argument; it may be reassigned, and is read when a function
+            calling the choice is traced.
 
     Input shape: what the candidates take (a list when `candidates` is None or `routes` is
     set). Output shape: the candidates' output shape; a dimension on which candidates differ
     is None (a choice among inputs at several resolutions).
 
     Raises:
-        ValueError: for no candidates, or `routes` of the wrong length.
+        ValueError: for no candidates, `routes` of the wrong length, or an unknown `tracing`.
     """
 
-    def __init__(self, candidates=None, routes=None, **kwargs):
+    def __init__(self, candidates=None, routes=None, tracing="shared", **kwargs):
         super().__init__(**kwargs)
+        if tracing not in TRACINGS:
+            raise ValueError(f"choice {self.name!r} gets tracing={tracing!r}; expected one of {TRACINGS}")
+        self.tracing = tracing
+        self._program = None  # the family's `_Program`, held while this choice lives
         if candidates is not None and not candidates:
             raise ValueError(
                 f"choice {self.name!r} has no candidates; give at least one layer, "
@@ -123,14 +239,33 @@ class Choice(keras.layers.Layer):
             if not candidate.built:
                 candidate.build(self._candidate_input(input_shape, k))
 
+    def _run(self, k, inputs, training):
+        """Candidate k on the choice's (whole) input."""
+        return self.candidates[k](self._candidate_input(inputs, k), training=training)
+
     def _branches(self, inputs, training):
         if self.candidates is None:
             return [lambda x=x: x for x in inputs]
-        branches = []
-        for k, candidate in enumerate(self.candidates):
-            x = self._candidate_input(inputs, k)
-            branches.append(lambda c=candidate, x=x: c(x, training=training))
-        return branches
+        return [lambda k=k: self._run(k, inputs, training) for k in range(len(self.candidates))]
+
+    def _shared_case(self, inputs, training):
+        """The index mode through the family's traced function; None where it cannot be used."""
+        layers = [self, *(self.candidates or [])]
+        if any(layer.compute_dtype != layer.variable_dtype for layer in layers):
+            return None  # mixed precision: values would be read autocast
+        variables = [v.value for c in self.candidates or [] for v in c.variables]
+        if not all(isinstance(variable, tf.Variable) for variable in variables):
+            return None  # inside another StatelessScope: values, not variables
+        key = _family(self)
+        program = _PROGRAMS.get(key)
+        if program is None:
+            program = _PROGRAMS[key] = _Program()
+        self._program = program
+        program.prototype = weakref.ref(self)
+        structure = tf.nest.map_structure(lambda _: 0, inputs)
+        return program.function(
+            tf.convert_to_tensor(self.index), tf.nest.flatten(inputs), variables, structure, training
+        )
 
     def call(self, inputs, training=None, mixture=None):
         """Runs the chosen candidate, or mixes them.
@@ -145,6 +280,10 @@ class Choice(keras.layers.Layer):
         if mixture is None:
             if len(branches) == 1:
                 return branches[0]()
+            if self.tracing == "shared" and tf.inside_function():
+                outputs = self._shared_case(inputs, training)
+                if outputs is not None:
+                    return outputs
             return tf.switch_case(tf.convert_to_tensor(self.index), branches)
         mixture = tf.cast(tf.convert_to_tensor(mixture), self.compute_dtype)
         # The largest weight's candidate always runs (its output fixes the shape of the sum);
@@ -169,7 +308,10 @@ class Choice(keras.layers.Layer):
             if self.candidates is None
             else [keras.saving.serialize_keras_object(c) for c in self.candidates]
         )
-        return {**super().get_config(), "candidates": candidates, "routes": self.routes}
+        config = {**super().get_config(), "candidates": candidates, "routes": self.routes}
+        if self.tracing != "shared":  # the default stays out: configurations read as before
+            config["tracing"] = self.tracing
+        return config
 
     @classmethod
     def from_config(cls, config):

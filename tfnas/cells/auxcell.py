@@ -25,7 +25,6 @@ import keras
 
 from tfnas.choice import Choice
 from tfnas.ops import CELL_OPS, Identity, Zero, make_op
-from tfnas.shared_trace import call_shared
 
 NUM_BRANCHES = 3
 
@@ -145,11 +144,6 @@ class SuperAuxCell(keras.layers.Layer):
             end.build(input_shape)
 
     def call(self, inputs, training=None):
-        """The selected cell; every SuperAuxCell of one width shares one traced function."""
-        return call_shared(self, SuperAuxCell.forward, inputs, training)
-
-    def forward(self, inputs, training=None):
-        """The cell's computation (what `call` traces once per width and training flag)."""
         pool = [inputs, self.first(inputs, training=training)]
         for k, ((in_a, in_b), (op_a, op_b)) in enumerate(zip(self.branch_inputs, self.branch_ops), start=1):
             readable = pool[: branch_pool_size(k)]
