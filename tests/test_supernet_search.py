@@ -135,6 +135,10 @@ def test_weight_sharing_starts_from_what_earlier_trials_trained(tmp_path, data):
     np.testing.assert_array_equal(kernel.numpy(), trained)  # kept, not re-drawn
     task.supernet_trials.prepare(a.values, 5, task.data.encoder_weights, weight_sharing=False)
     assert not np.array_equal(kernel.numpy(), trained)
+    # A failed trial's non-finite weights are not shared: they are drawn afresh.
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    task.supernet_trials.prepare(a.values, 6, task.data.encoder_weights, weight_sharing=True)
+    assert np.all(np.isfinite(kernel.numpy()))
 
 
 def test_settings_and_spaces_without_a_supernet_are_refused(tmp_path):

@@ -25,6 +25,8 @@ The trained weights are copied into the standalone model `space.build(hp)`
 
 import time
 
+import numpy as np
+
 from tfnas.training.stages import set_batchnorm_momentum
 
 
@@ -74,13 +76,25 @@ class SupernetTrials:
             values: dict, the architecture's hyperparameter values.
             seed: int, the trial's seed (`tfnas.training.trial_seed`).
             encoder_weights: list of arrays, the search's encoder weights.
-            weight_sharing: bool, keep the decoder weights earlier trials trained.
+            weight_sharing: bool, keep the decoder weights earlier trials trained (unless
+                some are not finite: a failed trial's are drawn afresh).
         """
         self.encoder.set_weights(encoder_weights)
+        # A failed (NaN) trial leaves its weights non-finite; sharing them would fail every
+        # later architecture that uses them, so those are drawn afresh.
+        weight_sharing = weight_sharing and self._finite(values)
         self.supernet.prepare(values, seed=seed, weight_sharing=weight_sharing)
         for model in (self.stage1, self._stage2):
             for group in model.groups if model is not None else ():
                 group.reset()
+
+    def _finite(self, values):
+        """Whether every weight the architecture `values` uses is finite."""
+        return all(
+            np.all(np.isfinite(variable.numpy()))
+            for use in self.supernet.uses(values)
+            for variable in use.layer.weights
+        )
 
     def cost(self, values, image_shape):
         """Parameters and multiply-adds of the standalone inference model (`Supernet.cost`)."""
