@@ -1,5 +1,7 @@
 """The Choice layer (tfnas.choice): index mode, weighted mode, serialization, no retracing."""
 
+import gc
+
 import keras
 import numpy as np
 import pytest
@@ -311,3 +313,25 @@ def test_tracing_argument_is_validated_and_serialized_only_when_not_the_default(
     assert Choice.from_config(inline.get_config()).tracing == "inline"
     with pytest.raises(ValueError, match="tracing='recompute'"):
         Choice([Identity()], tracing="recompute")
+
+
+def test_a_shared_function_outlives_the_model_it_was_traced_for():
+    """A supernet built after an earlier one is freed still uses the family's function."""
+    x = tf.random.normal((2, 8, 8, 8))
+
+    def traced_model():
+        choice = Choice([ConvBN(4, 1), ConvBN(4, 3)], name="main")
+        inputs = keras.Input((8, 8, 8))
+        model = keras.Model(inputs, choice(inputs))
+        step = tf.function(lambda x: model(x, training=True))
+        return model, step
+
+    first, first_step = traced_model()
+    first_step(x)
+    second, second_step = traced_model()
+    expected = second_step(x).numpy()
+    del first, first_step
+    gc.collect()
+    np.testing.assert_array_equal(second_step(x).numpy(), expected)  # BN in training: same output
+    third, third_step = traced_model()  # traced after the prototype's model is gone
+    assert third_step(x).shape == (2, 8, 8, 4)

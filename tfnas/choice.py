@@ -112,9 +112,12 @@ def _family(choice):
 class _Program:
     """The index mode of a family of choices as one out-of-line `tf.function`.
 
-    `prototype` is (a weak reference to) the choice whose candidates are traced; the caller
-    sets it before each call, so a trace always has a live one. The traced function captures
-    nothing: every variable of the prototype's candidates is mapped to an argument.
+    `prototype` is the first choice of the family that called it: its candidates are
+    traced, on the variables passed in. It is held for as long as the program lives (while
+    any choice of the family does): TensorFlow records the variables a traced graph
+    touched, the prototype's among them though the graph never reads them, and refuses to
+    call a function whose recorded variables were deleted. Holding the prototype is what
+    lets a supernet built later keep using the program after the first one is freed.
     """
 
     def __init__(self):
@@ -124,7 +127,7 @@ class _Program:
         )
 
     def _case(self, index, flat, variables, structure, training):
-        choice = self.prototype()
+        choice = self.prototype
         inputs = tf.nest.pack_sequence_as(structure, flat)
         if choice.candidates is None:
             return tf.switch_case(index, [lambda x=x: x for x in inputs])
@@ -261,7 +264,8 @@ class Choice(keras.layers.Layer):
         if program is None:
             program = _PROGRAMS[key] = _Program()
         self._program = program
-        program.prototype = weakref.ref(self)
+        if program.prototype is None:
+            program.prototype = self
         structure = tf.nest.map_structure(lambda _: 0, inputs)
         return program.function(
             tf.convert_to_tensor(self.index), tf.nest.flatten(inputs), variables, structure, training
