@@ -8,7 +8,8 @@ same two methods.
   pretrained weights (the warmed model becomes the default distillation teacher), caches
   the encoder's (and teacher's) outputs for stage 1, pads meta-val to whole batches, and
   returns the `PreparedData` every trial reads.
-- `run_trial(values, trial_id)`: builds the architecture on the search's encoder, trains
+- `run_trial(values, trial_id)`: builds the architecture on the search's encoder (with
+  `supernet=True`: selects it in the search's supernet, `SupernetTrials`), trains
   the decoder on the cached features (stage 1: Adam 3e-3, 5 epochs, distillation 0.3,
   Polyak 0.9), scores it on meta-val, applies progressive termination, trains end to end
   (stage 2: SGD 1e-3 momentum 0.9 on the encoder, Adam on the decoder, 1 epoch, Polyak 0.99),

@@ -1,8 +1,9 @@
 """Trials in a supernet: the proxy task's models built and traced once per search (issue 10).
 
 A standalone trial (`ProxyTask(supernet=False)`) builds its encoder and decoder and traces
-its stage-1 step, stage-2 step, both validation steps and its profiling graphs: about 49 s of
-fixed cost per trial on this project's CPU against 1.6 s per epoch (benchmarks/RESULTS.md).
+its stage-1 step, stage-2 step, both validation steps and its profiling graphs (49 s of
+fixed cost per trial against 1.6 s per epoch on the loaded machine of benchmarks/RESULTS.md
+section 3).
 `SupernetTrials` builds the space's supernet (`space.build_supernet`, `tfnas.supernet`) and
 the two stage models around it once; a trial then
 
@@ -14,9 +15,11 @@ the two stage models around it once; a trial then
 
 and runs the same `run_stage` / `evaluate_reward` as a standalone trial on models whose
 `tf.function`s are already traced: the architecture is the value of the `Choice` indices,
-not the structure of the graph. Only the chosen candidate of each choice runs, so a step
-costs what the standalone architecture's step costs, plus the update of the (unchanged)
-weights of the unchosen candidates in the flat optimizer vector.
+not the structure of the graph. Only the chosen candidate of each choice runs, but every
+choice is a `Case` op and the gradient and optimizer touch every supernet variable, so on
+a CPU at the demo's size a step costs about 3.4x the standalone architecture's
+(`benchmarks/bench_supernet_step.py`): what the traces saved is spent again
+(benchmarks/RESULTS.md, "Supernets"). Hence `supernet=False` is the default.
 
 Parameters and multiply-adds come from `Supernet.cost` (per-layer counts cached, no trace).
 The trained weights are copied into the standalone model `space.build(hp)`
