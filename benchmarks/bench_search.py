@@ -173,6 +173,24 @@ class EndToEndHyperModel(keras_tuner.HyperModel):
         return model
 
 
+def end_to_end_data(train, val, batch, keys):
+    """Batched (image, {output: mask}) training and validation data for the stock tuner.
+
+    Args:
+        train, val: unbatched tf.data of (uint8 image, mask).
+        batch: int, batch size.
+        keys: the training model's output names (each is given the mask).
+    """
+
+    def as_targets(images, masks):
+        return images, {key: masks for key in keys}
+
+    return (
+        pipeline(train, batch, shuffle=True, seed=1, drop_remainder=True).map(as_targets),
+        pipeline(val, batch).map(as_targets),
+    )
+
+
 def _space():
     return AuxCellSpace(num_classes=NUM_CLASSES, width=WIDTH, alpha=ALPHA)
 
@@ -457,15 +475,12 @@ def compare_tuners(settings, train, val, workdir, log=print):
         overwrite=True,
     )
 
-    keys = ["logits"] + [f"aux_{b}" for b in range(3)]
-
-    def as_targets(images, masks):
-        return images, {key: masks for key in keys}
-
-    train_data = pipeline(
-        tf.data.Dataset.from_tensor_slices(train), batch, shuffle=True, seed=1, drop_remainder=True
-    ).map(as_targets)
-    val_data = pipeline(tf.data.Dataset.from_tensor_slices(val), batch).map(as_targets)
+    train_data, val_data = end_to_end_data(
+        tf.data.Dataset.from_tensor_slices(train),
+        tf.data.Dataset.from_tensor_slices(val),
+        batch,
+        ["logits"] + [f"aux_{b}" for b in range(3)],
+    )
     stock = TimedRandomSearch(
         EndToEndHyperModel(_space()),
         objective="val_loss",

@@ -50,9 +50,9 @@ import tensorflow as tf  # noqa: E402
 from scipy import stats  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_search import EndToEndHyperModel  # noqa: E402
+from bench_search import EndToEndHyperModel, end_to_end_data  # noqa: E402
 
-from tfnas.data import digit_scenes, num_classes, pipeline  # noqa: E402
+from tfnas.data import digit_scenes, num_classes  # noqa: E402
 from tfnas.spaces import get_space  # noqa: E402
 from tfnas.training import ProxySettings, ProxyTask  # noqa: E402
 
@@ -119,18 +119,6 @@ def _stock_tuner(space, workdir):
     )
 
 
-def _stock_data(space, train, val, batch):
-    keys = list(space.build(space.hyperparameters(space.random_values(0))).output)
-
-    def as_targets(images, masks):
-        return images, {key: masks for key in keys}
-
-    return (
-        pipeline(train, batch, shuffle=True, seed=1, drop_remainder=True).map(as_targets),
-        pipeline(val, batch).map(as_targets),
-    )
-
-
 VARIANTS = {
     "standalone": {},
     "supernet": {"supernet": True},
@@ -154,7 +142,8 @@ def run(mode, trials, space_name, variant, log=print):
     try:
         if variant == "stock":
             stock = _stock_tuner(_space(mode, space_name), workdir)
-            stock_train, stock_val = _stock_data(space, train, val, m["batch_size"])
+            keys = list(space.build(space.hyperparameters(space.random_values(0))).output)
+            stock_train, stock_val = end_to_end_data(train, val, m["batch_size"], keys)
         else:
             log(f"preparing {variant}: warm-up and feature cache")
             start = time.perf_counter()
