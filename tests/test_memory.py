@@ -45,7 +45,7 @@ def test_run_stage_leaves_no_graph_holding_the_model():
     inputs = keras.Input((4, 4, 2))
     network = keras.Model(inputs, {"logits": keras.layers.Conv2D(3, 1)(inputs)})
     group = ParameterGroup(make_optimizer("adam", 1e-2, polyak_decay=0.9), network.trainable_variables)
-    model = ProxyModel(network, [group], num_classes=3)
+    model = ProxyModel(network, [group], 3)
     data = tf.data.Dataset.from_tensor_slices(
         (np.random.default_rng(0).normal(size=(4, 4, 4, 2)).astype("float32"), np.zeros((4, 4, 4), "int32"))
     ).batch(2, drop_remainder=True)

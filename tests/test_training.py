@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tfnas.spaces.base import DecoderSpace
+from tfnas.tasks import get_task
 from tfnas.training import (
     FeatureCache,
     NonFiniteLossError,
@@ -157,10 +158,20 @@ def test_nan_loss_raises_a_failed_trial_error():
     assert isinstance(info.value, FloatingPointError)
 
 
-def test_pad_to_batches_pads_with_ignored_masks():
-    arrays, masks = pad_to_batches([np.ones((5, 2, 2, 1), np.float32)], np.zeros((5, 4, 4), np.int32), 4)
+def test_pad_to_batches_pads_with_the_tasks_padding_target():
+    padding = get_task("segmentation", num_classes=3).padding_target((4, 4))
+    arrays, masks = pad_to_batches(
+        [np.ones((5, 2, 2, 1), np.float32)], np.zeros((5, 4, 4), np.int32), 4, padding
+    )
     assert arrays[0].shape == (8, 2, 2, 1) and masks.shape == (8, 4, 4)
     assert (masks[5:] == 255).all() and (arrays[0][5:] == 0).all() and (masks[:5] == 0).all()
+    # dict targets with a padded people count: the task's one-person padding is broadcast
+    task = get_task("pose-multi")
+    targets = {"keypoints": np.ones((3, 4, 17, 3), np.float32), "area": np.ones((3, 4), np.float32)}
+    _, padded = pad_to_batches([np.ones((3, 1), np.float32)], targets, 4, task.padding_target((8, 8)))
+    assert padded["keypoints"].shape == (4, 4, 17, 3) and padded["area"].shape == (4, 4)
+    assert (padded["keypoints"][3] == 0).all() and (padded["area"][3] == -1).all()
+    assert (padded["area"][:3] == 1).all()
 
 
 # --- feature cache ----------------------------------------------------------------------------
@@ -171,7 +182,7 @@ def test_feature_cache_is_reused_when_the_fingerprint_matches_and_recomputed_oth
     first = cache.load_or_compute("train", encoder, data, num_images=5, teacher=teacher, batch_size=2)
     assert not first.reused
     assert [f.shape for f in first.features] == [(5, 8, 8, 4), (5, 4, 4, 6)]
-    assert first.teacher_logits.shape == (5, 16, 16, NUM_CLASSES) and first.masks.shape == (5, 16, 16)
+    assert first.teacher_logits.shape == (5, 16, 16, NUM_CLASSES) and first.targets.shape == (5, 16, 16)
     images = np.stack([x for x, _ in data.take(5).as_numpy_iterator()])
     expected = encoder(tf.cast(images, tf.float32) / 127.5 - 1.0, training=False)[1].numpy()
     np.testing.assert_allclose(first.features[1], expected, rtol=1e-5, atol=1e-5)

@@ -90,6 +90,7 @@ _non_negative_int = _int_at_least(0, "0 or more")
 
 def _add_search_options(parser, demo=False):
     from tfnas.spaces import SPACES
+    from tfnas.tasks import TASKS
     from tfnas.tuners.oracles import ORACLES
 
     d = DEMO if demo else {}
@@ -109,7 +110,15 @@ def _add_search_options(parser, demo=False):
     )
     add("--trials", type=_positive_int, default=d.get("trials", 20), help="number of architectures to try")
     add("--seed", type=int, default=0, help="seed of the oracle, data split, weights and termination")
-    data = parser.add_argument_group("data (default: the built-in digit scenes)")
+    add(
+        "--task",
+        default="segmentation",
+        help=f"what the network predicts, one of {sorted(TASKS)}: the head, loss, metrics and reward "
+        "(default: segmentation)",
+    )
+    data = parser.add_argument_group(
+        "data (default: the task's built-in data: digit scenes, depth scenes, figure crops or scenes)"
+    )
     data.add_argument(
         "--images", default=None, help="folder of training images (with --masks, --num-classes)"
     )
@@ -118,6 +127,22 @@ def _add_search_options(parser, demo=False):
         "--val-images", default=None, help="folder of meta-val images (default: hold out --val-fraction)"
     )
     data.add_argument("--val-masks", default=None, help="folder of meta-val masks")
+    data.add_argument(
+        "--depths", default=None, help="--task depth: folder of 16-bit .png depth maps named like --images"
+    )
+    data.add_argument("--val-depths", default=None, help="--task depth: folder of meta-val depth maps")
+    data.add_argument(
+        "--depth-scale",
+        type=float,
+        default=0.001,
+        help="--task depth: metres per raw depth unit (0.001: millimetres, NYUDv2/Kinect); 0 marks missing",
+    )
+    data.add_argument(
+        "--keypoints", default=None, help="--task pose-multi: COCO keypoints JSON of the --images folder"
+    )
+    data.add_argument(
+        "--val-keypoints", default=None, help="--task pose-multi: COCO keypoints JSON of --val-images"
+    )
     data.add_argument("--tfds", default=None, help="TensorFlow Datasets name, e.g. oxford_iiit_pet")
     data.add_argument("--tfds-split", default="train", help="TFDS split to search on")
     data.add_argument(
@@ -133,7 +158,10 @@ def _add_search_options(parser, demo=False):
         help="number of classes of --images/--tfds data (11 for the built-in data)",
     )
     data.add_argument(
-        "--scenes", type=_positive_int, default=d.get("scenes", 512), help="number of built-in digit scenes"
+        "--scenes",
+        type=_positive_int,
+        default=d.get("scenes", 512),
+        help="number of built-in scenes (or crops)",
     )
     data.add_argument(
         "--digits",
@@ -337,10 +365,16 @@ _SAVED = (
     "space",
     "oracle",
     "seed",
+    "task",
     "images",
     "masks",
     "val_images",
     "val_masks",
+    "depths",
+    "val_depths",
+    "depth_scale",
+    "keypoints",
+    "val_keypoints",
     "tfds",
     "tfds_split",
     "label_offset",
@@ -413,31 +447,122 @@ def _without_option(argv, option):
     return out
 
 
+def _check_folders(*flags):
+    for flag, path in flags:
+        if path is not None and not (os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK)):
+            raise UsageError(f"{flag} {path!r} is not a readable folder")
+
+
 def _load_data(args):
+    """The search data of `args`: `(train, val or None, task)`."""
+    if args.task == "segmentation":
+        return _segmentation_data(args)
+    from tfnas.tasks import get_task
+
+    segmentation_only = [
+        flag
+        for flag, value in (
+            ("--masks", args.masks),
+            ("--val-masks", args.val_masks),
+            ("--tfds", args.tfds),
+            ("--num-classes", args.num_classes),
+            ("--digits", args.digits),
+            ("--min-digit-size", args.min_digit_size),
+            ("--max-digit-size", args.max_digit_size),
+        )
+        if value is not None
+    ]
+    if segmentation_only:
+        raise UsageError(
+            f"{', '.join(segmentation_only)}: segmentation data, but --task is {args.task}; "
+            "leave them out or search --task segmentation"
+        )
+    task = get_task(args.task)
+    if args.task == "depth" and (args.images or args.depths):
+        return (*_depth_data(args), task)
+    if args.task == "pose-multi" and (args.images or args.keypoints):
+        return (*_keypoint_data(args), task)
+    if args.images:
+        raise UsageError(
+            "--task pose searches on the built-in figure crops; for your own data, crop one "
+            "person per image and search from Python (tfnas.tasks.PoseTask.target_spec)"
+        )
+    train = task.builtin_data("train", image_size=args.image_size, num_samples=args.scenes, seed=args.seed)
+    return train, None, task
+
+
+def _depth_data(args):
     from tfnas import data
 
+    if not (args.images and args.depths):
+        raise UsageError("--task depth: --images needs --depths (e.g. --images nyu/rgb --depths nyu/depth)")
+    if (args.val_images is None) != (args.val_depths is None):
+        raise UsageError("--val-images and --val-depths go together")
+    _check_folders(
+        ("--images", args.images),
+        ("--depths", args.depths),
+        ("--val-images", args.val_images),
+        ("--val-depths", args.val_depths),
+    )
+    load = lambda images, depths: data.image_depth_folder(
+        images, depths, depth_scale=args.depth_scale, image_size=args.image_size
+    )
+    train = load(args.images, args.depths)
+    return train, load(args.val_images, args.val_depths) if args.val_images else None
+
+
+def _keypoint_data(args):
+    from tfnas import data
+
+    if not (args.images and args.keypoints):
+        raise UsageError(
+            "--task pose-multi: --images needs --keypoints (e.g. --images coco/val2017 "
+            "--keypoints coco/person_keypoints_val2017.json)"
+        )
+    if (args.val_images is None) != (args.val_keypoints is None):
+        raise UsageError("--val-images and --val-keypoints go together")
+    _check_folders(("--images", args.images), ("--val-images", args.val_images))
+    for flag, path in (("--keypoints", args.keypoints), ("--val-keypoints", args.val_keypoints)):
+        if path is not None and not os.path.isfile(path):
+            raise UsageError(f"{flag} {path!r} is not a file; give a COCO keypoints JSON")
+    train = data.coco_keypoints(args.keypoints, args.images, image_size=args.image_size)
+    val = None
+    if args.val_images:
+        # one padded people count for both, so meta-val batches like meta-train
+        people = train.element_spec[1]["keypoints"].shape[0]
+        val = data.coco_keypoints(
+            args.val_keypoints, args.val_images, max_people=people, image_size=args.image_size
+        )
+    return train, val
+
+
+def _segmentation_data(args):
+    from tfnas import data
+    from tfnas.tasks import get_task
+
     size = args.image_size
+    other = [flag for flag, value in (("--depths", args.depths), ("--keypoints", args.keypoints)) if value]
+    if other:
+        raise UsageError(f"{', '.join(other)}: data of another task; add --task depth or --task pose-multi")
     if args.images or args.masks:
         if not (args.images and args.masks and args.num_classes):
             raise UsageError(
                 "--images needs --masks and --num-classes (e.g. --images data/img "
                 "--masks data/masks --num-classes 21)"
             )
-        for flag, path in (
+        _check_folders(
             ("--images", args.images),
             ("--masks", args.masks),
             ("--val-images", args.val_images),
             ("--val-masks", args.val_masks),
-        ):
-            if path is not None and not (os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK)):
-                raise UsageError(f"{flag} {path!r} is not a readable folder")
+        )
         train = data.image_mask_folder(args.images, args.masks, args.num_classes, image_size=size)
         val = None
         if args.val_images or args.val_masks:
             if not (args.val_images and args.val_masks):
                 raise UsageError("--val-images and --val-masks go together")
             val = data.image_mask_folder(args.val_images, args.val_masks, args.num_classes, image_size=size)
-        return train, val, args.num_classes
+        return train, val, get_task("segmentation", num_classes=args.num_classes)
     if args.tfds:
         if not args.num_classes:
             raise UsageError(f"--tfds {args.tfds} needs --num-classes")
@@ -448,7 +573,7 @@ def _load_data(args):
             label_offset=args.label_offset,
             image_size=size,
         )
-        return train, None, args.num_classes
+        return train, None, get_task("segmentation", num_classes=args.num_classes)
     digits = None
     if args.digits is not None:
         if not args.digits.isdigit():
@@ -469,13 +594,13 @@ def _load_data(args):
         min_digit_size=args.min_digit_size,
         max_digit_size=args.max_digit_size,
     )
-    return train, None, classes
+    return train, None, get_task("segmentation", num_classes=classes)
 
 
-def _build_space(args, num_classes):
+def _build_space(args, task):
     from tfnas.spaces import get_space
 
-    kwargs = {"num_classes": num_classes}
+    kwargs = {"task": task}
     for key in ("width", "alpha", "encoder_weights"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
@@ -496,10 +621,13 @@ def _teacher(value):
 
 def _validate(args):
     from tfnas.spaces import SPACES
+    from tfnas.tasks import TASKS
     from tfnas.tuners.oracles import ORACLES
 
     if args.space not in SPACES:
         raise UsageError(f"unknown space {args.space!r}; expected one of {sorted(SPACES)}")
+    if args.task not in TASKS:
+        raise UsageError(f"unknown task {args.task!r}; expected one of {sorted(TASKS)}")
     if args.oracle is not None and args.oracle not in ORACLES:
         raise UsageError(f"unknown oracle {args.oracle!r}; expected one of {sorted(ORACLES)}")
     if not 0.0 < args.val_fraction < 1.0:
@@ -534,8 +662,8 @@ def run_search(args):
     _validate(args)
     teacher = _teacher(args.teacher)
     try:
-        train, val, num_classes = _load_data(args)
-        space = _build_space(args, num_classes)
+        train, val, task = _load_data(args)
+        space = _build_space(args, task)
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise UsageError(str(err)) from err
 

@@ -18,7 +18,7 @@ from tfnas.io import atomic_path
 from tfnas.report import plots
 from tfnas.report.graphs import GRAPHS, draw_genotype
 from tfnas.report.pareto import COSTS
-from tfnas.report.runs import class_ious, load_run
+from tfnas.report.runs import TASK_SCORES, class_ious, load_run, task_name
 from tfnas.report.table import TEXT_COLUMNS, format_cell, format_value, trial_rows
 
 _STYLE = """
@@ -57,24 +57,38 @@ def _save(fig, out_dir, name, images):
     return f'<img src="{_e(name)}" alt="{_e(name)}">'
 
 
+#: What each task's reward is (`tfnas.tasks`), for the report's settings.
+REWARDS = {
+    "segmentation": "geometric mean of mIoU, fwIoU, mean accuracy",
+    "depth": "geometric mean of δ<1.25, 1 - abs rel and exp(-log RMSE)",
+    "pose": "mean of PCKh@0.5 and PCKh@0.1",
+    "pose-multi": "COCO keypoint AP (OKS 0.50:0.95)",
+}
+
+
 def _settings(run):
     """The run's settings split into (search, data, encoder and teacher) key-value lists."""
     r = run.run
     cli, config, settings = r.get("cli", {}), r.get("space_config", {}), r.get("settings", {})
+    task = task_name(config)
     search = [
+        ("task", task),
         ("space", r.get("space")),
         ("oracle", r.get("oracle")),
         ("trials asked", run.max_trials),
-        ("objective", "reward (max): geometric mean of mIoU, fwIoU, mean accuracy"),
+        ("objective", f"reward (max): {REWARDS[task]}"),
         ("decoder width", config.get("width")),
     ]
     search += [(k, v) for k, v in settings.items() if k not in ("warmup_epochs", "warmup_learning_rate")]
     if cli.get("images"):
-        source = f"folders {cli['images']} / {cli.get('masks')}"
+        targets = cli.get("masks") or cli.get("depths") or cli.get("keypoints")
+        source = f"folder {cli['images']} with {targets}"
     elif cli.get("tfds"):
         source = f"TFDS {cli['tfds']} ({cli.get('tfds_split')})"
-    elif cli:
+    elif cli and task == "segmentation":
         source = f"built-in digit scenes: {cli.get('scenes')} scenes, digits {cli.get('digits') or '0-9'}"
+    elif cli:
+        source = f"built-in {task} data: {cli.get('scenes')} images"
     else:
         source = "given to NASTuner.search from Python"
     data = [
@@ -186,12 +200,13 @@ def write_report(run_dir, out=None, top=3):
 
     body.append("<h2>Best architectures</h2>")
     space_name = run.run.get("space")
+    scores = [name for name, _ in TASK_SCORES[task_name(run.run.get("space_config"))]]
     if not best:
         body.append('<p class="note">No trial has completed yet.</p>')
     for rank, t in enumerate(best, start=1):
         metrics = ", ".join(
             f"{k} {format_value(k, t.metrics.get(k))}"
-            for k in ("reward", "stage1_reward", "miou", "params", "madds", "latency_ms")
+            for k in ("reward", "stage1_reward", *scores, "params", "madds", "latency_ms")
             if k in t.metrics
         )
         body.append(
@@ -204,15 +219,16 @@ def write_report(run_dir, out=None, top=3):
         else:
             body.append(f'<p class="note">No drawing for space {_e(space_name)}: its values are shown.</p>')
 
-    body.append("<h2>Per-class IoU of the best</h2>")
-    if best and class_ious(best[0]):
-        body.append(_save(plots.class_iou_figure(best[0]), out, "class_iou.png", images))
-    else:
-        body.append(
-            '<p class="note">Not recorded: the trials\' metrics hold no <code>iou_class_&lt;k&gt;</code>. '
-            "NASTuner.run_trial must add <code>iou_class_&lt;k&gt;</code> = "
-            "<code>scores['per_class_iou'][k]</code> for every class k to the metrics it returns.</p>"
-        )
+    if task_name(run.run.get("space_config")) == "segmentation":  # a segmentation score
+        body.append("<h2>Per-class IoU of the best</h2>")
+        if best and class_ious(best[0]):
+            body.append(_save(plots.class_iou_figure(best[0]), out, "class_iou.png", images))
+        else:
+            body.append(
+                '<p class="note">Not recorded: the trials\' metrics hold no <code>iou_class_&lt;k&gt;</code>. '
+                "NASTuner.run_trial must add <code>iou_class_&lt;k&gt;</code> = "
+                "<code>scores['per_class_iou'][k]</code> for every class k to the metrics it returns.</p>"
+            )
 
     if run.run.get("oracle") in ("PPOOracle",) or "controller" in run.oracle:
         body.append("<h2>Controller</h2>")

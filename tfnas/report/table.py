@@ -23,7 +23,15 @@ COLUMNS = (
 #: CSV hold every recorded metric.
 TEXT_COLUMNS = COLUMNS
 #: Sorting directions: these are better when larger; every other metric when smaller.
-_LARGER_IS_BETTER = {"reward", "stage1_reward", "miou", "fwiou", "mean_accuracy", "score", "pixel_accuracy"}
+_LARGER_IS_BETTER = {
+    "reward",
+    "stage1_reward",
+    "score",
+    *("miou", "fwiou", "mean_accuracy", "pixel_accuracy"),  # segmentation
+    *("delta1", "delta2", "delta3"),  # depth (its errors are better smaller)
+    *("pckh", "pckh@0.5", "pckh@0.1"),  # pose
+    *("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar", "ar50", "ar75", "ar_medium", "ar_large"),
+}
 
 
 def format_value(name, value):

@@ -22,13 +22,13 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp_api
 
 from tfnas.report.progress import trial_parts
-from tfnas.report.runs import format_genotype
+from tfnas.report.runs import TASK_SCORES, format_genotype
 
 #: The metrics shown in the HParams dashboard: (metric name, display name).
 HPARAMS_METRICS = (
     ("reward", "reward"),
     ("stage1_reward", "stage-1 reward"),
-    ("miou", "mIoU"),
+    ("miou", "mIoU"),  # the task's headline scores (`TASK_SCORES`) for a space of another task
     ("params", "parameters"),
     ("madds", "multiply-adds"),
     ("latency_ms", "latency (ms)"),
@@ -44,14 +44,26 @@ class HParamsWriter:
         logdir: str, the TensorBoard log directory.
         space: optional tfnas space: its decisions (`hyperparameters().space`) become the
             HParams with their discrete domains, and its `genotype` the `genotype` column.
-        metrics: sequence of (name, display name). Default `HPARAMS_METRICS`.
+        metrics: sequence of (name, display name). Default `HPARAMS_METRICS`, with the
+            space's task's headline scores (`TASK_SCORES`) in place of mIoU.
     """
 
-    def __init__(self, logdir, space=None, metrics=HPARAMS_METRICS):
+    def __init__(self, logdir, space=None, metrics=None):
         self.logdir = logdir
         self.space = space
-        self.metrics = tuple(metrics)
+        self._metrics = None if metrics is None else tuple(metrics)
         self._configured = False
+
+    @property
+    def metrics(self):
+        """The (name, display name) pairs written for each trial."""
+        if self._metrics is not None:
+            return self._metrics
+        task = getattr(getattr(self.space, "task", None), "name", "segmentation")
+        if task == "segmentation":
+            return HPARAMS_METRICS
+        head, tail = HPARAMS_METRICS[:2], [m for m in HPARAMS_METRICS[2:] if m[0] != "miou"]
+        return head + TASK_SCORES[task] + tuple(tail)
 
     def _hparams(self, values):
         """`hp.HParam` per decision (discrete domains from the space when known)."""

@@ -67,7 +67,7 @@ class AuxCellSpace(DecoderSpace):
         "arch2": [[[1, 3], [4, 3], [2, 2]], [5, [0, 0, 4, 1], [3, 2, 0, 1], [5, 6, 5, 0]]],
     }
 
-    def __init__(self, num_classes, width=48, aux_cells=True, name="auxcell", **kwargs):
+    def __init__(self, num_classes=None, width=48, aux_cells=True, name="auxcell", **kwargs):
         super().__init__(num_classes, width, name=name, **kwargs)
         self.aux_cells = bool(aux_cells)
 
@@ -166,6 +166,7 @@ class AuxCellSpace(DecoderSpace):
     def decoder_from_values(self, values, features, strides):
         connections, cell = self.genotype(values)
         w = self.width
+        head_reference = (features[0], strides[0])  # heads with an output stride resize to it
         pool = [ConvBN(w, 1, name=f"adapt{i}")(f) for i, f in enumerate(features)]
         pool_strides = list(strides)
         outputs, used = {}, set()
@@ -177,23 +178,22 @@ class AuxCellSpace(DecoderSpace):
             (x1, x2), stride = resize_to_finest(branches, [pool_strides[c1], pool_strides[c2]])
             out = keras.layers.Add(name=f"block{b}_sum")([x1, x2])
             aux = AuxCell(cell, w, name=f"aux{b}_cell")(out) if self.aux_cells else out
-            outputs[f"aux_{b}"] = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=f"aux_{b}")(
-                aux
-            )
+            outputs[f"aux_{b}"] = self.task.head(aux, f"aux_{b}", stride, reference=head_reference)
             used.update((c1, c2))
             pool.append(out)
             pool_strides.append(stride)
         unused = [i for i in range(NUM_TAPS, len(pool)) if i not in used]
-        collected, _ = resize_to_finest([pool[i] for i in unused], [pool_strides[i] for i in unused])
+        collected, stride = resize_to_finest([pool[i] for i in unused], [pool_strides[i] for i in unused])
         x = collected[0] if len(collected) == 1 else keras.layers.Concatenate(name="collect")(collected)
         x = keras.layers.ReLU(name="collect_relu")(x)
         x = ConvBN(w, 1, name="pre_classifier")(x)
-        logits = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=MAIN_OUTPUT)(x)
+        logits = self.task.head(x, MAIN_OUTPUT, stride, reference=head_reference)
         return {MAIN_OUTPUT: logits, **outputs}
 
     # --- the supernet ---------------------------------------------------------------------
     def supernet_from_features(self, features, strides):
         w = self.width
+        head_reference = (features[0], strides[0])
         pool = [ConvBN(w, 1, name=f"adapt{i}")(f) for i, f in enumerate(features)]
         outputs = {}
         for b in range(NUM_BLOCKS):
@@ -207,9 +207,8 @@ class AuxCellSpace(DecoderSpace):
             x2 = Choice([Take(0), ResizeLike()], name=f"block{b}_align1")(branches[::-1])
             out = keras.layers.Add(name=f"block{b}_sum")([x1, x2])
             aux = SuperAuxCell(w, name=f"aux{b}_cell")(out) if self.aux_cells else out
-            outputs[f"aux_{b}"] = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=f"aux_{b}")(
-                aux
-            )
+            # the block's stride is the architecture's: heads resize to the reference
+            outputs[f"aux_{b}"] = self.task.head(aux, f"aux_{b}", reference=head_reference)
             pool.append(out)
         blocks = pool[NUM_TAPS:]
         reference = Choice(name="collect_reference")(blocks)  # the finest unused block output
@@ -220,7 +219,7 @@ class AuxCellSpace(DecoderSpace):
         x = keras.layers.Concatenate(name="collect")(collected)
         x = keras.layers.ReLU(name="collect_relu")(x)
         x = ConvBN(w, 1, name="pre_classifier")(x)
-        logits = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=MAIN_OUTPUT)(x)
+        logits = self.task.head(x, MAIN_OUTPUT, reference=head_reference)
         return {MAIN_OUTPUT: logits, **outputs}
 
     def _structure(self, values, strides):
@@ -269,7 +268,8 @@ class AuxCellSpace(DecoderSpace):
             if self.aux_cells:
                 for layer, path in decoder.get_layer(f"aux{b}_cell").uses(cell):
                     uses.append(Use(layer, (f"aux{b}_cell", *path), out_stride, w, inference=False))
-            uses.append(Use(decoder.get_layer(f"aux_{b}"), (f"aux_{b}",), out_stride, w, inference=False))
+            head = self.task.head_conv(decoder, f"aux_{b}")  # named alike in both models
+            uses.append(Use(head, (head.name,), out_stride, w, inference=False))
         rows = tuple(r for i in unused for r in range((i - NUM_TAPS) * w, (i - NUM_TAPS + 1) * w))
         uses.append(
             Use(
@@ -280,5 +280,6 @@ class AuxCellSpace(DecoderSpace):
                 rows=rows,
             )
         )
-        uses.append(Use(decoder.get_layer(MAIN_OUTPUT), (MAIN_OUTPUT,), strides[finest], w))
+        head = self.task.head_conv(decoder, MAIN_OUTPUT)
+        uses.append(Use(head, (head.name,), strides[finest], w))
         return uses

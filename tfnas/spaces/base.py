@@ -15,6 +15,7 @@ import keras_tuner
 
 from tfnas import encoders
 from tfnas.ops import ResizeLike
+from tfnas.tasks import Task, get_task
 
 #: Output key of the main classifier; every other output key is a training-only head.
 MAIN_OUTPUT = "logits"
@@ -28,8 +29,14 @@ class DecoderSpace(keras_tuner.HyperModel):
     adds the checks), `values(genotype)` (validating) and
     `decoder_from_values(values, features, strides)`.
 
+    Every space predicts for a `tfnas.tasks.Task` (segmentation unless told otherwise): the
+    task's `head` is the decoder's last layer (`"logits"`, and the auxiliary heads), so the
+    published genotypes build depth and pose networks too (Nekrasov et al., CVPR 2019,
+    Sec. 4.5).
+
     Args:
-        num_classes: int, number of output classes.
+        num_classes: int, number of output classes (segmentation only; None for the
+            other tasks).
         width: int, decoder channels.
         encoder: str, `"mobilenetv2"` or `"resnet50"`.
         encoder_weights: `None`, `"imagenet"` or a weights path (see `tfnas.encoders`).
@@ -37,6 +44,10 @@ class DecoderSpace(keras_tuner.HyperModel):
         output_stride: int, encoder output stride (MobileNetV2 only).
         input_shape: tuple, default `(None, None, 3)`: any image size.
         name: str, the space's registry name.
+        task: the task the networks predict for: a `tfnas.tasks.TASKS` name
+            (`"segmentation"`, `"depth"`, `"pose"`, `"pose-multi"`), a `Task`, or a dict
+            `{"name": ..., **constructor arguments}` (what `config()` saves). Default
+            `"segmentation"` with `num_classes` classes.
     """
 
     PUBLISHED = {}
@@ -55,13 +66,14 @@ class DecoderSpace(keras_tuner.HyperModel):
         input_shape=(None, None, 3),
         name=None,
         tunable=True,
+        task="segmentation",
     ):
         super().__init__(name=name, tunable=tunable)
-        if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
         if int(width) < 1:
             raise ValueError(f"width must be a positive number of channels, got {width!r}")
-        self.num_classes = int(num_classes)
+        self.task = space_task(task, num_classes)
+        #: classes of a segmentation space, None for the other tasks
+        self.num_classes = getattr(self.task, "num_classes", None)
         self.width = int(width)
         self.encoder = encoder
         self.encoder_weights = encoder_weights
@@ -121,6 +133,7 @@ class DecoderSpace(keras_tuner.HyperModel):
         """Constructor arguments, JSON-able, to rebuild this space (`get_space(name)(**config)`)."""
         return {
             "num_classes": self.num_classes,
+            "task": {"name": self.task.name, **self.task.config()},
             "width": self.width,
             "encoder": self.encoder,
             "encoder_weights": self.encoder_weights,
@@ -195,8 +208,21 @@ class DecoderSpace(keras_tuner.HyperModel):
             hp.values[key] = value
         return hp
 
-    def build_genotype(self, genotype):
-        """The training model of a genotype given in the paper's form (or a `PUBLISHED` name)."""
+    def build_genotype(self, genotype, task=None):
+        """The training model of a genotype given in the paper's form (or a `PUBLISHED` name).
+
+        Args:
+            genotype: the genotype, or a name in `PUBLISHED`.
+            task: None for the space's task, or another task (a name, `Task` or config
+                dict, as the constructor's `task`): the same network with that task's head,
+                e.g. the CVPR 2019 arch0 for depth (Sec. 4.5.2).
+
+        Raises:
+            ValueError: for an unknown name, an invalid genotype or task.
+        """
+        if task is not None:
+            config = {**self.config(), "num_classes": None, "task": task}
+            return type(self)(**config).build_genotype(genotype)
         if isinstance(genotype, str):
             if genotype not in self.PUBLISHED:
                 raise ValueError(
@@ -227,6 +253,41 @@ class DecoderSpace(keras_tuner.HyperModel):
         for p in self.hyperparameters().space:
             total *= len(p.values)
         return total
+
+
+def space_task(task, num_classes=None):
+    """The `Task` of a space from its `task` and `num_classes` arguments (see `DecoderSpace`).
+
+    Raises:
+        ValueError: naming the argument: a segmentation space without `num_classes` (or
+            fewer than 2), `num_classes` that contradicts the task's, or `num_classes` given
+            to a task that has no classes.
+    """
+    if isinstance(task, dict):
+        task = dict(task)
+        name = task.pop("name", None)
+        if name is None:
+            raise ValueError(f"task {task!r} must name its task: {{'name': 'depth', ...}}")
+        task = get_task(name, **task)
+    elif not isinstance(task, Task):
+        if task == "segmentation":
+            if num_classes is None:
+                raise ValueError(
+                    "a segmentation space needs num_classes (e.g. num_classes=21 for PASCAL VOC)"
+                )
+            if int(num_classes) < 2:
+                raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+            return get_task(task, num_classes=int(num_classes))
+        task = get_task(task)
+    own = getattr(task, "num_classes", None)
+    if num_classes is not None and own is None:
+        raise ValueError(
+            f"num_classes={num_classes!r} is for segmentation; the {task.name} task has no classes "
+            "(leave num_classes out)"
+        )
+    if num_classes is not None and int(num_classes) != own:
+        raise ValueError(f"num_classes={num_classes!r} contradicts the task's num_classes={own}")
+    return task
 
 
 def resize_to_finest(tensors, strides):

@@ -61,7 +61,7 @@ class DPCSpace(DecoderSpace):
     TAPS = (6,)
     DEFAULT_ORACLE = "random"
 
-    def __init__(self, num_classes, width=256, num_branches=5, output_stride=16, name="dpc", **kwargs):
+    def __init__(self, num_classes=None, width=256, num_branches=5, output_stride=16, name="dpc", **kwargs):
         super().__init__(num_classes, width, output_stride=output_stride, name=name, **kwargs)
         if int(num_branches) < 1:
             raise ValueError(f"num_branches must be at least 1, got {num_branches!r}")
@@ -128,14 +128,12 @@ class DPCSpace(DecoderSpace):
     # --- the network ----------------------------------------------------------------------
     def decoder_from_values(self, values, features, strides):
         cell = DensePredictionCell(self.genotype(values), self.width, name="cell")(features[-1])
-        logits = keras.layers.Conv2D(self.num_classes, 1, name=MAIN_OUTPUT)(cell)
-        return {MAIN_OUTPUT: logits}
+        return {MAIN_OUTPUT: self.task.head(cell, MAIN_OUTPUT, strides[-1], kernel_size=1)}
 
     # --- the supernet ---------------------------------------------------------------------
     def supernet_from_features(self, features, strides):
         cell = SuperDensePredictionCell(self.num_branches, self.width, name="cell")(features[-1])
-        logits = keras.layers.Conv2D(self.num_classes, 1, name=MAIN_OUTPUT)(cell)
-        return {MAIN_OUTPUT: logits}
+        return {MAIN_OUTPUT: self.task.head(cell, MAIN_OUTPUT, strides[-1], kernel_size=1)}
 
     def supernet_selection(self, values, strides):
         return SuperDensePredictionCell.selection(self.genotype(values), prefix="cell/")
@@ -148,5 +146,6 @@ class DPCSpace(DecoderSpace):
             for layer, path, on_backbone in cell.uses(self.genotype(values))
         ]
         uses.append(Use(cell.projection, ("cell", "projection"), stride, self.width * self.num_branches))
-        uses.append(Use(decoder.get_layer(MAIN_OUTPUT), (MAIN_OUTPUT,), stride, self.width))
+        head = self.task.head_conv(decoder, MAIN_OUTPUT)
+        uses.append(Use(head, (head.name,), stride, self.width))
         return uses

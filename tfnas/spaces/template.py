@@ -111,7 +111,7 @@ class TemplateSpace(DecoderSpace):
 
     def __init__(
         self,
-        num_classes,
+        num_classes=None,
         width=48,
         num_templates=3,
         num_blocks=7,
@@ -301,9 +301,9 @@ class TemplateSpace(DecoderSpace):
             pool_strides.append(s[1])
             used.update((loc1, loc2))
         unused = [i for i in range(NUM_STEM_OUTPUTS, len(pool)) if i not in used]
-        collected, _ = resize_to_finest([pool[i] for i in unused], [pool_strides[i] for i in unused])
+        collected, stride = resize_to_finest([pool[i] for i in unused], [pool_strides[i] for i in unused])
         x = collected[0] if len(collected) == 1 else keras.layers.Concatenate(name="collect")(collected)
         x = keras.layers.ReLU(name="collect_relu")(x)
         x = ConvBN(self.width, 1, name="pre_classifier")(x)
-        logits = keras.layers.Conv2D(self.num_classes, 3, padding="same", name=MAIN_OUTPUT)(x)
+        logits = self.task.head(x, MAIN_OUTPUT, stride, reference=(features[0], strides[0]))
         return {MAIN_OUTPUT: logits}

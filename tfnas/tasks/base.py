@@ -25,6 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfnas.ops import ResizeLike
+
 
 @keras.saving.register_keras_serializable(package="tfnas")
 class UpsampleBy(keras.layers.Layer):
@@ -122,11 +124,16 @@ class Task:
         """int, channels of the main output."""
         raise NotImplementedError
 
-    def head(self, features, name="logits", feature_stride=None, kernel_size=3):
+    def head(self, features, name="logits", feature_stride=None, kernel_size=3, reference=None):
         """The task's output layer on a decoder's last features (a 3x3 conv, as the spaces').
 
         When the task has an `output_stride` and the features are coarser, the prediction
-        is upsampled bilinearly to that stride.
+        is upsampled bilinearly to that stride. A decoder whose last features have no fixed
+        stride (a supernet, where the architecture decides it at run time) passes
+        `reference`: the prediction is first resized to the size of that tensor (bilinear,
+        `tfnas.ops.ResizeLike`), then upsampled from its stride; resizing to the size a
+        tensor already has changes nothing, so a supernet computes what the standalone
+        architecture computes.
 
         Args:
             features: symbolic Keras tensor `(N, h, w, C)`.
@@ -134,13 +141,22 @@ class Task:
             feature_stride: int, stride of `features` relative to the input image; None
                 when unknown (no resizing).
             kernel_size: int, kernel of the conv. Default 3.
+            reference: optional `(tensor, stride)`: a tensor at a known stride (e.g. the
+                finest encoder feature) that the prediction is resized to when its own
+                stride differs from it or is None. Ignored by tasks without an
+                `output_stride`.
 
         Returns:
             symbolic tensor `(N, h', w', output_channels)`.
 
         Raises:
-            ValueError: if the features are finer than the output stride.
+            ValueError: if the features (or the reference) are finer than the output stride.
         """
+        align = None
+        if self.output_stride is not None and reference is not None:
+            reference, reference_stride = reference
+            if feature_stride is None or feature_stride != reference_stride:
+                align, feature_stride = reference, reference_stride
         upsample = 1
         if self.output_stride is not None and feature_stride is not None:
             if feature_stride % self.output_stride:
@@ -150,14 +166,44 @@ class Task:
                     f"{self.output_stride}"
                 )
             upsample = feature_stride // self.output_stride
-        conv_name = name if upsample == 1 and self.activation is None else f"{name}_conv"
-        x = keras.layers.Conv2D(self.output_channels, kernel_size, padding="same", name=conv_name)(features)
-        if upsample > 1:
-            up_name = name if self.activation is None else f"{name}_up"
-            x = UpsampleBy(upsample, name=up_name)(x)
-        if self.activation is not None:
-            x = keras.layers.Activation(self.activation, name=name)(x)
+        # The conv's name depends only on the task (not on the strides), so that a supernet
+        # and its standalone architectures name their head weights alike; the last layer
+        # is always `name` (what `inference_model` and export look up).
+        steps = [
+            step
+            for step, wanted in (
+                ("align", align is not None),
+                ("up", upsample > 1),
+                ("activation", self.activation is not None),
+            )
+            if wanted
+        ]
+        conv = self.head_conv_name(name)
+        if conv != name and not steps:
+            steps = ["identity"]
+        x = keras.layers.Conv2D(self.output_channels, kernel_size, padding="same", name=conv)(features)
+        for i, step in enumerate(steps):
+            layer_name = name if i == len(steps) - 1 else f"{name}_{step}"
+            if step == "align":
+                x = ResizeLike(name=layer_name)([x, align])
+            elif step == "up":
+                x = UpsampleBy(upsample, name=layer_name)(x)
+            elif step == "activation":
+                x = keras.layers.Activation(self.activation, name=layer_name)(x)
+            else:
+                x = keras.layers.Identity(name=layer_name)(x)
         return x
+
+    def head_conv_name(self, name="logits"):
+        """The name of the conv of the head `head(..., name)`: `name` itself when the head is
+        a bare conv (tasks without an output stride or activation), else `<name>_conv`."""
+        if self.output_stride is None and self.activation is None:
+            return name
+        return f"{name}_conv"
+
+    def head_conv(self, model, name="logits"):
+        """The conv layer of the head `head(..., name)` built in `model` (its weights)."""
+        return model.get_layer(self.head_conv_name(name))
 
     # ---- targets -------------------------------------------------------------------------
     @property

@@ -3,13 +3,15 @@
 In stage 1 the encoder is frozen, so its outputs on the meta-train images (the paper uses
 4000) never change: they are computed once, stored in the search directory and read by
 every trial, and again after a restart. The teacher's logits for distillation are stored
-beside them. A cache entry is keyed by a fingerprint: a hash of the encoder's weights, the
-teacher's weights, and the bytes of the images and masks it covers; when any of them
+beside them, and the targets (whatever the task's are: class maps, depth maps, dicts of
+keypoints). A cache entry is keyed by a fingerprint: a hash of the encoder's weights, the
+teacher's weights, and the bytes of the images and targets it covers; when any of them
 changes the outputs are recomputed and the old entry is removed.
 
-An entry is a folder `<part>-<fingerprint[:16]>/` holding `feature_<i>.npy`, `masks.npy`,
-optionally `teacher.npy`, and `meta.json`, which is written last: a folder without it (a
-run killed while writing) is ignored and rewritten.
+An entry is a folder `<part>-<fingerprint[:16]>/` holding `feature_<i>.npy`, the targets
+(`targets.npy`, or `target_<key>.npy` per key of dict targets), optionally `teacher.npy`,
+and `meta.json`, which is written last: a folder without it (a run killed while writing)
+is ignored and rewritten.
 
     >>> cache = FeatureCache("runs/search/cache")
     >>> entry = cache.load_or_compute("train", encoder, meta_train, num_images=4000)
@@ -32,20 +34,20 @@ from tfnas.training.stages import quiet_retracing
 
 #: What `FeatureCache.load_or_compute` returns.
 CachedFeatures = collections.namedtuple(
-    "CachedFeatures", ["features", "masks", "teacher_logits", "fingerprint", "reused", "path"]
+    "CachedFeatures", ["features", "targets", "teacher_logits", "fingerprint", "reused", "path"]
 )
 CachedFeatures.__doc__ = """Cached encoder outputs of a set of images.
 
 Attributes:
     features: list of float32 arrays `(N, h_i, w_i, c_i)`, one per encoder output.
-    masks: int32 array `(N, H, W)`.
+    targets: array `(N, ...)` (integer targets as int32), or a dict of them for dict targets.
     teacher_logits: float32 array `(N, h, w, C)` or None.
     fingerprint: str, the hex digest keying the entry.
     reused: bool, True when read from disk, False when computed now.
     path: str, the entry's folder.
 """
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: any targets (1 stored int32 masks only)
 
 
 def weights_fingerprint(model):
@@ -74,10 +76,10 @@ def _batches(dataset, num_images, batch_size):
 
 
 def data_fingerprint(dataset, num_images=None, batch_size=64):
-    """Hex digest of the bytes of the first `num_images` (image, mask) pairs, and their count.
+    """Hex digest of the bytes of the first `num_images` (image, target) pairs, and their count.
 
     Args:
-        dataset: unbatched `tf.data` of `(image, mask)`.
+        dataset: unbatched `tf.data` of `(image, target)`.
         num_images: int or None (all).
         batch_size: int, read size.
 
@@ -85,9 +87,10 @@ def data_fingerprint(dataset, num_images=None, batch_size=64):
         `(digest, count)`.
     """
     digest, count = hashlib.sha256(), 0
-    for images, masks in _batches(dataset, num_images, batch_size).as_numpy_iterator():
+    for images, targets in _batches(dataset, num_images, batch_size).as_numpy_iterator():
         digest.update(np.ascontiguousarray(images).tobytes())
-        digest.update(np.ascontiguousarray(masks).tobytes())
+        for leaf in tf.nest.flatten(targets):
+            digest.update(np.ascontiguousarray(leaf).tobytes())
         count += len(images)
     return digest.hexdigest(), count
 
@@ -105,6 +108,11 @@ def _teacher_logits(outputs):
     if isinstance(outputs, (list, tuple)):
         return outputs[0]
     return outputs
+
+
+def _stored(target):
+    """A batch of targets as stored: integer maps as int32 (class maps), others as given."""
+    return tf.cast(target, tf.int32) if target.dtype.is_integer else target
 
 
 class FeatureCache:
@@ -145,7 +153,7 @@ class FeatureCache:
         Args:
             part: str naming the entry, e.g. `"train"` or `"val"`.
             encoder: the frozen encoder, image -> list of features (run with training=False).
-            dataset: unbatched `tf.data` of `(uint8 image, int32 mask)`, in a fixed order.
+            dataset: unbatched `tf.data` of `(uint8 image, target)`, in a fixed order.
             num_images: int or None: cache the first `num_images` pairs (all if None).
             teacher: optional Keras model (or `keras.layers.TFSMLayer`) mapping images in
                 [-1, 1] to logits (or a dict holding `"logits"`).
@@ -184,11 +192,13 @@ class FeatureCache:
         )
         with quiet_retracing():
             files = self._write(path, encode, explain, dataset, count, batch_size)
+        target = dataset.element_spec[1]
         meta = {
             "fingerprint": fingerprint,
             "count": count,
             "num_features": sum(name.startswith("feature_") for name in files),
             "teacher": "teacher" in files,
+            "target_keys": sorted(target) if isinstance(target, dict) else None,
         }
         atomic_write_json(os.path.join(path, "meta.json"), meta)
         return meta
@@ -196,10 +206,13 @@ class FeatureCache:
     @staticmethod
     def _write(path, encode, explain, dataset, count, batch_size):
         files, start = {}, 0
-        for images, masks in _batches(dataset, count, batch_size):
+        for images, targets in _batches(dataset, count, batch_size):
             x = preprocess(images)
             outputs = {f"feature_{i}": f for i, f in enumerate(tf.nest.flatten(encode(x)))}
-            outputs["masks"] = tf.cast(masks, tf.int32)
+            if isinstance(targets, dict):
+                outputs.update({f"target_{key}": _stored(value) for key, value in targets.items()})
+            else:
+                outputs["targets"] = _stored(targets)
             if explain is not None:
                 outputs["teacher"] = tf.cast(explain(x), tf.float32)
             for name, value in outputs.items():
@@ -222,4 +235,6 @@ class FeatureCache:
         load = lambda name: np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r")
         features = [load(f"feature_{i}") for i in range(meta["num_features"])]
         teacher = load("teacher") if meta["teacher"] else None
-        return CachedFeatures(features, load("masks"), teacher, meta["fingerprint"], reused, path)
+        keys = meta.get("target_keys")
+        targets = load("targets") if keys is None else {key: load(f"target_{key}") for key in keys}
+        return CachedFeatures(features, targets, teacher, meta["fingerprint"], reused, path)

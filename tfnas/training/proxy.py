@@ -15,9 +15,11 @@ same two methods.
   (stage 2: SGD 1e-3 momentum 0.9 on the encoder, Adam on the decoder, 1 epoch, Polyak 0.99),
   scores it again and profiles the inference model.
 
-The reward is the geometric mean of mIoU, frequency-weighted IoU and mean accuracy on
-meta-val, background left out (Sec. 4.1). Auxiliary outputs get the segmentation loss with
-weight 0.15 each (the authors' code).
+The loss, the metric and the reward are the space's task's (`space.task`, a
+`tfnas.tasks.Task`): for segmentation the reward is the geometric mean of mIoU,
+frequency-weighted IoU and mean accuracy on meta-val, background left out (Sec. 4.1); depth
+and pose have their own (`tfnas.tasks.depth`, `tfnas.tasks.pose`, `tfnas.tasks.pose_multi`).
+Auxiliary outputs get the task loss with weight 0.15 each (the authors' code).
 """
 
 import dataclasses
@@ -34,9 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfnas import profile
-from tfnas.data import count_examples, pipeline, split
+from tfnas.data import count_examples, split
 from tfnas.io import atomic_path
-from tfnas.preprocessing import IGNORE_LABEL
 from tfnas.search_dir import SearchDir
 from tfnas.training.cache import FeatureCache
 from tfnas.training.polyak import ParameterGroup, make_optimizer
@@ -160,11 +161,11 @@ class PreparedData:
     Attributes:
         image_size: [height, width] of the search images.
         encoder_weights: list of arrays, the encoder every trial starts from.
-        meta_train: unbatched tf.data of (image, mask), the stage-2 training data.
-        stage1_train: tf.data of (cached features, mask[, teacher logits]), unbatched.
+        meta_train: unbatched tf.data of (image, target), the stage-2 training data.
+        stage1_train: tf.data of (cached features, target[, teacher logits]), unbatched.
         stage1_count: int, number of cached stage-1 examples.
-        stage1_val: batched tf.data of (cached meta-val features, mask), padded.
-        stage2_val: batched tf.data of meta-val (image, mask), padded to whole batches.
+        stage1_val: batched tf.data of (cached meta-val features, target), padded.
+        stage2_val: batched tf.data of meta-val (image, target), padded to whole batches.
         termination: the `ProgressiveTermination` rule, with its state on disk.
         meta_train_images, meta_val_images: ints, sizes of the split.
         distillation: bool, whether teacher logits were cached.
@@ -211,7 +212,8 @@ class ProxyTask:
     """Scores architectures of a space with the two-stage proxy task (see the module doc).
 
     Args:
-        space: a tfnas space (`tfnas.spaces.DecoderSpace`).
+        space: a tfnas space (`tfnas.spaces.DecoderSpace`); its `task` decides the loss,
+            the metric and the reward.
         search_dir: str or `SearchDir`, where the warm-up, encoder weights, feature cache
             and termination state live.
         settings: `ProxySettings` (default: the paper's).
@@ -251,16 +253,21 @@ class ProxyTask:
         """Splits the data, warms up the encoder, fills the feature cache.
 
         Args:
-            train: unbatched tf.data of (uint8 image, int32 mask), one image size.
+            train: unbatched tf.data of (uint8 image, target), one image size; a target is
+                what the space's task expects (`space.task.target_spec`).
             val: the same, or None to hold out `settings.validation_fraction` of `train`.
 
         Returns:
             `PreparedData` (also kept as `self.data`).
 
         Raises:
-            ValueError: if meta-train or meta-val is empty, or the teacher is not usable.
+            ValueError: if meta-train or meta-val is empty, their first elements are not
+                targets of the task, or the teacher is not usable.
         """
-        s, run_dir = self.settings, self.search_dir
+        s, run_dir, task = self.settings, self.search_dir, self.space.task
+        for part, data in (("training", train), ("validation", val)):
+            if data is not None:
+                _check_targets(task, data, part)
         os.makedirs(run_dir.path, exist_ok=True)
         if val is None:
             train, val = split(train, fraction=s.validation_fraction, seed=s.seed)
@@ -303,22 +310,27 @@ class ProxyTask:
         stage1 = cache.load_or_compute("train", encoder, train, s.cache_images, teacher, s.batch_size)
         val_cache = cache.load_or_compute("val", encoder, val, None, None, s.batch_size)
         inputs = tuple(tf.constant(np.asarray(f)) for f in stage1.features)
-        targets = tf.constant(np.asarray(stage1.masks))
+        targets = keras.tree.map_structure(lambda a: tf.constant(np.asarray(a)), stage1.targets)
         if stage1.teacher_logits is not None:
             targets = (targets, tf.constant(np.asarray(stage1.teacher_logits)))
-        val_features, val_masks = pad_to_batches(
-            [np.asarray(f) for f in val_cache.features], np.asarray(val_cache.masks), s.batch_size
+        val_features, val_targets = pad_to_batches(
+            [np.asarray(f) for f in val_cache.features],
+            keras.tree.map_structure(np.asarray, val_cache.targets),
+            s.batch_size,
+            task.padding_target(image_size),
         )
         self.data = PreparedData(
             image_size=image_size,
             encoder_weights=encoder.get_weights(),
             meta_train=train,
             stage1_train=tf.data.Dataset.from_tensor_slices((inputs, targets)),
-            stage1_count=len(stage1.masks),
-            stage1_val=tf.data.Dataset.from_tensor_slices((tuple(val_features), val_masks)).batch(
+            stage1_count=len(stage1.features[0]),
+            stage1_val=tf.data.Dataset.from_tensor_slices((tuple(val_features), val_targets)).batch(
                 s.batch_size
             ),
-            stage2_val=pipeline(_pad_dataset(val, num_val, s.batch_size, image_size), s.batch_size),
+            stage2_val=task.pipeline(
+                _pad_dataset(task, val, num_val, s.batch_size, image_size), s.batch_size
+            ),
             termination=ProgressiveTermination(
                 s.termination_decay, s.termination_delta, seed=s.seed, path=run_dir.termination_file
             ),
@@ -393,9 +405,11 @@ class ProxyTask:
 
         Returns:
             (metrics dict, trained training model). Metrics: `reward`, `stage1_reward`,
-            `miou`, `fwiou`, `mean_accuracy`, `iou_class_<k>`, `terminated`, `params`,
-            `training_params`, `madds`, `latency_ms` / `latency_std_ms` (when timed), and
-            seconds spent.
+            the task's scores (segmentation: `miou`, `fwiou`, `mean_accuracy`,
+            `pixel_accuracy`, `iou_class_<k>`; depth: `rmse`, `abs_rel`, `delta1`, ...;
+            pose: `pckh@0.5`, `pckh@0.1`; multi-person pose: COCO `ap`, `ar`, ...),
+            `terminated`, `params`, `training_params`, `madds`, `latency_ms` /
+            `latency_std_ms` (when timed), and seconds spent.
 
         Raises:
             RuntimeError: if `prepare` has not run.
@@ -447,17 +461,12 @@ class ProxyTask:
         profile_start = time.perf_counter()
         network, counts = trial.trained()
         metrics = {
-            "reward": scores["reward"],
+            **task_metrics(scores),
             "stage1_reward": stage1_reward,
-            "miou": scores["miou"],
-            "fwiou": scores["fwiou"],
-            "mean_accuracy": scores["mean_accuracy"],
             "terminated": float(terminated),
             **counts,
             "stage1_seconds": stage1_seconds,
             "stage2_seconds": stage2_seconds,
-            # per-class IoU on meta-val (classes absent from it have none), for the reports
-            **{f"iou_class_{k}": v for k, v in enumerate(scores.get("per_class_iou", [])) if v == v},
         }
         metrics["profile_seconds"] = time.perf_counter() - profile_start
         metrics["trial_seconds"] = time.perf_counter() - start
@@ -538,7 +547,7 @@ class ProxyTask:
             name="decoder_parameters",
         )
         return ProxyModel(
-            decoder, [group], self.space.num_classes, s.aux_weight, s.distillation_weight, name="stage1"
+            decoder, [group], self.space.task, s.aux_weight, s.distillation_weight, name="stage1"
         )
 
     def stage1_batches(self, seed):
@@ -564,12 +573,12 @@ class ProxyTask:
                 name="decoder_parameters",
             ),
         ]
-        return ProxyModel(network, groups, self.space.num_classes, s.aux_weight, name="stage2")
+        return ProxyModel(network, groups, self.space.task, s.aux_weight, name="stage2")
 
     def stage2_batches(self, seed):
         """Stage 2's data: meta-train images, preprocessed, shuffled by `seed`."""
         d = self.data
-        return pipeline(
+        return self.space.task.pipeline(
             d.meta_train,
             min(self.settings.batch_size, d.meta_train_images),
             shuffle=True,
@@ -578,20 +587,48 @@ class ProxyTask:
         )
 
 
-def _pad_dataset(dataset, count, batch_size, image_size):
-    """`dataset` followed by all-ignored filler examples up to a multiple of `batch_size`.
+def task_metrics(scores):
+    """The metrics a trial records from a task's scores: every scalar score, and per-class
+    IoU as `iou_class_<k>` (classes absent from meta-val have none), for the reports."""
+    metrics = {}
+    for key, value in scores.items():
+        if key == "per_class_iou":
+            metrics.update({f"iou_class_{k}": float(v) for k, v in enumerate(value) if v == v})
+        elif np.ndim(value) == 0:
+            metrics[key] = float(value)
+    return metrics
 
-    Meta-val is scored in whole batches (one traced shape); filler masks are `IGNORE_LABEL`,
-    so they change no score.
+
+def _check_targets(task, dataset, part, limit=8):
+    """Checks the first elements of a search's data against the task (a clear error early,
+    instead of a shape error deep inside a trial)."""
+    try:
+        task.validate_dataset(dataset, limit=limit)
+    except ValueError as error:
+        raise ValueError(f"the {part} data do not fit the space's task: {error}") from None
+
+
+def _padding_like(task, spec, image_size):
+    """The task's padding target, broadcast to the shapes of the data's targets (`spec`)."""
+
+    def like(value, leaf):
+        value = np.asarray(value, leaf.dtype.as_numpy_dtype)
+        shape = leaf.shape
+        return np.broadcast_to(value, shape).copy() if shape.is_fully_defined() else value
+
+    return keras.tree.map_structure(like, task.padding_target(image_size), spec)
+
+
+def _pad_dataset(task, dataset, count, batch_size, image_size):
+    """`dataset` followed by filler examples up to a multiple of `batch_size`.
+
+    Meta-val is scored in whole batches (one traced shape); filler targets are the task's
+    padding target (ignored pixels, missing depth, unlabelled joints), so they change no score.
     """
     pad = -count % batch_size
     if not pad:
         return dataset
-    image_spec, mask_spec = dataset.element_spec
-    filler = tf.data.Dataset.from_tensors(
-        (
-            tf.zeros(list(image_size) + [3], image_spec.dtype),
-            tf.fill(list(image_size) + list(mask_spec.shape[2:]), tf.cast(IGNORE_LABEL, mask_spec.dtype)),
-        )
-    ).repeat(pad)
-    return dataset.concatenate(filler)
+    image_spec, target_spec = dataset.element_spec
+    image = tf.zeros(list(image_size) + [3], image_spec.dtype)
+    filler = tf.data.Dataset.from_tensors((image, _padding_like(task, target_spec, image_size)))
+    return dataset.concatenate(filler.repeat(pad))

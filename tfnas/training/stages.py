@@ -5,19 +5,21 @@ only `"aux_<i>"`): stage 1 wraps the decoder alone, fed with cached encoder outp
 2 wraps the whole network (encoder + decoder), fed with images. Its `train_step` applies
 the proxy loss
 
-    segmentation(logits) + aux_weight * sum_i segmentation(aux_i)
-                         + distillation_weight * l2(logits, teacher logits)
+    task(logits) + aux_weight * sum_i task(aux_i)
+                 + distillation_weight * l2(logits, teacher logits)
 
-(the teacher term only when the data carry teacher logits, i.e. in stage 1) and updates
+where `task` is the loss of the `tfnas.tasks.Task` (cross-entropy for segmentation, berHu
+for depth, heatmap MSE for pose, heatmaps + associative embedding for multi-person pose),
+the teacher term only when the data carry teacher logits (i.e. in stage 1), and updates
 each group of variables with its own optimizer (stage 2: SGD on the encoder, Adam on the
 decoder). `run_stage` trains with `model.fit` (one trace per stage: batches have a fixed
 size), drops the gradient functions TensorFlow registers globally while tracing it (they
 would keep every trial's graph and weights in memory, see `release_custom_gradients`),
 applies Polyak averaging, and raises `NonFiniteLossError` when the loss or the
-weights stop being finite. `evaluate_reward` accumulates a confusion matrix on the
-meta-validation set (padded to whole batches with ignored pixels, so it traces once) and
-returns the reward: the geometric mean of mIoU, frequency-weighted IoU and mean accuracy,
-background left out.
+weights stop being finite. `evaluate_reward` accumulates the task's metric on the
+meta-validation set (padded to whole batches with targets no metric counts, so it traces
+once) and returns its scores with the task's reward (segmentation: the geometric mean of
+mIoU, frequency-weighted IoU and mean accuracy, background left out).
 """
 
 import contextlib
@@ -29,9 +31,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import ops
 
-from tfnas.preprocessing import IGNORE_LABEL
 from tfnas.spaces.base import MAIN_OUTPUT
-from tfnas.tasks.segmentation import ConfusionMatrix, distillation_loss, segmentation_loss
+from tfnas.tasks import Task, get_task
+from tfnas.tasks.segmentation import distillation_loss
 from tfnas.training.polyak import ParameterGroup
 
 
@@ -63,7 +65,8 @@ def _as_dict(outputs):
 class ProxyModel(keras.Model):
     """A training wrapper that trains `network` with the proxy loss and several optimizers.
 
-    Data elements are `(inputs, masks)` or `(inputs, (masks, teacher_logits))`.
+    Data elements are `(inputs, targets)` or `(inputs, (targets, teacher_logits))`; a target
+    is what the task's loss takes (a class map, a depth map, a dict of keypoints).
 
     Args:
         network: a Keras model mapping inputs to a dict of logits (`"logits"`, `"aux_*"`)
@@ -71,28 +74,21 @@ class ProxyModel(keras.Model):
         groups: sequence of `tfnas.training.polyak.ParameterGroup` (an optimizer and the
             variables it trains); a variable may be in one group at most, variables in no
             group stay fixed.
-        num_classes: int, classes of the logits.
-        aux_weight: float, weight of each auxiliary output's segmentation loss. Default 0.15.
+        task: the `tfnas.tasks.Task` (or its name), or an int: the classes of a
+            segmentation task (`SegmentationTask(num_classes)`).
+        aux_weight: float, weight of each auxiliary output's task loss. Default 0.15.
         distillation_weight: float, weight of the l2 loss to the teacher logits. Default 0.3.
-        ignore_label: int, mask value to skip. Default 255.
 
     Attributes:
+        task: the `Task`.
+        metric: the task's streaming metric on the main output (`task.metric()`).
         traces: dict `train_step` / `test_step` -> how many times Keras traced the step.
 
     Raises:
         ValueError: if a variable belongs to two groups.
     """
 
-    def __init__(
-        self,
-        network,
-        groups,
-        num_classes,
-        aux_weight=0.15,
-        distillation_weight=0.3,
-        ignore_label=IGNORE_LABEL,
-        **kwargs,
-    ):
+    def __init__(self, network, groups, task, aux_weight=0.15, distillation_weight=0.3, **kwargs):
         super().__init__(name=kwargs.pop("name", f"proxy_{network.name}"), **kwargs)
         self.network = network
         self.groups = list(groups)
@@ -107,15 +103,16 @@ class ProxyModel(keras.Model):
                         f"and {g}; give each variable to one optimizer"
                     )
                 seen[id(v)] = g
-        self.num_classes = int(num_classes)
+        if not isinstance(task, (Task, str)):
+            task = get_task("segmentation", num_classes=int(task))
+        self.task = get_task(task)
         self.aux_weight = float(aux_weight)
         self.distillation_weight = float(distillation_weight)
-        self.ignore_label = int(ignore_label)
         self.trackers = {
             name: keras.metrics.Mean(name=name)
-            for name in ("loss", "segmentation_loss", "aux_loss", "distillation_loss")
+            for name in ("loss", "task_loss", "aux_loss", "distillation_loss")
         }
-        self.confusion = ConfusionMatrix(num_classes, ignore_label=ignore_label, name="confusion")
+        self.metric = self.task.metric()
         # Python runs inside a tf.function only while it is traced, so these count traces.
         self.traces = {"train_step": 0, "test_step": 0}
 
@@ -125,14 +122,14 @@ class ProxyModel(keras.Model):
 
     @property
     def metrics(self):
-        """Loss trackers and the confusion matrix (reset by Keras at each epoch)."""
-        return list(self.trackers.values()) + [self.confusion]
+        """Loss trackers and the task's metric (reset by Keras at each epoch)."""
+        return list(self.trackers.values()) + [self.metric]
 
-    def proxy_loss(self, masks, outputs, teacher=None):
+    def proxy_loss(self, targets, outputs, teacher=None):
         """The proxy loss of a batch and its parts.
 
         Args:
-            masks: int masks `(N, H, W)`.
+            targets: the batch's targets (what the task's loss takes).
             outputs: the network's dict of logits.
             teacher: optional teacher logits `(N, h, w, C)`.
 
@@ -140,19 +137,16 @@ class ProxyModel(keras.Model):
             `(total, parts)`: scalar tensor and dict of scalar tensors.
         """
         outputs = _as_dict(outputs)
-        seg = segmentation_loss(masks, outputs[MAIN_OUTPUT], self.ignore_label)
-        aux = [
-            segmentation_loss(masks, value, self.ignore_label)
-            for key, value in outputs.items()
-            if key != MAIN_OUTPUT
-        ]
+        loss = self.task.loss
+        main = loss(targets, outputs[MAIN_OUTPUT])
+        aux = [loss(targets, value) for key, value in outputs.items() if key != MAIN_OUTPUT]
         aux = tf.add_n(aux) if aux else tf.constant(0.0)
-        total = seg + self.aux_weight * aux
+        total = main + self.aux_weight * aux
         kd = tf.constant(0.0)
         if teacher is not None:
             kd = distillation_loss(outputs[MAIN_OUTPUT], teacher)
             total = total + self.distillation_weight * kd
-        return total, {"loss": total, "segmentation_loss": seg, "aux_loss": aux, "distillation_loss": kd}
+        return total, {"loss": total, "task_loss": main, "aux_loss": aux, "distillation_loss": kd}
 
     @staticmethod
     def _unpack(data):
@@ -164,11 +158,11 @@ class ProxyModel(keras.Model):
     def train_step(self, data):
         """One update of every optimizer group on a batch."""
         self.traces["train_step"] += 1
-        inputs, masks, teacher = self._unpack(data)
+        inputs, targets, teacher = self._unpack(data)
         variables = [v for group in self.groups for v in group.variables]
         with tf.GradientTape() as tape:
             outputs = self.network(inputs, training=True)
-            total, parts = self.proxy_loss(masks, outputs, teacher)
+            total, parts = self.proxy_loss(targets, outputs, teacher)
         gradients = tape.gradient(total, variables)
         start = 0
         for group in self.groups:
@@ -179,12 +173,12 @@ class ProxyModel(keras.Model):
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     def test_step(self, data):
-        """Accumulates the confusion matrix of the main logits; returns the running mIoU."""
+        """Accumulates the task's metric on the main output; returns its running result."""
         self.traces["test_step"] += 1
-        inputs, masks, _ = self._unpack(data)
+        inputs, targets, _ = self._unpack(data)
         outputs = _as_dict(self.network(inputs, training=False))
-        self.confusion.update_state(masks, outputs[MAIN_OUTPUT])
-        return {"miou": self.confusion.result()}
+        self.metric.update_state(targets, outputs[MAIN_OUTPUT])
+        return {self.metric.name: self.metric.result()}
 
 
 @contextlib.contextmanager
@@ -291,41 +285,45 @@ def run_stage(model, dataset, epochs, stage, callbacks=(), verbose=1):
 
 
 def evaluate_reward(model, dataset):
-    """Scores a `ProxyModel` on meta-validation batches; returns the segmentation scores.
+    """Scores a `ProxyModel` on meta-validation batches; returns the task's scores.
 
     Args:
         model: a `ProxyModel`.
-        dataset: `tf.data` of `(inputs, masks)` batches of one size (pad with
+        dataset: `tf.data` of `(inputs, targets)` batches of one size (pad with
             `pad_to_batches`).
 
     Returns:
-        dict of floats from `tfnas.tasks.segmentation.scores`: `reward`, `miou`, `fwiou`,
-        `mean_accuracy`, `pixel_accuracy`, `per_class_iou`.
+        dict from `model.task.scores`, `reward` included; for segmentation `miou`,
+        `fwiou`, `mean_accuracy`, `pixel_accuracy`, `per_class_iou`.
     """
     if not model.compiled:
         model.compile(optimizer=None, jit_compile=False)
     model.evaluate(dataset, verbose=0)
-    return model.confusion.scores()
+    return model.task.scores(model.metric)
 
 
-def pad_to_batches(arrays, masks, batch_size, ignore_label=IGNORE_LABEL):
-    """Pads arrays and masks with zero inputs and ignored masks to a multiple of `batch_size`.
+def pad_to_batches(arrays, targets, batch_size, padding):
+    """Pads arrays with zeros and targets with `padding` to a multiple of `batch_size` rows.
 
-    Padded pixels carry `ignore_label`, so they change no score; whole batches keep one
-    traced evaluation step.
+    The padding target is one that no metric counts (`Task.padding_target`: ignored pixels,
+    missing depth, unlabelled joints), so whole batches keep one traced evaluation step and
+    change no score.
 
     Args:
         arrays: list of numpy arrays with the same first dimension N.
-        masks: int numpy array `(N, H, W)`.
+        targets: numpy array, or dict of arrays, with first dimension N.
         batch_size: int.
-        ignore_label: int, label of the padding. Default 255.
+        padding: one unbatched target (array or dict of arrays, like `targets`' rows).
 
     Returns:
-        `(arrays, masks)` padded to `ceil(N / batch_size) * batch_size` rows.
+        `(arrays, targets)` padded to `ceil(N / batch_size) * batch_size` rows.
     """
-    count = len(masks)
+    count = len(keras.tree.flatten(targets)[0])
     extra = -count % int(batch_size)
     if not extra:
-        return list(arrays), masks
-    pad = lambda a, value: np.concatenate([a, np.full((extra,) + a.shape[1:], value, a.dtype)])
-    return [pad(a, 0) for a in arrays], pad(masks, ignore_label)
+        return list(arrays), targets
+    pad = lambda a, row: np.concatenate(
+        [a, np.broadcast_to(np.asarray(row, a.dtype), (extra,) + a.shape[1:])]
+    )
+    arrays = [pad(a, 0) for a in arrays]
+    return arrays, keras.tree.map_structure(pad, targets, padding)

@@ -19,7 +19,7 @@ import os
 
 import keras
 
-from tfnas.data import count_examples, pipeline
+from tfnas.data import count_examples
 from tfnas.io import atomic_path
 from tfnas.ops import ConvBN
 from tfnas.search_dir import WARMUP_WEIGHTS
@@ -32,7 +32,7 @@ def simple_head(space, specs, width=None):
     """The small reference decoder: features -> `{"logits": ...}` at the finest stride.
 
     Args:
-        space: the search space (gives `num_classes` and `width`).
+        space: the search space (gives the task's head and `width`).
         specs: list of `(channels, stride)` of the encoder outputs.
         width: int, channels of the head; defaults to `space.width`.
 
@@ -42,9 +42,9 @@ def simple_head(space, specs, width=None):
     width = int(width or space.width)
     inputs = [keras.Input((None, None, c), name=f"feature_{i}") for i, (c, _) in enumerate(specs)]
     adapted = [ConvBN(width, 1, name=f"head_adapt{i}")(x) for i, x in enumerate(inputs)]
-    resized, _ = resize_to_finest(adapted, [s for _, s in specs])
+    resized, stride = resize_to_finest(adapted, [s for _, s in specs])
     x = resized[0] if len(resized) == 1 else keras.layers.Add(name="head_sum")(resized)
-    logits = keras.layers.Conv2D(space.num_classes, 3, padding="same", name=MAIN_OUTPUT)(x)
+    logits = space.task.head(x, MAIN_OUTPUT, stride)
     return keras.Model(inputs, {MAIN_OUTPUT: logits}, name="decoder")
 
 
@@ -98,7 +98,7 @@ def warm_up(
 
     Args:
         space: the search space (a `DecoderSpace`).
-        dataset: unbatched `tf.data` of `(uint8 image, int32 mask)`, the meta-train data.
+        dataset: unbatched `tf.data` of `(uint8 image, target)`, the meta-train data.
         directory: str, the search directory; the weights go to `WARMUP_WEIGHTS` in it and
             are reloaded from there when present.
         epochs: int >= 1, warm-up epochs. Default 10.
@@ -126,12 +126,12 @@ def warm_up(
     if verbose:
         print(f"warm-up: training the encoder with a reference decoder for {epochs} epoch(s)")
     count = count_examples(dataset)
-    batches = pipeline(
+    batches = space.task.pipeline(
         dataset, min(int(batch_size), count), shuffle=True, seed=seed, augment=True, drop_remainder=True
     )
     set_batchnorm_momentum(model, bn_momentum)
     group = ParameterGroup(make_optimizer("adam", learning_rate), model.trainable_variables)
-    proxy = ProxyModel(model, [group], space.num_classes, aux_weight=aux_weight, name="warmup")
+    proxy = ProxyModel(model, [group], space.task, aux_weight=aux_weight, name="warmup")
     run_stage(proxy, batches, epochs, "warm-up", callbacks=callbacks, verbose=verbose)
     with atomic_path(path) as tmp:
         model.save_weights(tmp)
