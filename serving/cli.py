@@ -14,14 +14,33 @@ CONVERT_TARGETS = ("onnx", "tensorrt", "tftrt", "tflite")
 
 
 # --- handlers ----------------------------------------------------------------------------
+def run_task(run_dir):
+    """The task a search directory's networks predict for: its space's, from `run.json`.
+
+    `run.json` files written before tasks existed have no `task` in `space_config`; their
+    space is a segmentation space with its `num_classes`.
+
+    Args:
+        run_dir: search directory.
+
+    Returns:
+        a `tfnas.tasks.Task`.
+    """
+    from tfnas.search_dir import SearchDir
+
+    return SearchDir(run_dir).space(encoder_weights=None).task
+
+
 def run_export(args):
-    """Handler of `tfnas export`: exports a trial of a search run for TF Serving."""
+    """Handler of `tfnas export`: exports a trial of a search run for TF Serving, for its task."""
     from tfnas.search_dir import SearchDir
     from tfnas.serving.savedmodel import export
 
     model, metadata = SearchDir(args.run_dir).load_trial_model(args.trial)
     name = args.name or os.path.basename(os.path.normpath(args.run_dir))
-    path = export(model, args.base, name, version=args.version, metadata=metadata)
+    path = export(
+        model, args.base, name, version=args.version, metadata=metadata, task=run_task(args.run_dir)
+    )
     print(path)
     return 0
 
@@ -185,7 +204,9 @@ def register(subparsers):
         help="export a searched model as a TF Serving SavedModel",
         description="Rebuild a trial of a search run, load its weights and write BASE/NAME/<version>/ "
         "(signatures serving_default (uint8), serving_float, logits; metadata and warm-up "
-        "requests in assets.extra).",
+        "requests in assets.extra). serving_default returns what the run's task predicts: "
+        "classes and probabilities (segmentation), depth (depth), heatmaps and keypoints "
+        "(pose), heatmaps, tags and peaks (pose-multi).",
     )
     export.add_argument("run_dir", metavar="RUN_DIR", help="search run directory (run.json, trial_<id>/)")
     export.add_argument(
@@ -246,7 +267,8 @@ def register(subparsers):
         "--signature",
         default="serving_default",
         choices=("serving_default", "serving_float", "logits"),
-        help="signature converted to ONNX",
+        help="signature converted to ONNX (serving_default and serving_float return the export's "
+        "task outputs, logits the raw network)",
     )
     convert.add_argument("--opset", type=int, default=17, help="ONNX opset")
     convert.add_argument("--input-shape", default=None, help=argparse.SUPPRESS)  # older NxHxWx3 form

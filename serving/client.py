@@ -6,6 +6,12 @@
     out = client.predict_grpc("segmenter", images)       # gRPC PredictionService.Predict
     out["classes"]  # numpy int32 (N, H, W)
 
+The client returns whatever the signature returns, by name, so it serves every task alike:
+`classes` and `probabilities` for segmentation, `depth` for depth, `heatmaps` and `keypoints`
+for pose, `heatmaps`, `tags` and `peak_*` for pose-multi (the table in
+`tfnas.serving.savedmodel`; an export's task is in its `assets.extra/tfnas.json`,
+`tfnas.serving.savedmodel.read_task`).
+
 REST paths: `/v1/models/NAME[/versions/V | /labels/L][:predict | /metadata]`.
 """
 

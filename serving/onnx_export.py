@@ -4,9 +4,9 @@ The ONNX model keeps the signature's tensor names:
 
 | signature | ONNX input | ONNX outputs |
 | --- | --- | --- |
-| `serving_default` | `images` uint8 `(N, H, W, 3)` | `classes` int32 `(N, H, W)`, `probabilities` float32 `(N, H, W, C)` |
+| `serving_default` | `images` uint8 `(N, H, W, 3)` | the task's outputs (`tfnas.serving.savedmodel`): `classes` and `probabilities` for segmentation, `depth`, pose `heatmaps` and `keypoints`, ... |
 | `serving_float` | `images` float32 in [0, 255] | same |
-| `logits` | `images` float32 in [-1, 1] | `logits` float32 `(N, h, w, C)` |
+| `logits` | `images` float32 in [-1, 1] | `logits` float32 `(N, h, w, C)`, whatever the task |
 
 **Fixed size** (`input_size=(H, W)`, the deployment size): the signature is re-traced with
 the input shape `(batch_size, H, W, 3)`, every shape computation the graph does is folded to
@@ -21,9 +21,19 @@ convolutions or the layout transposes then; the graph has several times the node
 slower in onnxruntime (issue 17 measured the CVPR 2019 arch0 at 512x512: 2,511 nodes and 161 ms
 dynamic, 378 nodes and 65 ms fixed).
 
-`serving_default` converts whole (preprocessing, bilinear resize, softmax, argmax), the
-simplest graph to deploy with onnxruntime; `logits` is the one to feed TensorRT (float input,
-no argmax, smallest output).
+`serving_default` converts whole (preprocessing and the task's postprocessing: for
+segmentation bilinear resize, softmax, argmax; for pose the heatmap decoding), the simplest
+graph to deploy with onnxruntime; `logits` is the one to feed TensorRT (float input, no argmax,
+smallest output).
+
+**Parity check**: `to_onnx` runs the ONNX model in onnxruntime and TensorFlow on the same images.
+Float outputs may differ by `atol` times their scale (the largest magnitude of TensorFlow's
+output, at least 1: probabilities and logits are checked at about `atol`, depths in metres
+relative to the farthest depth); integer outputs (the class map) on at most 0.1% of elements
+(ties between classes). Outputs decoded at a heatmap maximum (pose `keypoints`, bottom-up
+`peak_*`) jump to another pixel when two heatmap values tie within rounding, so they are
+checked against TensorFlow's decoding of the ONNX model's own `heatmaps` (and `tags`), at the
+same tolerance; the heatmaps themselves are checked against TensorFlow's.
 """
 
 import collections
@@ -34,6 +44,8 @@ import numpy as np
 
 #: Convolution and pooling ops whose strides set the network's output stride.
 _STRIDED_OPS = ("Conv2D", "DepthwiseConv2dNative", "MaxPool", "AvgPool")
+#: Outputs of the serving signatures decoded at heatmap maxima (argmax, top-k), per task.
+DECODED_OUTPUTS = {"pose": ("keypoints",), "pose-multi": ("peak_scores", "peak_positions", "peak_tags")}
 
 
 class ParityError(RuntimeError):
@@ -111,6 +123,40 @@ def op_census(path):
 
     model = onnx.load(path, load_external_data=False) if isinstance(path, (str, os.PathLike)) else path
     return collections.Counter(node.op_type for node in model.graph.node)
+
+
+def _redecoded(task, outputs, image_size):
+    """TensorFlow's decoding (`task.postprocess`) of a model's own heatmaps (and tags).
+
+    Args:
+        task: the export's `tfnas.tasks.Task`, or None.
+        outputs: dict name -> numpy array, one run of a serving signature.
+        image_size: `(H, W)` of the input images.
+
+    Returns:
+        dict name -> numpy array of the `DECODED_OUTPUTS` of the task, or {} when it has none
+        (or `outputs` lack the heatmaps, as the `logits` signature does).
+    """
+    import tensorflow as tf
+
+    names = DECODED_OUTPUTS.get(getattr(task, "name", None), ())
+    if not names or "heatmaps" not in outputs:
+        return {}
+    main = outputs["heatmaps"]
+    if task.name == "pose-multi":  # the head's 2J channels: heatmaps, then tags
+        main = np.concatenate([main, outputs["tags"]], axis=-1)
+    decoded = task.postprocess(tf.constant(main), tf.constant(image_size, tf.int32))
+    return {k: decoded[k].numpy() for k in names}
+
+
+def _export_task(saved_model_dir):
+    """The task recorded with an export, or None for a SavedModel without tfnas metadata."""
+    from tfnas.serving.savedmodel import read_task
+
+    try:
+        return read_task(saved_model_dir)
+    except FileNotFoundError:
+        return None
 
 
 def _import(graph_def):
@@ -273,17 +319,18 @@ def to_onnx(
     batch_size=1,
     sample_inputs=None,
     atol=1e-4,
+    task=None,
 ):
     """Converts one signature of an exported SavedModel to ONNX and checks it in onnxruntime.
 
     Args:
         source: a version directory written by `tfnas.serving.export`, or a Keras tfnas model
-            (exported to a temporary directory first).
+            (exported to a temporary directory first, with `task`).
         path: output .onnx file.
         opset: ONNX opset, default 17.
-        signature: "serving_default" (uint8 in, classes and probabilities out), "serving_float",
-            or "logits" (preprocessed float in, raw logits out, for TensorRT). Default
-            "serving_default".
+        signature: "serving_default" (uint8 in, the task's outputs out: classes and
+            probabilities for segmentation), "serving_float", or "logits" (preprocessed float
+            in, raw logits out, for TensorRT). Default "serving_default".
         input_size: the deployment size `(H, W)` (or "HxW", or an int for a square): the graph
             is converted for input `(batch_size, H, W, 3)`, with every op in its native form.
             Default None: dynamic batch, height and width (a larger, slower graph).
@@ -291,13 +338,20 @@ def to_onnx(
         sample_inputs: images for the parity check, with the signature's input dtype and
             range; default two random 48x48 images (dynamic) or one batch of random images at
             the fixed shape.
-        atol: largest allowed absolute difference of float outputs; integer outputs (the class
-            map) may differ on at most 0.1% of pixels (ties between classes). Default 1e-4.
+        atol: largest allowed difference of float outputs, relative to each output's scale
+            (its largest magnitude in TensorFlow, at least 1); integer outputs (the class map)
+            may differ on at most 0.1% of pixels (ties between classes); decoded pose outputs
+            are checked as the module docstring says. Default 1e-4.
+        task: for a Keras `source`, the task it predicts for (as in `export`; default None:
+            segmentation); a version directory's own task is read from its metadata.
 
     Returns:
-        dict: `path`, `signature`, `input_names`, `output_names`, `input_shape` (None for
-        dynamic dimensions), `output_stride` (fixed size only), `nodes` (count), `op_counts`,
-        `max_abs_diff` (per float output), `mismatch_fraction` (per integer output).
+        dict: `path`, `signature`, `task` (name, or None without tfnas metadata),
+        `input_names`, `output_names`, `input_shape` (None for dynamic dimensions),
+        `output_stride` (fixed size only), `nodes` (count), `op_counts`, `max_abs_diff` (per
+        float output, against TensorFlow), `tolerance` (per float output), `mismatch_fraction`
+        (per integer output), `decode_max_abs_diff` (per decoded output, against TensorFlow's
+        decoding of the ONNX heatmaps).
 
     Raises:
         ValueError: for an unknown signature, a bad size, or a size that is not a multiple of
@@ -314,7 +368,8 @@ def to_onnx(
         raise ValueError(f"batch_size {batch_size!r} must be a positive integer")
     input_shape = None if size is None else (int(batch_size), size[0], size[1], 3)
     with tempfile.TemporaryDirectory() as tmp:
-        saved = as_saved_model_dir(source, tmp)
+        saved = as_saved_model_dir(source, tmp, task=task)
+        export_task = _export_task(saved)
         graph_def, inputs, outputs, renames, spec, fn = _frozen_graph(saved, signature, input_shape)
         stride = None
         if size is not None:
@@ -343,6 +398,7 @@ def to_onnx(
     report = {
         "path": path,
         "signature": signature,
+        "task": getattr(export_task, "name", None),
         "input_names": [input_name],
         "output_names": sorted(got),
         "input_shape": list(input_shape) if input_shape else None,
@@ -350,9 +406,13 @@ def to_onnx(
         "nodes": sum(census.values()),
         "op_counts": dict(census),
         "max_abs_diff": {},
+        "tolerance": {},
         "mismatch_fraction": {},
+        "decode_max_abs_diff": {},
     }
     failures = []
+    shapes_agree = all(k in got and got[k].shape == v.shape for k, v in expected.items())
+    decoded = _redecoded(export_task, got, sample_inputs.shape[1:3]) if shapes_agree else {}
     for key, want in expected.items():
         if key not in got:
             failures.append(f"output {key!r} missing from the ONNX model (it has {sorted(got)})")
@@ -365,10 +425,24 @@ def to_onnx(
             if fraction > 1e-3:
                 failures.append(f"output {key!r} differs on {fraction:.2%} of elements (allowed 0.1%)")
         else:
-            diff = float(np.max(np.abs(want - got[key])))
+            scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+            tolerance = atol * scale
+            diff = float(np.max(np.abs(want - got[key]))) if want.size else 0.0
             report["max_abs_diff"][key] = diff
-            if not diff <= atol:
-                failures.append(f"output {key!r} differs by up to {diff:.3g} (atol {atol})")
+            report["tolerance"][key] = tolerance
+            if key in decoded:  # argmax / top-k: compared with TensorFlow decoding ONNX's heatmaps
+                diff = float(np.max(np.abs(decoded[key] - got[key]))) if want.size else 0.0
+                report["decode_max_abs_diff"][key] = diff
+                if not diff <= tolerance:
+                    failures.append(
+                        f"output {key!r} differs by up to {diff:.3g} from TensorFlow's decoding of the "
+                        f"ONNX heatmaps (tolerance {tolerance:.3g} = atol {atol} x scale {scale:.3g})"
+                    )
+            elif not diff <= tolerance:
+                failures.append(
+                    f"output {key!r} differs by up to {diff:.3g} (tolerance {tolerance:.3g} = atol {atol} "
+                    f"x output scale {scale:.3g})"
+                )
     if failures:
         raise ParityError(
             f"ONNX parity check of {path} (signature {signature!r}) against TensorFlow failed: "

@@ -12,6 +12,10 @@ Serving container is at hand. For production use `serving/docker-compose.yml` (t
   "inputs" (columnar) requests; errors as `{"error": "..."}` with HTTP 400 or 404.
 - gRPC (`grpc.server`): `PredictionService.Predict` and `PredictionService.GetModelMetadata`.
 
+The server runs the signatures as they are and returns their outputs by name, whatever the
+export's task (segmentation `classes`/`probabilities`, `depth`, pose `heatmaps`/`keypoints`, ...;
+`tfnas.serving.savedmodel`); it draws nothing.
+
 Models are the folders `BASE_DIR/NAME/<version>/`; if `BASE_DIR/models.config` exists its
 version policies and labels are used (a `base_path` that does not exist here, such as the
 container path `/models/NAME`, is read as `BASE_DIR/NAME`). New versions are picked up on the

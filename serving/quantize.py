@@ -9,6 +9,11 @@ activations and weights, symmetric (zero point 0), weights per output channel, b
 
 The same Q/DQ model runs in onnxruntime (CPU), which is how its accuracy is checked here before
 it goes to the device.
+
+Pose models' `serving_default` / `serving_float` graphs decode heatmaps (max-pool NMS, top-k,
+keypoint positions in input pixels); quantized, the positions would be rounded to the int8 grid
+and the peaks change, so `quantize_onnx` refuses them: quantize their `logits` graph (what
+TensorRT builds from) and decode in float (`task.postprocess`).
 """
 
 import os
@@ -125,7 +130,7 @@ def quantize_onnx(onnx_path, out_path, calibration_data, method="minmax", per_ch
 
     Args:
         onnx_path: float ONNX model written by `to_onnx` (any signature; `logits` at the
-            deployment size for TensorRT).
+            deployment size for TensorRT; for pose models the `logits` signature only).
         out_path: output .onnx file.
         calibration_data: a folder of your images, or uint8 images as an array / list (see
             `calibration_images`); resized to the model's input size when it is fixed. A few
@@ -140,13 +145,14 @@ def quantize_onnx(onnx_path, out_path, calibration_data, method="minmax", per_ch
         `dequantize_linear` (node counts), `nodes`.
 
     Raises:
-        ValueError: for an unknown method or unusable calibration images.
+        ValueError: for an unknown method, unusable calibration images, or a graph that
+            decodes pose heatmaps (module docstring).
         FileNotFoundError: for a missing model or calibration folder.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from tfnas.serving.onnx_export import op_census
+    from tfnas.serving.onnx_export import DECODED_OUTPUTS, op_census
 
     method = str(method).lower()
     if method not in CALIBRATION_METHODS:
@@ -154,6 +160,16 @@ def quantize_onnx(onnx_path, out_path, calibration_data, method="minmax", per_ch
     if not os.path.exists(onnx_path):
         raise FileNotFoundError(f"ONNX model {onnx_path} does not exist; write it with tfnas.serving.to_onnx")
     model = onnx.load(onnx_path, load_external_data=False)
+    decoded = sorted(
+        {o.name for o in model.graph.output} & {n for names in DECODED_OUTPUTS.values() for n in names}
+    )
+    if decoded:
+        raise ValueError(
+            f"{onnx_path} decodes pose heatmaps in the graph (outputs {decoded}); INT8 Q/DQ would round "
+            "the decoded positions and peaks to the int8 grid. Quantize the logits signature instead "
+            "(to_onnx(..., signature='logits'), `tfnas convert ... --signature logits`) and decode its "
+            "heatmaps in float with task.postprocess"
+        )
     graph_input = model.graph.input[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
     elem = graph_input.type.tensor_type.elem_type

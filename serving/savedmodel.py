@@ -1,18 +1,31 @@
 """SavedModel export for TF Serving: serving signatures, metadata and warm-up requests.
 
-`export(model, base_dir, name)` writes `base_dir/name/<version>/`, the layout TF Serving
-watches. The SavedModel holds three signatures over the *inference model* (training-only
+`export(model, base_dir, name, task=...)` writes `base_dir/name/<version>/`, the layout TF
+Serving watches. The SavedModel holds three signatures over the *inference model* (training-only
 outputs such as auxiliary heads removed):
 
 | signature | input `images` | outputs |
 | --- | --- | --- |
-| `serving_default` | uint8 `(N, H, W, 3)` | `classes` int32 `(N, H, W)`, `probabilities` float32 `(N, H, W, C)` |
+| `serving_default` | uint8 `(N, H, W, 3)` | the task's outputs (below) |
 | `serving_float` | float32 `(N, H, W, 3)` in [0, 255] | same as `serving_default` |
 | `logits` | float32 `(N, H, W, 3)` in [-1, 1] (already preprocessed) | `logits` float32 `(N, h, w, C)` |
 
 The first two do the training preprocessing (`tfnas.preprocessing.preprocess`) in the graph,
-resize the logits bilinearly to the input size, then apply softmax and argmax. `logits` is the
-raw network, the best starting point for ONNX, TensorRT and TFLite conversion.
+run the network and return `task.postprocess(logits, (H, W))` (`tfnas.tasks`), which for
+each task is (`TASK_OUTPUTS`; `(h, w)` the stride-4 heatmap size, J joints, k = min(max_people,
+h * w) peaks per joint):
+
+| task | outputs of `serving_default` / `serving_float` |
+| --- | --- |
+| `segmentation` | `classes` int32 `(N, H, W)`, `probabilities` float32 `(N, H, W, C)` (logits resized bilinearly, softmax, argmax) |
+| `depth` | `depth` float32 `(N, H, W)`: metres, resized bilinearly, clamped at 0 |
+| `pose` | `heatmaps` float32 `(N, h, w, J)`, `keypoints` float32 `(N, J, 3)`: x, y in input pixels and the heatmap maximum |
+| `pose-multi` | `heatmaps`, `tags` float32 `(N, h, w, J)`; `peak_scores` `(N, J, k)`, `peak_positions` `(N, J, k, 2)` (x, y in input pixels), `peak_tags` `(N, J, k, 1)`, which `tfnas.tasks.group` turns into people |
+
+`logits` is the raw network whatever the task (C = `task.output_channels`: classes, 1 depth,
+J heatmaps, or J heatmaps then J tags), the best starting point for ONNX, TensorRT and TFLite
+conversion. `assets.extra/tfnas.json` records the task (`read_task` rebuilds it), so a loader
+knows what the outputs are.
 """
 
 import datetime
@@ -29,12 +42,38 @@ from tfnas.serving._images import image_batch
 
 #: Name of the input tensor of every signature.
 INPUT_NAME = "images"
-#: Signature names written by `export`, with their input dtype and output names.
-SIGNATURES = {
-    "serving_default": {"dtype": "uint8", "outputs": ["classes", "probabilities"]},
-    "serving_float": {"dtype": "float32", "outputs": ["classes", "probabilities"]},
-    "logits": {"dtype": "float32", "outputs": ["logits"]},
+#: Output names of `serving_default` and `serving_float` for each task: what
+#: `task.postprocess` returns (shapes and dtypes in the module docstring).
+TASK_OUTPUTS = {
+    "segmentation": ["classes", "probabilities"],
+    "depth": ["depth"],
+    "pose": ["heatmaps", "keypoints"],
+    "pose-multi": ["heatmaps", "peak_positions", "peak_scores", "peak_tags", "tags"],
 }
+
+
+def signatures(task="segmentation"):
+    """The signatures `export` writes for a task: name -> input dtype and output names.
+
+    Args:
+        task: a task name in `TASK_OUTPUTS` or a `tfnas.tasks.Task`. Default "segmentation".
+
+    Returns:
+        dict signature name -> `{"dtype": str, "outputs": [names]}`.
+    """
+    name = getattr(task, "name", task)
+    if name not in TASK_OUTPUTS:
+        raise ValueError(f"task {name!r} has no serving outputs here; use one of {', '.join(TASK_OUTPUTS)}")
+    outputs = TASK_OUTPUTS[name]
+    return {
+        "serving_default": {"dtype": "uint8", "outputs": list(outputs)},
+        "serving_float": {"dtype": "float32", "outputs": list(outputs)},
+        "logits": {"dtype": "float32", "outputs": ["logits"]},
+    }
+
+
+#: The signatures of a segmentation export (`signatures(task)` for the other tasks).
+SIGNATURES = signatures("segmentation")
 #: Where TF Serving looks for extra files of a version (not loaded as assets by TensorFlow).
 ASSETS_EXTRA = "assets.extra"
 METADATA_FILE = "tfnas.json"
@@ -46,42 +85,38 @@ def _image_spec(dtype):
 
 
 class ServingModule(tf.Module):
-    """The exported graph: preprocessing, the inference model, resize, softmax and argmax.
+    """The exported graph: preprocessing, the inference model and the task's `postprocess`.
 
     Like `keras.export.ExportArchive`, it tracks the model's variables, not its layers, so
     saving traces the network once (in the shared `logits` function) instead of once per layer.
 
     Args:
         model: Keras inference model mapping float32 images in [-1, 1] `(N, H, W, 3)` to
-            logits `(N, h, w, C)`.
+            its main output `(N, h, w, C)`.
+        task: the `tfnas.tasks.Task` the model predicts for (its `postprocess` makes the
+            outputs of `serving_default` and `serving_float`), a task name or a task config
+            dict; default None: segmentation with the model's C channels as classes.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, task=None):
         super().__init__(name="tfnas_serving")
+        if task is None or not hasattr(task, "postprocess"):
+            task = resolve_task(task, _output_channels(model))
         run_model = tf.function(
             lambda images: model(images, training=False),
             input_signature=[_image_spec(tf.float32)],
             autograph=False,
         )
 
-        def class_map(images):
-            logits = run_model(preprocess(images))
-            logits = tf.image.resize(logits, tf.shape(images)[1:3], method="bilinear")
-            return {
-                "classes": tf.argmax(logits, axis=-1, output_type=tf.int32),
-                "probabilities": tf.nn.softmax(logits, axis=-1),
-            }
+        def predict(images):
+            return task.postprocess(run_model(preprocess(images)), tf.shape(images)[1:3])
 
         def logits(images):
             return {"logits": run_model(images)}
 
         functions = {
-            "serving_default": tf.function(
-                class_map, input_signature=[_image_spec(tf.uint8)], autograph=False
-            ),
-            "serving_float": tf.function(
-                class_map, input_signature=[_image_spec(tf.float32)], autograph=False
-            ),
+            "serving_default": tf.function(predict, input_signature=[_image_spec(tf.uint8)], autograph=False),
+            "serving_float": tf.function(predict, input_signature=[_image_spec(tf.float32)], autograph=False),
             "logits": tf.function(logits, input_signature=[_image_spec(tf.float32)], autograph=False),
         }
         concrete = {name: fn.get_concrete_function() for name, fn in functions.items()}
@@ -98,8 +133,22 @@ class ServingModule(tf.Module):
         self._signatures = lambda: concrete  # a lambda keeps the functions out of attribute tracking
 
     def signatures(self):
-        """Returns the `signatures` dict for `tf.saved_model.save` (see `SIGNATURES`)."""
+        """Returns the `signatures` dict for `tf.saved_model.save` (see `signatures(task)`)."""
         return dict(self._signatures())
+
+    def signature_info(self):
+        """What the traced signatures take and return, as `signatures(task)` describes them.
+
+        Returns:
+            dict signature name -> `{"dtype": input dtype, "outputs": sorted output names}`.
+        """
+        return {
+            name: {
+                "dtype": tf.nest.flatten(fn.structured_input_signature)[0].dtype.name,
+                "outputs": sorted(fn.structured_outputs),
+            }
+            for name, fn in self._signatures().items()
+        }
 
 
 def inference_model(model):
@@ -200,14 +249,73 @@ def next_version(base_dir, name):
     return max(versions, default=0) + 1
 
 
-def _num_classes(model):
+def _output_channels(model):
     out = model(tf.zeros([1, 32, 32, 3]), training=False)
     if len(out.shape) != 4:
         raise ValueError(
             f"inference model returns shape {tuple(out.shape)} for a (1, 32, 32, 3) image; expected "
-            "logits (N, h, w, num_classes)"
+            "its main output (N, h, w, channels): logits, depths or heatmaps"
         )
     return int(out.shape[-1])
+
+
+def resolve_task(task, channels):
+    """The task of an export, checked against the channels the model predicts.
+
+    Args:
+        task: None or "segmentation" (segmentation with `channels` classes), a task name, a
+            config dict `{"name": ..., **arguments}` (what `space.config()["task"]` and the
+            metadata hold), or a `tfnas.tasks.Task`.
+        channels: int, channels of the model's main output.
+
+    Returns:
+        a `tfnas.tasks.Task`.
+
+    Raises:
+        ValueError: if the task is unknown, or its head has another number of channels than
+            the model (e.g. a 1-channel depth model exported as segmentation).
+    """
+    from tfnas.spaces.base import space_task
+    from tfnas.tasks import get_task
+
+    if task is None or task == "segmentation":
+        if channels < 2:
+            raise ValueError(
+                f"the model predicts {channels} channel(s), but a segmentation model has one per class "
+                "(at least 2); pass the task the model was built for, e.g. export(..., task=space.task) "
+                "or task='depth'"
+            )
+        return get_task("segmentation", num_classes=channels)
+    task = space_task(task)
+    if task.output_channels != channels:
+        raise ValueError(
+            f"the model predicts {channels} channels, but the task {task!r} has "
+            f"{task.output_channels}; pass the task the model was built for (space.task)"
+        )
+    return task
+
+
+def read_task(version_dir):
+    """The task of an exported version, from its metadata: what its serving outputs are.
+
+    Versions exported before tasks existed (metadata without `task`) are segmentation with
+    the recorded `num_classes`.
+
+    Args:
+        version_dir: a `base_dir/name/<version>` directory written by `export`.
+
+    Returns:
+        a `tfnas.tasks.Task`.
+
+    Raises:
+        FileNotFoundError: if the directory holds no tfnas metadata.
+    """
+    from tfnas.spaces.base import space_task
+
+    metadata = read_metadata(version_dir)
+    if "task" in metadata:
+        return space_task(metadata["task"])
+    return space_task("segmentation", metadata.get("num_classes"))
 
 
 def _json_default(value):
@@ -306,7 +414,7 @@ def read_metadata(version_dir):
         return json.load(f)
 
 
-def export(model, base_dir, name, version=None, metadata=None, warmup_images=None):
+def export(model, base_dir, name, version=None, metadata=None, warmup_images=None, task=None):
     """Exports a tfnas model as a TF Serving SavedModel in `base_dir/name/<version>/`.
 
     The version directory is written under a temporary name and renamed at the end, so a
@@ -319,17 +427,22 @@ def export(model, base_dir, name, version=None, metadata=None, warmup_images=Non
         name: model name, the folder under `base_dir` and the name clients ask for.
         version: positive int; default None takes the next free version.
         metadata: JSON-serializable dict stored in `assets.extra/tfnas.json` (space, genotype,
-            class names, params, multiply-adds, scores, ...). `num_classes`, `tfnas_version`,
-            `tensorflow_version`, `export_time`, `name`, `version` and `signatures` are added;
-            `params` is added when not given.
+            class names, params, multiply-adds, scores, ...). `task` (`{"name": ..., **config}`,
+            see `read_task`), `num_classes` (None for tasks without classes),
+            `output_channels`, `tfnas_version`, `tensorflow_version`, `export_time`, `name`,
+            `version` and `signatures` are added; `params` is added when not given.
         warmup_images: uint8 images for the warm-up requests (see `write_warmup_requests`);
             default None writes one 64x64 image.
+        task: the `tfnas.tasks.Task` the model predicts for (`space.task`), a task name or a
+            task config dict; it sets the outputs of `serving_default` and `serving_float`
+            (module docstring). Default None: segmentation, the model's channels its classes.
 
     Returns:
         str, the path of the version directory.
 
     Raises:
-        ValueError: for a bad name, version, model or warm-up images.
+        ValueError: for a bad name, version, model, task (one whose channels differ from the
+            model's) or warm-up images.
         FileExistsError: if the version already exists.
     """
     if not name or os.sep in name or name.startswith("."):
@@ -351,19 +464,22 @@ def export(model, base_dir, name, version=None, metadata=None, warmup_images=Non
     batches = _as_batches(warmup_images)
 
     inference = inference_model(model)
-    num_classes = _num_classes(inference)
-    module = ServingModule(inference)
+    channels = _output_channels(inference)
+    task = resolve_task(task, channels)
+    module = ServingModule(inference, task)
     info = dict(metadata or {})
     info.setdefault("params", int(inference.count_params()))
     info.update(
         {
             "name": name,
             "version": version,
-            "num_classes": num_classes,
+            "task": {"name": task.name, **task.config()},
+            "num_classes": getattr(task, "num_classes", None),
+            "output_channels": channels,
             "tfnas_version": tfnas.__version__,
             "tensorflow_version": tf.__version__,
             "export_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "signatures": SIGNATURES,
+            "signatures": module.signature_info(),
         }
     )
     text = json.dumps(info, indent=2, default=_json_default)
@@ -403,19 +519,22 @@ def latest_version_dir(model_dir):
     return os.path.join(model_dir, str(max(versions)))
 
 
-def saved_model_dir(source, tmp_dir):
+def saved_model_dir(source, tmp_dir, task=None):
     """The SavedModel directory of a conversion source: a version directory, or a Keras model.
 
     Args:
         source: a SavedModel version directory written by `export`, or a Keras tfnas model
             (training or inference model), which is exported to `tmp_dir` first.
         tmp_dir: scratch directory for the Keras case (the caller removes it).
+        task: for a Keras `source`, the task it predicts for (as in `export`; default None:
+            segmentation). Must be None for a version directory, whose metadata holds it.
 
     Returns:
-        str, a SavedModel directory with the `SIGNATURES`.
+        str, a SavedModel directory with the signatures of `signatures(task)`.
 
     Raises:
         FileNotFoundError: if `source` is a path without `saved_model.pb`.
+        ValueError: if `task` is given with a version directory.
     """
     if isinstance(source, (str, os.PathLike)):
         if not os.path.exists(os.path.join(source, "saved_model.pb")):
@@ -423,5 +542,10 @@ def saved_model_dir(source, tmp_dir):
                 f"{source!r} is not a SavedModel directory (no saved_model.pb); pass a version directory "
                 "written by tfnas.serving.export, or a Keras model"
             )
+        if task is not None:
+            raise ValueError(
+                f"task={task!r} is for a Keras model; the SavedModel {os.fspath(source)!r} was exported "
+                "with its task already (leave task out)"
+            )
         return os.fspath(source)
-    return export(source, tmp_dir, "model", warmup_images=np.zeros((1, 8, 8, 3), np.uint8))
+    return export(source, tmp_dir, "model", warmup_images=np.zeros((1, 8, 8, 3), np.uint8), task=task)

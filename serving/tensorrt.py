@@ -2,7 +2,8 @@
 
 Both ways start from the ONNX model at the deployment size, `to_onnx(..., signature="logits",
 input_size=(H, W))` (float32 input in [-1, 1], every op in its native form; an engine has fixed
-shapes anyway):
+shapes anyway), so an engine returns the raw `logits` whatever the task (class logits, depths,
+pose heatmaps and tags) and the app applies `task.postprocess` (`tfnas.tasks`). The two ways:
 
 - `build_engine` / `time_engine`: the TensorRT Python API (builder, `OnnxParser`, FP16/INT8
   flags), run on the device. Device memory comes from `cuda-python` (`cuda.bindings.runtime` or

@@ -12,12 +12,15 @@ or with dynamic height and width (`input_size=None`):
   images (a few dozen are enough); input and output stay float32 so the same
   preprocessing applies.
 
-The serving signatures' preprocessing (uint8 -> [-1, 1]), resize, softmax and argmax are not in
-the .tflite file: with full-integer quantization they would be quantized too, so the app does
-them (`tflite_predict` does the preprocessing).
+The serving signatures' preprocessing (uint8 -> [-1, 1]) and the task's postprocessing (for
+segmentation resize, softmax and argmax; for depth the resize; for pose the heatmap decoding)
+are not in the .tflite file: with full-integer quantization they would be quantized too, so the
+app does them (`tflite_predict` does the preprocessing, `task.postprocess` the rest).
 
-`compare` reports what quantization costs: the largest logit difference to TensorFlow and,
-on the class maps, pixel agreement and mean IoU with TensorFlow's prediction as reference.
+`compare` reports what quantization costs, for the export's task: the largest difference of
+the raw outputs to TensorFlow and, for segmentation, pixel agreement and mean IoU of the class
+maps with TensorFlow's as reference; for depth, the depth error in metres; for pose, how many
+keypoints land within one heatmap pixel of TensorFlow's.
 """
 
 import os
@@ -73,8 +76,9 @@ def to_tflite(
     num_calibration_images=100,
     input_size=None,
     batch_size=1,
+    task=None,
 ):
-    """Converts a tfnas model to a `.tflite` file.
+    """Converts a tfnas model to a `.tflite` file (its `logits` signature, whatever the task).
 
     Args:
         source: a SavedModel version directory written by `tfnas.serving.export`, or a Keras
@@ -90,6 +94,8 @@ def to_tflite(
             `(batch_size, H, W, 3)`; representative images are resized to it. Default None:
             dynamic height and width (the interpreter resizes its tensors per call).
         batch_size: fixed batch size with `input_size`, default 1.
+        task: for a Keras `source`, the task it predicts for (as in `tfnas.serving.export`;
+            default None: segmentation); a version directory's task is in its metadata.
 
     Returns:
         str, `path`.
@@ -115,7 +121,7 @@ def to_tflite(
     size = parse_input_size(input_size)
     input_shape = None if size is None else (int(batch_size), *size, 3)
     with tempfile.TemporaryDirectory() as tmp:
-        converter = _converter(as_saved_model_dir(source, tmp), input_shape)
+        converter = _converter(as_saved_model_dir(source, tmp, task=task), input_shape)
         if quantization == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
@@ -152,7 +158,8 @@ def tflite_predict(path, images, num_threads=None):
         num_threads: interpreter threads, default None (TFLite's default).
 
     Returns:
-        float32 numpy logits `(N, h, w, C)`.
+        float32 numpy logits `(N, h, w, C)`: the model's main output whatever its task
+        (class logits, depths, heatmaps); `task.postprocess` turns it into the serving outputs.
     """
     import tensorflow as tf
 
@@ -188,35 +195,82 @@ def mean_iou(reference, prediction, num_classes):
     return scores(confusion, omit=())["miou"]
 
 
-def compare(saved_model_dir, tflite_path, images):
+def _task_report(task, reference, got, size):
+    """The task-specific part of `compare`: errors of TFLite's predictions against TensorFlow's."""
+    import tensorflow as tf
+
+    from tfnas.tasks.keypoints import decode_heatmaps
+
+    if task.name == "segmentation":
+        ref_map, got_map = _class_maps(reference, size), _class_maps(got, size)
+        return {
+            "pixel_agreement": float(np.mean(ref_map == got_map)),
+            "miou_vs_tf": mean_iou(ref_map, got_map, reference.shape[-1]),
+        }
+    if task.name == "depth":
+        ref_depth = task.postprocess(tf.constant(reference), size)["depth"].numpy()
+        got_depth = task.postprocess(tf.constant(got), size)["depth"].numpy()
+        error = np.abs(ref_depth - got_depth)
+        return {"depth_max_abs_diff": float(error.max()), "depth_mean_abs_diff": float(error.mean())}
+    if task.name in ("pose", "pose-multi"):  # heatmaps first: the joints' argmax keypoints
+        stride = size[1] / reference.shape[2]
+        joints = task.num_joints
+        ref_points = decode_heatmaps(reference[..., :joints], stride).numpy()[..., :2]
+        got_points = decode_heatmaps(got[..., :joints], stride).numpy()[..., :2]
+        distance = np.linalg.norm(ref_points - got_points, axis=-1)
+        return {
+            "keypoint_agreement": float(np.mean(distance <= stride)),
+            "keypoint_max_distance": float(distance.max()),
+        }
+    raise ValueError(
+        f"compare does not know the {task.name!r} task; it knows segmentation, depth, pose and pose-multi"
+    )
+
+
+def compare(saved_model_dir, tflite_path, images, task=None):
     """Compares a TFLite model with the SavedModel it came from on sample images.
 
     Args:
         saved_model_dir: the SavedModel version directory (reference, `logits` signature).
         tflite_path: a `.tflite` file from `to_tflite`.
         images: uint8 images `(N, H, W, 3)`, ideally from the user's data.
+        task: the model's task (a `tfnas.tasks.Task`, name or config dict); default None
+            reads it from the export's metadata (segmentation for exports without one).
 
     Returns:
-        dict: `max_abs_diff` (largest logit difference), `pixel_agreement` (fraction of
-        pixels whose class equals TensorFlow's, at input size), `miou_vs_tf` (mean IoU against
-        TensorFlow's class map), `size_bytes` of the .tflite file.
+        dict: `max_abs_diff` (largest difference of the raw outputs: logits, depths or
+        heatmaps), `max_rel_diff` (the same over the outputs' scale, their largest magnitude
+        and at least 1), `size_bytes` of the .tflite file, `task` (its name), and for
+        - segmentation: `pixel_agreement` (fraction of pixels whose class equals
+          TensorFlow's, at input size), `miou_vs_tf` (mean IoU against TensorFlow's class map);
+        - depth: `depth_max_abs_diff`, `depth_mean_abs_diff` (metres, at input size);
+        - pose and pose-multi: `keypoint_agreement` (fraction of joints whose heatmap maximum
+          lies within one heatmap pixel of TensorFlow's), `keypoint_max_distance` (input pixels).
     """
     import tensorflow as tf
 
     from tfnas.preprocessing import preprocess
+    from tfnas.serving.savedmodel import read_task, resolve_task
 
     images = np.asarray(images)
     reference = tf.saved_model.load(saved_model_dir).signatures[SIGNATURE](images=preprocess(images))[
         "logits"
     ]
     reference = reference.numpy()
+    if task is not None:
+        task = resolve_task(task, reference.shape[-1])
+    else:
+        try:
+            task = read_task(saved_model_dir)
+        except FileNotFoundError:  # a SavedModel without tfnas metadata: segmentation, as before tasks
+            task = resolve_task(None, reference.shape[-1])
     got = tflite_predict(tflite_path, images)
-    size = images.shape[1:3]
-    ref_map, got_map = _class_maps(reference, size), _class_maps(got, size)
+    diff = float(np.max(np.abs(reference - got)))
     return {
-        "max_abs_diff": float(np.max(np.abs(reference - got))),
-        "pixel_agreement": float(np.mean(ref_map == got_map)),
-        "miou_vs_tf": mean_iou(ref_map, got_map, reference.shape[-1]),
+        "task": task.name,
+        "max_abs_diff": diff,
+        "max_rel_diff": diff / max(1.0, float(np.max(np.abs(reference)))),
+        **_task_report(task, reference, got, images.shape[1:3]),
         "size_bytes": os.path.getsize(tflite_path),
     }
 

@@ -9,9 +9,15 @@ This module imports only TensorFlow and the standard library, so it can be copie
 and run as a script next to NVIDIA's TensorFlow:
 
     python tftrt.py exports/segmenter/1 exports-trt/segmenter/1 --precision FP16
+
+The converted SavedModel returns what the export returns, whatever its task (the outputs of
+`tfnas.serving.savedmodel`). INT8 of a pose export's `serving_default` is refused: it would
+calibrate the heatmap decoding (NMS, top-k, positions in pixels) to int8 too; convert its
+`logits` signature and decode in float (`task.postprocess`).
 """
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -19,6 +25,18 @@ import sys
 import tensorflow as tf
 
 PRECISIONS = ("FP32", "FP16", "INT8")
+#: Tasks whose serving signatures decode heatmaps in the graph (`tfnas.serving.onnx_export.DECODED_OUTPUTS`;
+#: repeated here so that this file runs with TensorFlow and the standard library only).
+_DECODING_TASKS = ("pose", "pose-multi")
+
+
+def _task_name(saved_model_dir):
+    """The task recorded in an export's `assets.extra/tfnas.json` (segmentation when absent)."""
+    path = os.path.join(saved_model_dir, "assets.extra", "tfnas.json")
+    if not os.path.exists(path):
+        return "segmentation"
+    with open(path) as f:
+        return json.load(f).get("task", {}).get("name", "segmentation")
 
 
 def has_tensorrt():
@@ -81,15 +99,17 @@ def to_tftrt(
             Serving builds with TensorRT).
         precision: "FP32", "FP16" or "INT8" (case-insensitive), default "FP16".
         calibration_data: for "INT8": uint8 images, an iterable of `(H, W, 3)` or `(N, H, W, 3)`
-            arrays, fed to `signature` to calibrate.
-        signature: the signature converted, default "serving_default" (uint8 images in).
+            arrays, fed to `signature` to calibrate (preprocessed to [-1, 1] for `logits`).
+        signature: the signature converted, default "serving_default" (uint8 images in; it
+            returns the export's task outputs); "logits" takes float images in [-1, 1].
         max_workspace_size_bytes: TensorRT workspace, default 1 GiB.
 
     Returns:
         str, `out_dir`.
 
     Raises:
-        ValueError: for a bad precision or INT8 without calibration data.
+        ValueError: for a bad precision, INT8 without calibration data, or INT8 of a pose
+            export's decoding signature (module docstring).
         RuntimeError: if this TensorFlow has no TensorRT (the message says what to do instead).
     """
     precision = str(precision).upper()
@@ -97,6 +117,13 @@ def to_tftrt(
         raise ValueError(f"precision {precision!r} must be one of {PRECISIONS}")
     if precision == "INT8" and calibration_data is None:
         raise ValueError("INT8 needs calibration_data: a few dozen of your own uint8 images")
+    task = _task_name(saved_model_dir)
+    if precision == "INT8" and signature != "logits" and task in _DECODING_TASKS:
+        raise ValueError(
+            f"INT8 of the {task} export's {signature!r} signature would quantize its heatmap decoding "
+            "(peaks, positions in pixels); convert signature='logits' and decode the heatmaps in float "
+            "with task.postprocess, or use FP16"
+        )
     if not has_tensorrt():
         raise _not_available("built without TensorRT")
     try:
@@ -116,7 +143,12 @@ def to_tftrt(
     def calibration_input_fn():
         for images in calibration_data:
             images = tf.convert_to_tensor(images)
-            yield (images if images.shape.rank == 4 else images[None],)
+            images = images if images.shape.rank == 4 else images[None]
+            if signature == "logits":  # tfnas.preprocessing.preprocess
+                images = tf.cast(images, tf.float32) / 127.5 - 1.0
+            elif signature == "serving_float":
+                images = tf.cast(images, tf.float32)
+            yield (images,)
 
     converter.convert(calibration_input_fn=calibration_input_fn if precision == "INT8" else None)
     converter.save(out_dir)

@@ -731,16 +731,19 @@ def results_table(search_dir, top=5):
     Returns:
         str.
     """
-    from tfnas.report.runs import load_run
+    from tfnas.report.runs import load_run, task_name
     from tfnas.report.table import text_table, trial_rows
+    from tfnas.tasks import TASKS
 
-    trials = load_run(search_dir).trials
+    run = load_run(search_dir)
+    trials = run.trials
     failed = sum(t.status == "FAILED" for t in trials)
     rows, _ = trial_rows([t for t in trials if t.status == "COMPLETED"], sort="reward")
     rows = rows[: max(0, int(top))]
+    task = task_name(run.run.get("space_config"))
     title = (
         f"best {len(rows)} of {len(trials)} trial(s) ({failed} failed); "
-        "reward = geometric mean of mIoU, fwIoU, mean accuracy"
+        f"reward = {TASKS[task].reward_description}"
     )
     return f"{title}\n{text_table(rows)}"
 

@@ -20,6 +20,7 @@ from tfnas.report.graphs import GRAPHS, draw_genotype
 from tfnas.report.pareto import COSTS
 from tfnas.report.runs import TASK_SCORES, class_ious, load_run, task_name
 from tfnas.report.table import TEXT_COLUMNS, format_cell, format_value, trial_rows
+from tfnas.tasks import TASKS
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1150px;
@@ -57,15 +58,6 @@ def _save(fig, out_dir, name, images):
     return f'<img src="{_e(name)}" alt="{_e(name)}">'
 
 
-#: What each task's reward is (`tfnas.tasks`), for the report's settings.
-REWARDS = {
-    "segmentation": "geometric mean of mIoU, fwIoU, mean accuracy",
-    "depth": "geometric mean of δ<1.25, 1 - abs rel and exp(-log RMSE)",
-    "pose": "mean of PCKh@0.5 and PCKh@0.1",
-    "pose-multi": "COCO keypoint AP (OKS 0.50:0.95)",
-}
-
-
 def _settings(run):
     """The run's settings split into (search, data, encoder and teacher) key-value lists."""
     r = run.run
@@ -76,7 +68,7 @@ def _settings(run):
         ("space", r.get("space")),
         ("oracle", r.get("oracle")),
         ("trials asked", run.max_trials),
-        ("objective", f"reward (max): {REWARDS[task]}"),
+        ("objective", f"reward (max): {TASKS[task].reward_description}"),
         ("decoder width", config.get("width")),
     ]
     search += [(k, v) for k, v in settings.items() if k not in ("warmup_epochs", "warmup_learning_rate")]

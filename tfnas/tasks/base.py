@@ -70,6 +70,8 @@ class Task:
 
     #: Registry name of the task.
     name = None
+    #: What `reward` computes, in words (search summaries and reports print it).
+    reward_description = None
     #: Stride of the output the loss expects, or None when the loss resizes the prediction
     #: to the target (segmentation, depth).
     output_stride = None

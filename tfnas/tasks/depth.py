@@ -261,6 +261,7 @@ class DepthTask(Task):
     """
 
     name = "depth"
+    reward_description = "geometric mean of delta<1.25, 1 - abs rel and exp(-log RMSE)"
     TRAINING = {
         "source": "Nekrasov et al. (CVPR 2019), App. B (NYUDv2)",
         "optimizer": "sgd",

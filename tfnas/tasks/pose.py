@@ -252,6 +252,7 @@ class PoseTask(Task):
     """
 
     name = "pose"
+    reward_description = "mean of PCKh@0.5 and PCKh@0.1"
     TRAINING = {
         "source": "Nekrasov et al. (CVPR 2019), App. B (protocol of Xiao et al.)",
         "optimizer": "adam",

@@ -531,6 +531,7 @@ class PoseMultiTask(Task):
     """
 
     name = "pose-multi"
+    reward_description = "COCO keypoint AP (OKS 0.50:0.95)"
     TRAINING = {
         "source": "3M-Pose, section 15 and 13 of 3M-POSE.md",
         "optimizer": "adam",

@@ -431,6 +431,7 @@ class SegmentationTask(Task):
     """
 
     name = "segmentation"
+    reward_description = "geometric mean of mIoU, fwIoU and mean accuracy (background left out)"
 
     def __init__(self, num_classes=11, ignore_label=IGNORE_LABEL, omit=(0,)):
         super().__init__()
