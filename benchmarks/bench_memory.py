@@ -11,6 +11,8 @@ keras-tuner hook called after each trial's results are recorded): it calls the b
 then samples
 
 - `rss_mb`: resident memory of the process (psutil), after a `gc.collect()`;
+- `rss_after_malloc_trim_mb`: the same after glibc's `malloc_trim(0)` has returned free
+  arena pages to the OS (single `rss_mb` samples swing by +-200 MB with what malloc holds);
 - `malloc_in_use_mb` / `malloc_heap_mb` / `malloc_free_mb`: glibc's `malloc_info` over all
   arenas: live C/C++ allocations (TensorFlow's CPU tensors included), what malloc holds
   from the OS, and the free chunks in it; RSS growing while "in use" stays flat means
@@ -26,7 +28,11 @@ Results go to `benchmarks/results/memory.json` under `--label` (e.g. `before`, `
 runs of the code before and after a fix sit side by side. Settings are those of the issue
 except where the CLI's defaults apply (batch size 16, auxcell width 48, MobileNetV2 1.0).
 
+With `--supernet` the trials run in the space's supernet (`ProxySettings.supernet`, issue 10).
+
     nice -n 10 .venv/bin/python benchmarks/bench_memory.py --trials 30 --label after
+    taskset -c 1 .venv/bin/python benchmarks/bench_memory.py --trials 100 --label supernet --supernet \
+        --output benchmarks/results/memory_supernet.json
 """
 
 import argparse
@@ -128,6 +134,14 @@ KINDS = {
 }
 
 
+def _malloc_trim():
+    """glibc's `malloc_trim(0)`: give free heap pages back to the OS (no-op without glibc)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
 def count_objects():
     """Live objects by kind (see `KINDS`)."""
     counts = collections.Counter()
@@ -173,6 +187,10 @@ class MemoryTuner(NASTuner):
             **_mallinfo(),
             "objects": count_objects(),
         }
+        # RSS again once glibc has returned its free arena pages: single RSS samples swing
+        # by +-200 MB with what malloc happens to hold, which hides or fakes growth.
+        _malloc_trim()
+        sample["rss_after_malloc_trim_mb"] = psutil.Process().memory_info().rss / 2**20
         if self.trace:
             snapshot = tracemalloc.take_snapshot()
             sample["python_traced_mb"] = tracemalloc.get_traced_memory()[0] / 2**20
@@ -190,17 +208,19 @@ class MemoryTuner(NASTuner):
         if self.on_sample is not None:
             self.on_sample(self.samples)
         print(
-            f"trial {sample['trial']:3d} ({trial.status}): rss {sample['rss_mb']:.0f} MB, "
+            f"trial {sample['trial']:3d} ({trial.status}): rss {sample['rss_mb']:.0f} MB "
+            f"({sample['rss_after_malloc_trim_mb']:.0f} MB trimmed), "
             f"malloc in use {sample.get('malloc_in_use_mb', float('nan')):.0f} MB, "
             f"objects {sample['objects']}",
             flush=True,
         )
 
 
-def run(trials, directory, trace=False, on_sample=None):
+def run(trials, directory, trace=False, on_sample=None, supernet=False):
     """Runs the issue's tiny search for `trials` trials; returns the per-trial samples.
 
-    `on_sample(samples)` is called after each trial (to save partial results)."""
+    `on_sample(samples)` is called after each trial (to save partial results). With
+    `supernet`, every trial runs in the space's supernet (`ProxySettings.supernet`)."""
     if trace:
         tracemalloc.start(1)
     digits = DIGITS
@@ -216,6 +236,7 @@ def run(trials, directory, trace=False, on_sample=None):
         on_sample=on_sample,
         directory=directory,
         project_name="search",
+        supernet=supernet,
         **SETTINGS,
     )
     tuner.search(train)
@@ -256,7 +277,6 @@ def stage_loop(iterations, without_fix=False, on_sample=None):
         x = keras.layers.UpSampling2D(4)(x)
         return keras.Model([inputs], {"logits": keras.layers.Conv2D(3, 1)(x)})
 
-    trim = ctypes.CDLL("libc.so.6").malloc_trim
     samples, start = [], time.perf_counter()
     for i in range(iterations):
         keras.backend.clear_session()
@@ -276,7 +296,7 @@ def stage_loop(iterations, without_fix=False, on_sample=None):
             **_mallinfo(),
             "objects": count_objects(),
         }
-        trim(0)
+        _malloc_trim()
         sample["rss_after_malloc_trim_mb"] = psutil.Process().memory_info().rss / 2**20
         samples.append(sample)
         if on_sample is not None:
@@ -291,14 +311,27 @@ def stage_loop(iterations, without_fix=False, on_sample=None):
 
 
 def summarize(samples):
-    """RSS after trial 10 and the last trial, their ratio, and the growth per trial after 10."""
-    rss = [s["rss_mb"] for s in samples]
-    summary = {"trials": len(rss), "rss_first_mb": rss[0], "rss_last_mb": rss[-1]}
-    if len(rss) >= 10:
-        summary["rss_trial10_mb"] = rss[9]
-        summary["last_vs_trial10"] = rss[-1] / rss[9]
-        if len(rss) > 10:
-            summary["growth_per_trial_after_10_mb"] = (rss[-1] - rss[9]) / (len(rss) - 10)
+    """RSS after trial 10 and the last trial, their ratio, and the growth per trial after 10.
+
+    The same figures for the RSS taken after `malloc_trim(0)` are keyed `trimmed_*`, and
+    `slope_after_10_mb` is the least-squares growth per trial from trial 10 on."""
+    summary = {"trials": len(samples)}
+    for key, prefix in (("rss_mb", ""), ("rss_after_malloc_trim_mb", "trimmed_")):
+        rss = [s[key] for s in samples if key in s]
+        if len(rss) != len(samples) or not rss:
+            continue
+        summary.update({f"{prefix}rss_first_mb": rss[0], f"{prefix}rss_last_mb": rss[-1]})
+        if len(rss) >= 10:
+            summary[f"{prefix}rss_trial10_mb"] = rss[9]
+            summary[f"{prefix}last_vs_trial10"] = rss[-1] / rss[9]
+            if len(rss) > 10:
+                summary[f"{prefix}growth_per_trial_after_10_mb"] = (rss[-1] - rss[9]) / (len(rss) - 10)
+                tail = rss[9:]
+                x = list(range(len(tail)))
+                mx, my = sum(x) / len(x), sum(tail) / len(tail)
+                summary[f"{prefix}slope_after_10_mb"] = sum(
+                    (a - mx) * (b - my) for a, b in zip(x, tail)
+                ) / sum((a - mx) ** 2 for a in x)
     return summary
 
 
@@ -322,6 +355,7 @@ def main(argv=None):
     parser.add_argument("--tracemalloc", action="store_true", help="record Python allocation diffs")
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
     parser.add_argument("--keep", default=None, help="keep the search folder here")
+    parser.add_argument("--supernet", action="store_true", help="run the trials in the space's supernet")
     parser.add_argument(
         "--loop", type=int, default=0, help="instead of the search, run `stage_loop` for this many iterations"
     )
@@ -345,6 +379,7 @@ def main(argv=None):
                 "scenes": SCENES,
                 "image_size": IMAGE_SIZE,
                 "digits": DIGITS,
+                "supernet": args.supernet,
                 **SETTINGS,
             },
             "machine": {
@@ -380,7 +415,7 @@ def main(argv=None):
         print(json.dumps(result["summary"], indent=1))
         return
     try:
-        samples = run(args.trials, directory, trace=args.tracemalloc, on_sample=save)
+        samples = run(args.trials, directory, trace=args.tracemalloc, on_sample=save, supernet=args.supernet)
         result = save(samples, disk_usage(os.path.join(directory, "search")))
     finally:
         if args.keep is None:

@@ -113,8 +113,7 @@ def _add_search_options(parser, demo=False):
     add(
         "--task",
         default="segmentation",
-        help=f"what the network predicts, one of {sorted(TASKS)}: the head, loss, metrics and reward "
-        "(default: segmentation)",
+        help=f"what the network predicts, one of {sorted(TASKS)}: the head, loss, metrics and reward",
     )
     data = parser.add_argument_group(
         "data (default: the task's built-in data: digit scenes, depth scenes, figure crops or scenes)"
