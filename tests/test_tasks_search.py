@@ -13,6 +13,7 @@ from tfnas.cli import main
 from tfnas.report.runs import TASK_SCORES
 from tfnas.report.tensorboard import HParamsWriter
 from tfnas.search_dir import SearchDir
+from tfnas.serving.savedmodel import TASK_OUTPUTS
 from tfnas.spaces import AuxCellSpace, DPCSpace, get_space
 from tfnas.tasks import get_task
 from tfnas.training import FeatureCache, ProxyModel, evaluate_reward
@@ -222,6 +223,13 @@ def test_a_search_for_each_task_records_its_scores_and_keeps_its_model(tmp_path,
     assert metrics["reward"] == pytest.approx(get_task(task).reward(metrics))
     channels = {"depth": 1, "pose": 17, "pose-multi": 34}[task]
     assert model(np.zeros((1, 32, 32, 3), np.float32))["logits"].shape[-1] == channels
+    # the best model exports for the task: serving_default returns what the task predicts
+    assert _run(["export", out, "--base", str(tmp_path / "exports"), "--name", "m"]) == 0
+    capsys.readouterr()
+    (version,) = os.listdir(tmp_path / "exports" / "m")
+    served = tf.saved_model.load(str(tmp_path / "exports" / "m" / version)).signatures["serving_default"]
+    outputs = served(images=tf.zeros((1, 32, 32, 3), tf.uint8))
+    assert sorted(outputs) == sorted(TASK_OUTPUTS[task])
     # the report and the TensorBoard HParams view show the task's scores, not mIoU
     assert _run(["report", out]) == 0
     page = open(os.path.join(out, "report", "index.html"), encoding="utf-8").read()
