@@ -1,9 +1,10 @@
 """The `tfnas` command: `search` and `demo` here, `results` / `report` from tfnas.report,
-`export` / `convert` / `serve` from tfnas.serving.
+`train` from tfnas.training, `export` / `convert` / `serve` from tfnas.serving.
 
     tfnas search --space auxcell --oracle ppo --trials 20 --out runs/voc \\
         --images data/images --masks data/masks --num-classes 21
     tfnas search --out runs/voc --resume        # continue a stopped search
+    tfnas train runs/voc --trial best --epochs 40   # train the best found network fully
     tfnas demo                                  # a small search on the built-in data, a few CPU minutes
 
 `search` runs `tfnas.tuners.NASTuner` (the two-stage proxy task of Nekrasov et al., CVPR
@@ -339,6 +340,9 @@ def build_parser():
     from tfnas.report.cli import register as register_report
 
     register_report(subparsers)
+    from tfnas.training.train_cli import register as register_train
+
+    register_train(subparsers)
     try:
         from tfnas.serving.cli import register
     except ImportError as err:

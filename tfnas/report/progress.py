@@ -33,7 +33,7 @@ def trial_parts(trial):
     return str(trial.trial_id), str(status), dict(values), metrics, getattr(trial, "message", None)
 
 
-def _duration(seconds):
+def format_duration(seconds):
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
@@ -109,10 +109,10 @@ class ProgressPrinter:
         if self.best is not None:
             parts.append(f"best {self.best[0]:.4f} (trial {self.best[1]})")
         if seconds is not None:
-            parts.append(_duration(seconds))
+            parts.append(format_duration(seconds))
         left = self.total - self.done
         if left > 0 and self._seconds:
-            parts.append(f"~{_duration(left * sum(self._seconds) / len(self._seconds))} left")
+            parts.append(f"~{format_duration(left * sum(self._seconds) / len(self._seconds))} left")
         line = "  ".join(parts)
         print(line, file=self.stream or sys.stdout, flush=True)
         return line

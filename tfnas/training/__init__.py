@@ -1,4 +1,4 @@
-"""Proxy training of search trials (Nekrasov et al., CVPR 2019, Sec. 3.2).
+"""Proxy training of search trials (Nekrasov et al., CVPR 2019, Sec. 3.2) and full training.
 
 - `ProxyTask`, `ProxySettings`: the two-stage proxy task that scores an architecture
   (`prepare` once per search, `run_trial` per architecture).
@@ -7,11 +7,16 @@
 - `make_optimizer`, `ParameterGroup`: optimizers keeping Polyak averages of the weights.
 - `ProgressiveTermination`: the early-termination rule between the stages.
 - `warm_up`: trains the encoder with a reference decoder when no pretrained weights exist.
+- `train` (`full.py`), `TrainSettings` (`recipes.py`): full training of a found architecture
+  with its task's recipe (Sec. 4.4 and App. B), checkpointed every epoch (`checkpoints.py`);
+  `tfnas train` (`train_cli.py`).
 """
 
 from tfnas.training.cache import CachedFeatures, FeatureCache, data_fingerprint, weights_fingerprint
+from tfnas.training.full import train
 from tfnas.training.polyak import ParameterGroup, make_optimizer
 from tfnas.training.proxy import PreparedData, ProxySettings, ProxyTask, trial_seed
+from tfnas.training.recipes import TrainSettings
 from tfnas.training.stages import (
     NonFiniteLossError,
     ProxyModel,
@@ -33,6 +38,7 @@ __all__ = [
     "ProxySettings",
     "ProxyTask",
     "ProxyModel",
+    "TrainSettings",
     "build_reference_model",
     "data_fingerprint",
     "evaluate_reward",
@@ -42,6 +48,7 @@ __all__ = [
     "run_stage",
     "set_batchnorm_momentum",
     "simple_head",
+    "train",
     "trial_seed",
     "warm_up",
     "weights_fingerprint",

@@ -328,9 +328,7 @@ class ProxyTask:
             stage1_val=tf.data.Dataset.from_tensor_slices((tuple(val_features), val_targets)).batch(
                 s.batch_size
             ),
-            stage2_val=task.pipeline(
-                _pad_dataset(task, val, num_val, s.batch_size, image_size), s.batch_size
-            ),
+            stage2_val=task.pipeline(pad_dataset(task, val, num_val, s.batch_size, image_size), s.batch_size),
             termination=ProgressiveTermination(
                 s.termination_decay, s.termination_delta, seed=s.seed, path=run_dir.termination_file
             ),
@@ -619,7 +617,7 @@ def _padding_like(task, spec, image_size):
     return keras.tree.map_structure(like, task.padding_target(image_size), spec)
 
 
-def _pad_dataset(task, dataset, count, batch_size, image_size):
+def pad_dataset(task, dataset, count, batch_size, image_size):
     """`dataset` followed by filler examples up to a multiple of `batch_size`.
 
     Meta-val is scored in whole batches (one traced shape); filler targets are the task's
