@@ -6,9 +6,13 @@ data, decoder width 16, no termination) on the task's built-in data, each task i
 process (so no search inherits another's traced functions or memory), one after the other,
 and records the best trial's reward and the task's headline scores, the median seconds per
 trial and the warm-up and cache time. Segmentation uses the demo's digit scenes (digits
-0/1/7, 16-32 px). Writes `benchmarks/results/task_search.json`.
+0/1/7, 16-32 px). With `--train-epochs E`, the best trial of each search is then trained
+fully for E epochs (`tfnas train`, its task's recipe stretched to E) and its validation
+scores are recorded beside the search's. Writes `benchmarks/results/task_search.json`.
 
     taskset -c 1 python benchmarks/bench_task_search.py [--trials 4] [--size 48] [--tasks depth pose]
+    # train the best of searches already run (their folders), without searching again:
+    python benchmarks/bench_task_search.py --train-epochs 20 --existing depth=/tmp/tfnas-task-depth-x ...
 """
 
 import argparse
@@ -64,6 +68,29 @@ def summarize(task, out, seconds):
     }
 
 
+def train_best(task, out, epochs):
+    """`tfnas train OUT --epochs E --batch-size 16` on the search's best trial; its final validation scores."""
+    from tfnas.report.runs import TASK_SCORES
+    from tfnas.search_dir import SearchDir
+
+    full = os.path.join(out, "full_best")
+    command = [sys.executable, "-m", "tfnas.cli", "train", out, "--epochs", str(epochs), "--out", full]
+    command += ["--batch-size", "16"]  # the search's (the recipes' 32-128 leave 1-7 steps per epoch here)
+    if os.path.exists(full):
+        command.append("--resume")
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    _, meta = SearchDir(full).load_trial_model("best")
+    metrics = meta["metrics"]
+    return {
+        "epochs": epochs,
+        "reward": metrics["reward"],
+        "scores": {name: metrics.get(name) for name, _ in TASK_SCORES[task]},
+        "seconds": seconds,
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
@@ -72,16 +99,40 @@ def main(argv=None):
     parser.add_argument("--scenes", type=int, default=256, help="built-in images per task")
     parser.add_argument("--stage1-epochs", type=int, default=3)
     parser.add_argument("--warmup-epochs", type=int, default=10)
+    parser.add_argument("--train-epochs", type=int, default=0, help="then train each best fully (0: no)")
+    parser.add_argument(
+        "--existing",
+        nargs="*",
+        default=[],
+        metavar="TASK=DIR",
+        help="searches already run by this script: summarize (and train) them instead of searching",
+    )
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
+    existing = dict(item.split("=", 1) for item in args.existing)
+    previous = {}
+    if existing and os.path.exists(args.output):
+        with open(args.output) as f:
+            previous = {r["task"]: r for r in json.load(f)["results"]}
     results = []
     for task in args.tasks:
-        out = tempfile.mkdtemp(prefix=f"tfnas-task-{task}-")
-        command = [sys.executable, "-m", "tfnas.cli"] + search_argv(task, out, args)
-        print(f"{task}: {' '.join(command[2:])}", flush=True)
-        start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        results.append(summarize(task, out, time.perf_counter() - start))
+        if task in existing:
+            out = existing[task]
+            result = {
+                **previous.get(task, {}),
+                **summarize(task, out, previous.get(task, {}).get("search_seconds", 0)),
+            }
+        else:
+            out = tempfile.mkdtemp(prefix=f"tfnas-task-{task}-")
+            command = [sys.executable, "-m", "tfnas.cli"] + search_argv(task, out, args)
+            print(f"{task}: {' '.join(command[2:])}", flush=True)
+            start = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            result = summarize(task, out, time.perf_counter() - start)
+        if args.train_epochs:
+            print(f"{task}: tfnas train {out} --epochs {args.train_epochs}", flush=True)
+            result["full_training"] = train_best(task, out, args.train_epochs)
+        results.append(result)
         print(json.dumps(results[-1]), flush=True)
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:

@@ -120,17 +120,12 @@ def check_task_outputs(task_name, out, n=2):
         assert points[..., 0].max() > height  # x spans the wider side: not a swapped axis
 
 
-# --- SavedModel of the auxcell space, for each task ---------------------------------------
-# An auxcell export takes about 15 s; the fast run keeps pose-multi (the largest serving graph),
-# and `tfnas export RUN_DIR` below exports an auxcell depth network.
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param("depth", marks=pytest.mark.slow),
-        pytest.param("pose", marks=pytest.mark.slow),
-        "pose-multi",
-    ],
-)
+# --- SavedModel of the auxcell space ------------------------------------------------------
+# An auxcell export takes about 15 s and its ONNX conversion 30 s, so the auxcell network is
+# exported for pose-multi (the largest serving graph) only: `tfnas export RUN_DIR` below
+# exports an auxcell depth network, tests/test_tasks_search.py exports every task's searched
+# network, and the tiny models further down cover ONNX, TFLite and serving for every task.
+@pytest.fixture(scope="module", params=["pose-multi"])
 def exported(request, tmp_path_factory):
     space, model = auxcell(request.param)
     path = export(model, str(tmp_path_factory.mktemp("exports")), request.param, task=space.task)
