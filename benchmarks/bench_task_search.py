@@ -45,7 +45,8 @@ def search_argv(task, out, args):
 
 def summarize(task, out, seconds):
     """The best trial's reward and scores, and the trials' costs, read from the search directory."""
-    from tfnas.report.runs import TASK_SCORES, load_run
+    from tfnas.report.runs import load_run
+    from tfnas.tasks import TASKS
 
     run = load_run(out)
     completed = [t for t in run.trials if t.status == "COMPLETED"]
@@ -58,7 +59,7 @@ def summarize(task, out, seconds):
         "best_trial": best.trial_id,
         "best_reward": best.metrics["reward"],
         "best_stage1_reward": best.metrics["stage1_reward"],
-        "best_scores": {name: best.metrics.get(name) for name, _ in TASK_SCORES[task]},
+        "best_scores": {name: best.metrics.get(name) for name, _ in TASKS[task].headline_scores},
         "rewards": [t.metrics["reward"] for t in completed],
         "median_trial_seconds": statistics.median(trial_seconds),
         "search_seconds": seconds,
@@ -70,8 +71,8 @@ def summarize(task, out, seconds):
 
 def train_best(task, out, epochs):
     """`tfnas train OUT --epochs E --batch-size 16` on the search's best trial; its final validation scores."""
-    from tfnas.report.runs import TASK_SCORES
     from tfnas.search_dir import SearchDir
+    from tfnas.tasks import TASKS
 
     full = os.path.join(out, "full_best")
     command = [sys.executable, "-m", "tfnas.cli", "train", out, "--epochs", str(epochs), "--out", full]
@@ -86,7 +87,7 @@ def train_best(task, out, epochs):
     return {
         "epochs": epochs,
         "reward": metrics["reward"],
-        "scores": {name: metrics.get(name) for name, _ in TASK_SCORES[task]},
+        "scores": {name: metrics.get(name) for name, _ in TASKS[task].headline_scores},
         "seconds": seconds,
     }
 

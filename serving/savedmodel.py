@@ -39,17 +39,13 @@ import tensorflow as tf
 import tfnas
 from tfnas.preprocessing import preprocess
 from tfnas.serving._images import image_batch
+from tfnas.tasks import TASKS
 
 #: Name of the input tensor of every signature.
 INPUT_NAME = "images"
 #: Output names of `serving_default` and `serving_float` for each task: what
 #: `task.postprocess` returns (shapes and dtypes in the module docstring).
-TASK_OUTPUTS = {
-    "segmentation": ["classes", "probabilities"],
-    "depth": ["depth"],
-    "pose": ["heatmaps", "keypoints"],
-    "pose-multi": ["heatmaps", "peak_positions", "peak_scores", "peak_tags", "tags"],
-}
+TASK_OUTPUTS = {name: sorted(task.serving_outputs) for name, task in TASKS.items()}
 
 
 def signatures(task="segmentation"):

@@ -10,7 +10,6 @@ import tensorflow as tf
 
 from tfnas import profile
 from tfnas.cli import main
-from tfnas.report.runs import TASK_SCORES
 from tfnas.report.tensorboard import HParamsWriter
 from tfnas.search_dir import SearchDir
 from tfnas.serving.savedmodel import TASK_OUTPUTS
@@ -233,8 +232,8 @@ def test_a_search_for_each_task_records_its_scores_and_keeps_its_model(tmp_path,
     # the report and the TensorBoard HParams view show the task's scores, not mIoU
     assert _run(["report", out]) == 0
     page = open(os.path.join(out, "report", "index.html"), encoding="utf-8").read()
-    headline = TASK_SCORES[task][0][0]
+    headline = get_task(task).headline_scores[0][0]
     assert f"{headline} " in page and "Per-class IoU" not in page and "mIoU" not in page
     assert [name for name, _ in HParamsWriter(str(tmp_path / "tb"), space=run_dir.space()).metrics][2:4] == [
-        name for name, _ in TASK_SCORES[task][:2]
+        name for name, _ in get_task(task).headline_scores[:2]
     ]

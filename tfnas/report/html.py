@@ -18,7 +18,7 @@ from tfnas.io import atomic_path
 from tfnas.report import plots
 from tfnas.report.graphs import GRAPHS, draw_genotype
 from tfnas.report.pareto import COSTS
-from tfnas.report.runs import TASK_SCORES, class_ious, load_run, task_name
+from tfnas.report.runs import class_ious, load_run, task_name
 from tfnas.report.table import TEXT_COLUMNS, format_cell, format_value, trial_rows
 from tfnas.tasks import TASKS
 
@@ -192,7 +192,7 @@ def write_report(run_dir, out=None, top=3):
 
     body.append("<h2>Best architectures</h2>")
     space_name = run.run.get("space")
-    scores = [name for name, _ in TASK_SCORES[task_name(run.run.get("space_config"))]]
+    scores = [name for name, _ in TASKS[task_name(run.run.get("space_config"))].headline_scores]
     if not best:
         body.append('<p class="note">No trial has completed yet.</p>')
     for rank, t in enumerate(best, start=1):

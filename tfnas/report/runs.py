@@ -33,14 +33,6 @@ METRICS = (
     "terminated",
     "trial_seconds",
 )
-#: The headline scores of each task (metric name, display name), after the reward: what the
-#: report, the HParams dashboard and sorting show (the tasks' modules define them).
-TASK_SCORES = {
-    "segmentation": (("miou", "mIoU"), ("fwiou", "fwIoU"), ("mean_accuracy", "mean accuracy")),
-    "depth": (("rmse", "RMSE"), ("abs_rel", "abs rel"), ("delta1", "δ<1.25")),
-    "pose": (("pckh@0.5", "PCKh@0.5"), ("pckh@0.1", "PCKh@0.1")),
-    "pose-multi": (("ap", "COCO AP"), ("ar", "COCO AR")),
-}
 
 
 def task_name(space_config):

@@ -22,13 +22,14 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp_api
 
 from tfnas.report.progress import trial_parts
-from tfnas.report.runs import TASK_SCORES, format_genotype
+from tfnas.report.runs import format_genotype
+from tfnas.tasks import TASKS
 
 #: The metrics shown in the HParams dashboard: (metric name, display name).
 HPARAMS_METRICS = (
     ("reward", "reward"),
     ("stage1_reward", "stage-1 reward"),
-    ("miou", "mIoU"),  # the task's headline scores (`TASK_SCORES`) for a space of another task
+    ("miou", "mIoU"),  # the task's headline scores (`Task.headline_scores`) for a space of another task
     ("params", "parameters"),
     ("madds", "multiply-adds"),
     ("latency_ms", "latency (ms)"),
@@ -45,7 +46,7 @@ class HParamsWriter:
         space: optional tfnas space: its decisions (`hyperparameters().space`) become the
             HParams with their discrete domains, and its `genotype` the `genotype` column.
         metrics: sequence of (name, display name). Default `HPARAMS_METRICS`, with the
-            space's task's headline scores (`TASK_SCORES`) in place of mIoU.
+            space's task's headline scores (`Task.headline_scores`) in place of mIoU.
     """
 
     def __init__(self, logdir, space=None, metrics=None):
@@ -63,7 +64,7 @@ class HParamsWriter:
         if task == "segmentation":
             return HPARAMS_METRICS
         head, tail = HPARAMS_METRICS[:2], [m for m in HPARAMS_METRICS[2:] if m[0] != "miou"]
-        return head + TASK_SCORES[task] + tuple(tail)
+        return head + tuple(TASKS[task].headline_scores) + tuple(tail)
 
     def _hparams(self, values):
         """`hp.HParam` per decision (discrete domains from the space when known)."""

@@ -72,6 +72,10 @@ class Task:
     name = None
     #: What `reward` computes, in words (search summaries and reports print it).
     reward_description = None
+    #: The scores reports show after the reward: `(metric name, display name)` pairs.
+    headline_scores = ()
+    #: Output names of an exported model's serving signatures (what `postprocess` returns).
+    serving_outputs = ()
     #: Stride of the output the loss expects, or None when the loss resizes the prediction
     #: to the target (segmentation, depth).
     output_stride = None

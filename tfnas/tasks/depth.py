@@ -262,6 +262,8 @@ class DepthTask(Task):
 
     name = "depth"
     reward_description = "geometric mean of delta<1.25, 1 - abs rel and exp(-log RMSE)"
+    headline_scores = (("rmse", "RMSE"), ("abs_rel", "abs rel"), ("delta1", "δ<1.25"))
+    serving_outputs = ("depth",)
     TRAINING = {
         "source": "Nekrasov et al. (CVPR 2019), App. B (NYUDv2)",
         "optimizer": "sgd",

@@ -253,6 +253,8 @@ class PoseTask(Task):
 
     name = "pose"
     reward_description = "mean of PCKh@0.5 and PCKh@0.1"
+    headline_scores = (("pckh@0.5", "PCKh@0.5"), ("pckh@0.1", "PCKh@0.1"))
+    serving_outputs = ("heatmaps", "keypoints")
     TRAINING = {
         "source": "Nekrasov et al. (CVPR 2019), App. B (protocol of Xiao et al.)",
         "optimizer": "adam",

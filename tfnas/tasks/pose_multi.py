@@ -532,6 +532,8 @@ class PoseMultiTask(Task):
 
     name = "pose-multi"
     reward_description = "COCO keypoint AP (OKS 0.50:0.95)"
+    headline_scores = (("ap", "COCO AP"), ("ar", "COCO AR"))
+    serving_outputs = ("heatmaps", "peak_positions", "peak_scores", "peak_tags", "tags")
     TRAINING = {
         "source": "3M-Pose, section 15 and 13 of 3M-POSE.md",
         "optimizer": "adam",

@@ -432,6 +432,8 @@ class SegmentationTask(Task):
 
     name = "segmentation"
     reward_description = "geometric mean of mIoU, fwIoU and mean accuracy (background left out)"
+    headline_scores = (("miou", "mIoU"), ("fwiou", "fwIoU"), ("mean_accuracy", "mean accuracy"))
+    serving_outputs = ("classes", "probabilities")
 
     def __init__(self, num_classes=11, ignore_label=IGNORE_LABEL, omit=(0,)):
         super().__init__()

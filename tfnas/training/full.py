@@ -46,7 +46,6 @@ import tensorflow as tf
 from tfnas.data import as_examples, count_examples
 from tfnas.io import atomic_path
 from tfnas.report.progress import format_duration
-from tfnas.report.runs import TASK_SCORES
 from tfnas.search_dir import MODEL_WEIGHTS
 from tfnas.tasks import get_task
 from tfnas.training.checkpoints import Checkpoint
@@ -237,7 +236,7 @@ def _check_resume(saved, settings, path):
 
 
 def _headline(task, scores):
-    key, label = TASK_SCORES.get(task.name, (("reward", "reward"),))[0]
+    key, label = (task.headline_scores or (("reward", "reward"),))[0]
     value = scores.get(key)
     return f"  {label} {value:.4f}" if isinstance(value, float) else ""
 
