@@ -3,15 +3,7 @@
 import os
 
 import pytest
-
-from tfnas.cli import main
-
-
-def _run(argv):
-    try:
-        return main(argv)
-    except SystemExit as exit_:
-        return exit_.code
+from _cli import run_cli
 
 
 @pytest.mark.parametrize(
@@ -28,7 +20,7 @@ def _run(argv):
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
-    assert _run(["search", "--out", str(tmp_path / "run")] + argv) == 2
+    assert run_cli(["search", "--out", str(tmp_path / "run")] + argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not os.path.exists(tmp_path / "run" / "run.json")
@@ -36,14 +28,14 @@ def test_bad_arguments_give_one_line_and_exit_code_2(tmp_path, capsys, argv, mes
 
 def test_existing_directory_needs_resume(tmp_path, capsys):
     (tmp_path / "old.txt").write_text("x")
-    assert _run(["search", "--out", str(tmp_path)]) == 2
+    assert run_cli(["search", "--out", str(tmp_path)]) == 2
     assert "pass --resume" in capsys.readouterr().err
-    assert _run(["search", "--out", str(tmp_path / "empty"), "--resume"]) == 2
+    assert run_cli(["search", "--out", str(tmp_path / "empty"), "--resume"]) == 2
     assert "holds no search" in capsys.readouterr().err
 
 
 def test_help_documents_every_option_with_its_default(capsys):
-    assert _run(["search", "--help"]) == 0
+    assert run_cli(["search", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     for option, default in [
         ("--space", "auxcell"),
@@ -61,6 +53,6 @@ def test_help_documents_every_option_with_its_default(capsys):
         assert f"(default: {default})" in after[:400], option
     for option in ("--oracle", "--resume", "--images", "--masks", "--num-classes", "--tfds"):
         assert option in text
-    assert _run(["--help"]) == 0
+    assert run_cli(["--help"]) == 0
     commands = capsys.readouterr().out
     assert "search" in commands and "demo" in commands and "export" in commands

@@ -6,15 +6,9 @@ traceback: exit status 2 for argument errors, 1 for errors found while running.
 """
 
 import pytest
+from _cli import run_cli
 
 from tfnas.cli import describe_error, main
-
-
-def _run(argv):
-    try:
-        return main(argv)
-    except SystemExit as exit_:
-        return exit_.code
 
 
 @pytest.mark.parametrize(
@@ -62,7 +56,7 @@ def _run(argv):
 )
 def test_every_subcommand_reports_one_line(tmp_path, capsys, argv, status, message):
     tmp = str(tmp_path)
-    assert _run([a.format(tmp=tmp) for a in argv]) == status
+    assert run_cli([a.format(tmp=tmp) for a in argv]) == status
     err = capsys.readouterr().err
     assert message.format(tmp=tmp) in err
     assert len(err.strip().splitlines()) == 1, err

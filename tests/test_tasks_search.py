@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _cli import run_cli
 
 from tfnas import profile
-from tfnas.cli import main
 from tfnas.report.tensorboard import HParamsWriter
 from tfnas.search_dir import SearchDir
 from tfnas.serving.savedmodel import TASK_OUTPUTS
@@ -18,13 +18,6 @@ from tfnas.tasks import get_task
 from tfnas.training import FeatureCache, ProxyModel, evaluate_reward
 
 SHAPE = (32, 32, 3)
-
-
-def _run(argv):
-    try:
-        return main(argv)
-    except SystemExit as exit_:
-        return exit_.code
 
 
 # --- spaces --------------------------------------------------------------------------------
@@ -188,7 +181,7 @@ def test_a_search_refuses_data_of_another_task(tmp_path):
     ],
 )
 def test_task_arguments_give_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
-    assert _run(["search", "--out", str(tmp_path / "run")] + argv) == 2
+    assert run_cli(["search", "--out", str(tmp_path / "run")] + argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
 
@@ -211,7 +204,7 @@ TINY = [
 )
 def test_a_search_for_each_task_records_its_scores_and_keeps_its_model(tmp_path, capsys, task, space, scores):
     out = str(tmp_path / "run")
-    assert _run(["search", "--out", out, "--task", task, "--space", space] + TINY) == 0
+    assert run_cli(["search", "--out", out, "--task", task, "--space", space] + TINY) == 0
     run_dir = SearchDir(out)
     assert run_dir.read_run()["space_config"]["task"]["name"] == task
     (trial,) = run_dir.trials().values()
@@ -223,14 +216,14 @@ def test_a_search_for_each_task_records_its_scores_and_keeps_its_model(tmp_path,
     channels = {"depth": 1, "pose": 17, "pose-multi": 34}[task]
     assert model(np.zeros((1, 32, 32, 3), np.float32))["logits"].shape[-1] == channels
     # the best model exports for the task: serving_default returns what the task predicts
-    assert _run(["export", out, "--base", str(tmp_path / "exports"), "--name", "m"]) == 0
+    assert run_cli(["export", out, "--base", str(tmp_path / "exports"), "--name", "m"]) == 0
     capsys.readouterr()
     (version,) = os.listdir(tmp_path / "exports" / "m")
     served = tf.saved_model.load(str(tmp_path / "exports" / "m" / version)).signatures["serving_default"]
     outputs = served(images=tf.zeros((1, 32, 32, 3), tf.uint8))
     assert sorted(outputs) == sorted(TASK_OUTPUTS[task])
     # the report and the TensorBoard HParams view show the task's scores, not mIoU
-    assert _run(["report", out]) == 0
+    assert run_cli(["report", out]) == 0
     page = open(os.path.join(out, "report", "index.html"), encoding="utf-8").read()
     headline = get_task(task).headline_scores[0][0]
     assert f"{headline} " in page and "Per-class IoU" not in page and "mIoU" not in page
