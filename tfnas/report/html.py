@@ -68,7 +68,7 @@ def _settings(run):
         ("space", r.get("space")),
         ("oracle", r.get("oracle")),
         ("trials asked", run.max_trials),
-        ("objective", f"reward (max): {TASKS[task].reward_description}"),
+        ("objective", f"reward (max): {r.get('reward_description') or TASKS[task].reward_description}"),
         ("decoder width", config.get("width")),
     ]
     search += [(k, v) for k, v in settings.items() if k not in ("warmup_epochs", "warmup_learning_rate")]

@@ -47,13 +47,23 @@ class DecoderSpace(keras_tuner.HyperModel):
         task: the task the networks predict for: a `tfnas.tasks.TASKS` name
             (`"segmentation"`, `"depth"`, `"pose"`, `"pose-multi"`), a `Task`, or a dict
             `{"name": ..., **constructor arguments}` (what `config()` saves). Default
-            `"segmentation"` with `num_classes` classes.
+            `"segmentation"` with `num_classes` classes. A segmentation task built from a
+            name or a dict takes the space's paper's reward (`SEGMENTATION_REWARD`) where
+            it does not say `omit` / `reward_metric`; a `Task` is used as it is.
     """
 
     PUBLISHED = {}
     TAPS = encoders.MOBILENET_V2_TAPS
     #: The Oracle `tfnas search` uses for this space unless told otherwise.
     DEFAULT_ORACLE = "ppo"
+    #: The proxy task of the space's paper, a name in `tfnas.training.proxy.PROTOCOLS`
+    #: (`ProxySettings.for_space`): the CVPR 2019 one (Nekrasov et al., Sec. 3.2 and 4.1).
+    PROXY_PROTOCOL = "cvpr2019"
+    #: The reward of the space's paper: `SegmentationTask` arguments (`omit`,
+    #: `reward_metric`) a segmentation task built from a name or a config dict takes
+    #: unless they are given; `{}`: the task's defaults (CVPR 2019, Sec. 4.1: geometric
+    #: mean of mIoU, fwIoU and mean accuracy, background left out).
+    SEGMENTATION_REWARD = {}
 
     def __init__(
         self,
@@ -71,7 +81,7 @@ class DecoderSpace(keras_tuner.HyperModel):
         super().__init__(name=name, tunable=tunable)
         if int(width) < 1:
             raise ValueError(f"width must be a positive number of channels, got {width!r}")
-        self.task = space_task(task, num_classes)
+        self.task = space_task(task, num_classes, self.SEGMENTATION_REWARD)
         #: classes of a segmentation space, None for the other tasks
         self.num_classes = getattr(self.task, "num_classes", None)
         self.width = int(width)
@@ -255,8 +265,18 @@ class DecoderSpace(keras_tuner.HyperModel):
         return total
 
 
-def space_task(task, num_classes=None):
+def space_task(task, num_classes=None, segmentation_reward=None):
     """The `Task` of a space from its `task` and `num_classes` arguments (see `DecoderSpace`).
+
+    Args:
+        task: a task name, a `Task` (returned as it is) or a config dict.
+        num_classes: int or None, the classes of a segmentation task.
+        segmentation_reward: dict of `SegmentationTask` arguments (`omit`, `reward_metric`)
+            for a segmentation task built from a name or a dict, under the dict's own
+            (the space's `SEGMENTATION_REWARD`). Default None: the task's defaults.
+
+    Returns:
+        a `Task`.
 
     Raises:
         ValueError: naming the argument: a segmentation space without `num_classes` (or
@@ -268,6 +288,8 @@ def space_task(task, num_classes=None):
         name = task.pop("name", None)
         if name is None:
             raise ValueError(f"task {task!r} must name its task: {{'name': 'depth', ...}}")
+        if name == "segmentation":
+            task = {**(segmentation_reward or {}), **task}
         task = get_task(name, **task)
     elif not isinstance(task, Task):
         if task == "segmentation":
@@ -277,7 +299,7 @@ def space_task(task, num_classes=None):
                 )
             if int(num_classes) < 2:
                 raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
-            return get_task(task, num_classes=int(num_classes))
+            return get_task(task, num_classes=int(num_classes), **(segmentation_reward or {}))
         task = get_task(task)
     own = getattr(task, "num_classes", None)
     if num_classes is not None and own is None:

@@ -60,6 +60,13 @@ class DPCSpace(DecoderSpace):
     }
     TAPS = (6,)
     DEFAULT_ORACLE = "random"
+    #: Sec. 3.3 and 4: a DPC trained on cached backbone features only, SGD with a
+    #: polynomial learning rate from 0.01, batches of 8, 30K iterations; see
+    #: `tfnas.training.proxy.PROTOCOLS["dpc2018"]`.
+    PROXY_PROTOCOL = "dpc2018"
+    #: Sec. 3.2: "f(b) is the pixel-wise mean intersection-over-union (mIOU)", over every
+    #: class (Cityscapes has no background class).
+    SEGMENTATION_REWARD = {"omit": (), "reward_metric": "miou"}
 
     def __init__(self, num_classes=None, width=256, num_branches=5, output_stride=16, name="dpc", **kwargs):
         super().__init__(num_classes, width, output_stride=output_stride, name=name, **kwargs)

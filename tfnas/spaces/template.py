@@ -108,6 +108,12 @@ class TemplateSpace(DecoderSpace):
         ],
     }
     TAPS = (1, 2)
+    #: Sec. 4.1: 5 + 5 epochs, Adam 7e-3, batches of 32, no distillation or Polyak
+    #: averaging (Sec. 2); see `tfnas.training.proxy.PROTOCOLS["wacv2020"]`.
+    PROXY_PROTOCOL = "wacv2020"
+    #: Sec. 4.1: the CVPR 2019 geometric mean, with no class left out (Cityscapes' class 0
+    #: is road; the authors' search script passes an empty `--val-omit-classes`).
+    SEGMENTATION_REWARD = {"omit": ()}
 
     def __init__(
         self,

@@ -2,7 +2,11 @@
 
 The reward of the CVPR 2019 auxiliary-cell search is the geometric mean of three scores
 computed with the background class left out: mean IoU, frequency-weighted IoU and mean
-pixel accuracy. Everything here works on a confusion matrix whose rows are the true class
+pixel accuracy. The WACV 2020 template search uses the same mean with no class left out
+(Cityscapes' class 0 is road; the authors' script passes no omitted class), and the Dense
+Prediction Cell search (Chen et al., NeurIPS 2018, Sec. 3.2) maximises mIoU alone: the
+reward's `REWARD_METRICS` entry and the omitted classes are arguments (`scores`,
+`ConfusionMatrix`, `SegmentationTask`). Everything here works on a confusion matrix whose rows are the true class
 and whose columns are the predicted class, so the scores can be accumulated over a whole
 validation set (the streaming `ConfusionMatrix` metric) and computed once at the end.
 
@@ -42,7 +46,18 @@ __all__ = [
     "resize_logits",
     "scores",
     "segmentation_loss",
+    "REWARD_METRICS",
+    "reward_of",
 ]
+
+#: The search rewards of segmentation: name -> what it computes, in words.
+#: `geometric_mean`: Nekrasov et al., CVPR 2019, Sec. 4.1 (and WACV 2020, Sec. 4.1);
+#: `miou`: Chen et al., NeurIPS 2018, Sec. 3.2 ("f(b) is the pixel-wise mean
+#: intersection-over-union").
+REWARD_METRICS = {
+    "geometric_mean": "geometric mean of mIoU, fwIoU and mean accuracy",
+    "miou": "mIoU",
+}
 
 
 def resize_logits(logits, size):
@@ -129,9 +144,18 @@ def confusion_matrix(labels, predictions, num_classes, ignore_label=IGNORE_LABEL
 
 
 def _kept(num_classes, omit):
-    """Boolean numpy mask of the classes not listed in `omit`."""
+    """Boolean numpy mask of the classes not listed in `omit`.
+
+    Raises:
+        ValueError: if an entry of `omit` is not the index of an existing class.
+    """
     keep = np.ones(num_classes, dtype=bool)
     for index in omit:
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise ValueError(
+                f"omit lists {index!r}, which is not a class index; pass integer classes "
+                "(e.g. omit=(0,) for background, or omit=() to keep every class)"
+            )
         if not 0 <= int(index) < num_classes:
             raise ValueError(
                 f"omit lists class {index}, but only classes 0..{num_classes - 1} exist; "
@@ -139,6 +163,34 @@ def _kept(num_classes, omit):
             )
         keep[int(index)] = False
     return keep
+
+
+def _check_reward_metric(reward_metric):
+    if not isinstance(reward_metric, str) or reward_metric not in REWARD_METRICS:
+        raise ValueError(
+            f"reward_metric={reward_metric!r} is unknown; expected one of {sorted(REWARD_METRICS)}"
+        )
+    return reward_metric
+
+
+def reward_of(values, reward_metric="geometric_mean"):
+    """The search reward of segmentation scores.
+
+    Args:
+        values: dict with `miou`, `fwiou` and `mean_accuracy` (floats).
+        reward_metric: a name in `REWARD_METRICS`: `"geometric_mean"` (the cube root of
+            the product of the three, Nekrasov et al., CVPR 2019, Sec. 4.1; default) or
+            `"miou"` (Chen et al., NeurIPS 2018, Sec. 3.2).
+
+    Returns:
+        float.
+
+    Raises:
+        ValueError: for an unknown `reward_metric`.
+    """
+    if _check_reward_metric(reward_metric) == "miou":
+        return float(values["miou"])
+    return float((values["miou"] * values["fwiou"] * values["mean_accuracy"]) ** (1 / 3))
 
 
 def _masked_mean(values, mask):
@@ -172,14 +224,10 @@ def _score_tensors(confusion, omit):
         ),
         "per_class_iou": tf.where(union > 0, iou, tf.constant(math.nan, tf.float64)),
     }
-    result["reward"] = tf.pow(
-        result["miou"] * result["fwiou"] * result["mean_accuracy"],
-        tf.constant(1.0 / 3.0, tf.float64),
-    )
     return result
 
 
-def scores(confusion, omit=(0,)):
+def scores(confusion, omit=(0,), reward_metric="geometric_mean"):
     """Segmentation scores and the search reward of a confusion matrix (Nekrasov et al., CVPR 2019, Sec. 4.1).
 
     See the module docstring for how classes without pixels enter the means. Call eagerly.
@@ -188,18 +236,23 @@ def scores(confusion, omit=(0,)):
         confusion: `(C, C)` numpy array or tensor, rows = true class, columns = predicted.
         omit: class indices left out of every average (default `(0,)`, background, as the
             paper does for the reward); `()` keeps all classes.
+        reward_metric: what `reward` is, a name in `REWARD_METRICS` (`reward_of`). Default
+            `"geometric_mean"`.
 
     Returns:
         dict of plain Python floats: `miou`, `fwiou`, `mean_accuracy`, `pixel_accuracy`,
-        `reward` (geometric mean of `miou`, `fwiou`, `mean_accuracy`) and `per_class_iou`
-        (list of C floats over all classes, NaN where a class is absent from both truth and
-        prediction).
+        `reward` (by default the geometric mean of `miou`, `fwiou`, `mean_accuracy`) and
+        `per_class_iou` (list of C floats over all classes, NaN where a class is absent
+        from both truth and prediction).
 
     Raises:
-        ValueError: if `confusion` is not square or `omit` names a class that does not exist.
+        ValueError: if `confusion` is not square, `omit` names a class that does not exist
+            or `reward_metric` is unknown.
     """
+    _check_reward_metric(reward_metric)
     values = _score_tensors(confusion, omit)
     result = {key: float(value) for key, value in values.items() if key != "per_class_iou"}
+    result["reward"] = reward_of(result, reward_metric)
     result["per_class_iou"] = [float(v) for v in values["per_class_iou"].numpy()]
     return result
 
@@ -223,6 +276,8 @@ class ConfusionMatrix(keras.metrics.Metric):
         ignore_label: int, mask value of pixels that are not counted (default 255).
         omit: class indices left out of `result()` and of `scores()` (default `(0,)`,
             background).
+        reward_metric: the `reward` of `scores()`, a name in `REWARD_METRICS`. Default
+            `"geometric_mean"`.
         name: metric name (default `"confusion_matrix"`).
         dtype: dtype of `result()` (default float32 from Keras).
     """
@@ -232,14 +287,16 @@ class ConfusionMatrix(keras.metrics.Metric):
         num_classes,
         ignore_label=IGNORE_LABEL,
         omit=(0,),
+        reward_metric="geometric_mean",
         name="confusion_matrix",
         dtype=None,
     ):
         super().__init__(name=name, dtype=dtype)
         self.num_classes = int(num_classes)
         self.ignore_label = int(ignore_label)
+        _kept(self.num_classes, omit)  # validate early
         self.omit = tuple(int(i) for i in omit)
-        _kept(self.num_classes, self.omit)  # validate early
+        self.reward_metric = _check_reward_metric(reward_metric)
         self.confusion = self.add_variable(
             shape=(self.num_classes, self.num_classes),
             initializer="zeros",
@@ -275,8 +332,8 @@ class ConfusionMatrix(keras.metrics.Metric):
         return tf.cast(_score_tensors(self.confusion, self.omit)["miou"], self.dtype)
 
     def scores(self):
-        """All scores of the accumulated confusion matrix, as `scores(confusion, omit)`."""
-        return scores(self.confusion, self.omit)
+        """All scores of the accumulated confusion matrix, as `scores(confusion, omit, reward_metric)`."""
+        return scores(self.confusion, self.omit, self.reward_metric)
 
     def get_config(self):
         """Constructor arguments, for `keras.saving`."""
@@ -285,6 +342,7 @@ class ConfusionMatrix(keras.metrics.Metric):
             num_classes=self.num_classes,
             ignore_label=self.ignore_label,
             omit=list(self.omit),
+            reward_metric=self.reward_metric,
         )
         return config
 
@@ -418,16 +476,30 @@ class SegmentationTask(Task):
     """Semantic segmentation as a `tfnas.tasks.base.Task` (Nekrasov et al., CVPR 2019, Sec. 4.1).
 
     Wraps the functions of this module unchanged: the loss is `SegmentationLoss`, the
-    metric `ConfusionMatrix`, the reward the geometric mean of mIoU, fwIoU and mean
-    accuracy (background left out). A target is an int32 `(H, W)` class map, `ignore_label`
-    marking pixels to skip; the built-in data are the digit scenes. An exported model
-    returns `classes` (int32 `(N, H, W)`) and `probabilities` (`(N, H, W, C)`) at the input
-    size, as `serving/savedmodel.py` does.
+    metric `ConfusionMatrix`, the reward `reward_of` its scores: by default the geometric
+    mean of mIoU, fwIoU and mean accuracy with the background (class 0) left out, as the
+    CVPR 2019 search on PASCAL VOC; a space may default to its own paper's (the template
+    space keeps every class, the DPC space rewards mIoU; `DecoderSpace.SEGMENTATION_REWARD`).
+    A target is an int32 `(H, W)` class map, `ignore_label` marking pixels to skip; the
+    built-in data are the digit scenes. An exported model returns `classes` (int32
+    `(N, H, W)`) and `probabilities` (`(N, H, W, C)`) at the input size, as
+    `serving/savedmodel.py` does.
 
     Args:
         num_classes: int, number of classes (at least 2). Default 11 (digit scenes).
         ignore_label: int, mask value of pixels to skip. Default 255.
-        omit: classes left out of the reward's averages. Default `(0,)`, background.
+        omit: classes left out of the reward's averages (and of every score): `(0,)`
+            (background, default) or `()` where class 0 is a real class (Cityscapes' road).
+        reward_metric: the search reward, a name in `REWARD_METRICS`: `"geometric_mean"`
+            (default) or `"miou"`.
+
+    Attributes:
+        reward_description: str, what the reward computes, in words (metric and omitted
+            classes).
+
+    Raises:
+        ValueError: for fewer than 2 classes, an omitted class that does not exist or an
+            unknown reward metric.
     """
 
     name = "segmentation"
@@ -435,13 +507,22 @@ class SegmentationTask(Task):
     headline_scores = (("miou", "mIoU"), ("fwiou", "fwIoU"), ("mean_accuracy", "mean accuracy"))
     serving_outputs = ("classes", "probabilities")
 
-    def __init__(self, num_classes=11, ignore_label=IGNORE_LABEL, omit=(0,)):
+    def __init__(self, num_classes=11, ignore_label=IGNORE_LABEL, omit=(0,), reward_metric="geometric_mean"):
         super().__init__()
         if isinstance(num_classes, bool) or int(num_classes) < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
         self.num_classes = int(num_classes)
         self.ignore_label = int(ignore_label)
+        _kept(self.num_classes, omit)
         self.omit = tuple(int(i) for i in omit)
+        self.reward_metric = _check_reward_metric(reward_metric)
+        if self.omit == (0,):
+            left_out = "background left out"
+        elif self.omit:
+            left_out = f"class{'es' if len(self.omit) > 1 else ''} {', '.join(map(str, self.omit))} left out"
+        else:
+            left_out = "every class counted"
+        self.reward_description = f"{REWARD_METRICS[self.reward_metric]} ({left_out})"
 
     @property
     def output_channels(self):
@@ -481,11 +562,17 @@ class SegmentationTask(Task):
         return SegmentationLoss(ignore_label=self.ignore_label)
 
     def metric(self, name="confusion_matrix"):
-        return ConfusionMatrix(self.num_classes, ignore_label=self.ignore_label, omit=self.omit, name=name)
+        return ConfusionMatrix(
+            self.num_classes,
+            ignore_label=self.ignore_label,
+            omit=self.omit,
+            reward_metric=self.reward_metric,
+            name=name,
+        )
 
     def reward(self, scores):
-        """The geometric mean of `miou`, `fwiou` and `mean_accuracy` (Nekrasov et al., CVPR 2019, Sec. 4.1)."""
-        return float((scores["miou"] * scores["fwiou"] * scores["mean_accuracy"]) ** (1 / 3))
+        """The reward of a dict of scores: `reward_of(scores, reward_metric)`."""
+        return reward_of(scores, self.reward_metric)
 
     def builtin_data(self, split, image_size=64, num_samples=None, seed=0, **kwargs):
         """The digit scenes (`tfnas.data.digit_scenes`); `kwargs` go to it."""
@@ -509,4 +596,9 @@ class SegmentationTask(Task):
         }
 
     def config(self):
-        return {"num_classes": self.num_classes, "ignore_label": self.ignore_label, "omit": list(self.omit)}
+        return {
+            "num_classes": self.num_classes,
+            "ignore_label": self.ignore_label,
+            "omit": list(self.omit),
+            "reward_metric": self.reward_metric,
+        }

@@ -26,6 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 _OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+#: The optimizers `make_optimizer` makes, by name.
+OPTIMIZERS = tuple(sorted(_OPTIMIZERS))
 
 
 def make_optimizer(name, learning_rate, polyak_decay=None, momentum=0.9):
@@ -33,7 +35,8 @@ def make_optimizer(name, learning_rate, polyak_decay=None, momentum=0.9):
 
     Args:
         name: `"adam"` or `"sgd"`.
-        learning_rate: float.
+        learning_rate: float, or a `keras.optimizers.schedules.LearningRateSchedule` of
+            the optimizer's steps (e.g. a polynomial decay).
         polyak_decay: float in [0, 1) or None: decay of the weights' moving average; None
             keeps no average.
         momentum: float, SGD momentum (ignored for Adam). Default 0.9.
@@ -48,7 +51,9 @@ def make_optimizer(name, learning_rate, polyak_decay=None, momentum=0.9):
         raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(_OPTIMIZERS)}")
     if polyak_decay is not None and not 0.0 <= polyak_decay < 1.0:
         raise ValueError(f"polyak_decay={polyak_decay!r} must be in [0, 1) or None")
-    kwargs = {"learning_rate": float(learning_rate)}
+    if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        learning_rate = float(learning_rate)
+    kwargs = {"learning_rate": learning_rate}
     if name == "sgd":
         kwargs["momentum"] = float(momentum)
     if polyak_decay is not None:
@@ -84,7 +89,8 @@ class ParameterGroup:
 
         What a new optimizer would start from, without creating variables, so a training
         step traced over this group keeps serving the next trial of a supernet search
-        (issue 10). The learning rate is left as it is; call `sync` afterwards.
+        (issue 10). The learning rate is left as it is (a schedule starts again: it reads
+        the zeroed step count); call `sync` afterwards.
         """
         learning_rate = getattr(self.optimizer, "_learning_rate", None)
         for variable in self.optimizer.variables:

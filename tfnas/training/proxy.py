@@ -15,6 +15,14 @@ same two methods.
   (stage 2: SGD 1e-3 momentum 0.9 on the encoder, Adam on the decoder, 1 epoch, Polyak 0.99),
   scores it again and profiles the inference model.
 
+Those are the CVPR 2019 values, `ProxySettings`' defaults. Each space searches with its own
+paper's protocol (`PROTOCOLS`, the space's `PROXY_PROTOCOL`, `ProxySettings.for_space`):
+the template space with the WACV 2020 one (5 + 5 epochs, Adam 7e-3 on encoder and decoder,
+batches of 32, no distillation or Polyak averaging), the DPC space with the Dense
+Prediction Cell one (cached features only, SGD with a polynomial learning rate from 0.01,
+batches of 8, no distillation or termination). Any setting given explicitly overrides the
+protocol's value.
+
 The loss, the metric and the reward are the space's task's (`space.task`, a
 `tfnas.tasks.Task`): for segmentation the reward is the geometric mean of mIoU,
 frequency-weighted IoU and mean accuracy on meta-val, background left out (Sec. 4.1); depth
@@ -40,7 +48,7 @@ from tfnas.data import count_examples, split
 from tfnas.io import atomic_path
 from tfnas.search_dir import SearchDir
 from tfnas.training.cache import FeatureCache
-from tfnas.training.polyak import ParameterGroup, make_optimizer
+from tfnas.training.polyak import OPTIMIZERS, ParameterGroup, make_optimizer
 from tfnas.training.stages import (
     ProxyModel,
     evaluate_reward,
@@ -52,27 +60,110 @@ from tfnas.training.supernet_trials import SupernetTrials
 from tfnas.training.termination import ProgressiveTermination
 from tfnas.training.warmup import warm_up
 
+#: The proxy protocols of the papers: for each, where it comes from and the `ProxySettings`
+#: values that differ from the defaults (which are CVPR 2019's). A space names its paper's
+#: protocol in `PROXY_PROTOCOL`; `ProxySettings.for_space` applies it.
+PROTOCOLS = {
+    "cvpr2019": {
+        "source": "Nekrasov et al., CVPR 2019, Sec. 3.2 and 4.1",
+        "settings": {},
+    },
+    "wacv2020": {
+        "source": "Nekrasov et al., WACV 2020, Sec. 2 and 4.1",
+        "settings": {
+            # Sec. 4.1: "trained for 10 epochs ... For the first five epochs, we pre-compute
+            # stem outputs and only train the generated part ...; for the second five, the
+            # whole network is trained end-to-end"
+            "stage1_epochs": 5,
+            "stage2_epochs": 5,
+            # "we rely on Adam with the learning rate of 7e-3, used on mini-batches of 32"
+            # (the authors' search_wacv.sh uses Adam too, with 1e-3/5e-4 on the stem and
+            # 7e-3/2e-3 on the decoder per stage; tfnas follows the paper)
+            "batch_size": 32,
+            "encoder_optimizer": "adam",
+            "encoder_learning_rate": 7e-3,
+            "decoder_learning_rate": 7e-3,
+            # Sec. 2: "without relying on expensive tricks such as knowledge distillation and
+            # Polyak averaging as in [16]"; no auxiliary cells (search_wacv.sh:
+            # --dec-aux-weight 0). Progressive termination, of which the paper says nothing,
+            # stays on, as in the authors' code, which applies it to every search.
+            "distillation_weight": 0.0,
+            "stage1_polyak": None,
+            "stage2_polyak": None,
+            "aux_weight": 0.0,
+        },
+    },
+    "dpc2018": {
+        "source": "Chen et al., NeurIPS 2018 (Dense Prediction Cell), Sec. 3.3 and 4",
+        "settings": {
+            # Sec. 3.3: "caching the feature maps produced by the network backbone on the
+            # training set and directly building a single DPC on top of it": stage 1 only,
+            # no distillation, no early termination (each candidate trains its 30K
+            # iterations), no Polyak averaging (the paper uses none).
+            "stage2_epochs": 0,
+            "distillation_weight": 0.0,
+            "termination": False,
+            "stage1_polyak": None,
+            "stage2_polyak": None,
+            # Sec. 4: "a polynomial learning rate [56] with an initial learning rate of 0.01
+            # ... fine-tuned batch normalization ... batch size = 8 ... for proxy"; the
+            # optimizer is DeepLab's ([12, 14]): SGD, momentum 0.9, power 0.9. The encoder's
+            # values apply only when stage 2 is turned back on (DeepLab's end-to-end training).
+            "batch_size": 8,
+            "decoder_optimizer": "sgd",
+            "decoder_learning_rate": 0.01,
+            "decoder_momentum": 0.9,
+            "encoder_learning_rate": 0.01,
+            "learning_rate_schedule": "poly",
+            "poly_power": 0.9,
+            # Sec. 3.3: "30K iterations" of batches of 8 on Cityscapes' 2,975 training
+            # images are 30,000 * 8 / 2,975 = 80.7 passes over the data: tfnas keeps the
+            # passes (81 epochs) whatever the size of the data, and the polynomial decay
+            # reaches 0 at the end of them.
+            "stage1_epochs": 81,
+        },
+    },
+}
+
+#: Learning-rate schedules of the proxy stages (`ProxySettings.learning_rate_schedule`).
+LEARNING_RATE_SCHEDULES = ("constant", "poly")
+
 
 @dataclasses.dataclass
 class ProxySettings:
     """Settings of the proxy task; saved whole into `run.json`.
 
     Defaults are the CVPR 2019 paper's (Sec. 4.1) and, where it is silent, its authors'
-    code (`DrSleep/nas-segm-pytorch`).
+    code (`DrSleep/nas-segm-pytorch`). `for_space(space, **overrides)` starts from the
+    space's paper's protocol instead (`PROTOCOLS`), which is what `NASTuner` and
+    `tfnas search` do.
 
     Attributes:
+        protocol: str, the name in `PROTOCOLS` of the protocol the values start from
+            (`for_protocol` / `for_space` set it; overrides keep it). Default `"cvpr2019"`.
         seed: int, seeds the data split, weights, shuffling and termination. Default 0.
         stage1_epochs: int >= 1, decoder epochs on cached features. Default 5.
         stage2_epochs: int >= 0, end-to-end epochs (0 skips stage 2). Default 1.
         batch_size: int >= 1. Default 16.
-        decoder_learning_rate: float, Adam learning rate of the decoder (both stages). 3e-3.
-        encoder_learning_rate: float, SGD learning rate of the encoder in stage 2. 1e-3.
-        encoder_momentum: float, SGD momentum. Default 0.9.
+        decoder_optimizer: `"adam"` or `"sgd"`, the decoder's optimizer (both stages).
+            Default `"adam"`.
+        decoder_learning_rate: float, initial learning rate of the decoder (both stages).
+            Default 3e-3.
+        decoder_momentum: float, momentum of an SGD decoder optimizer. Default 0.9.
+        encoder_optimizer: `"sgd"` or `"adam"`, the encoder's optimizer in stage 2.
+            Default `"sgd"`.
+        encoder_learning_rate: float, initial learning rate of the encoder in stage 2.
+            Default 1e-3.
+        encoder_momentum: float, momentum of an SGD encoder optimizer. Default 0.9.
+        learning_rate_schedule: `"constant"` (default) or `"poly"`: each stage decays
+            both learning rates as `lr * (1 - step / steps) ** poly_power` over its
+            optimizer steps, to 0 at its end (DeepLab's "poly").
+        poly_power: float > 0, the power of the `"poly"` schedule. Default 0.9.
         stage1_polyak: float or None, Polyak decay in stage 1. Default 0.9.
         stage2_polyak: float or None, Polyak decay in stage 2. Default 0.99.
         aux_weight: float, weight of each auxiliary output's loss. Default 0.15.
-        distillation_weight: float, weight of the l2 loss to the teacher logits in stage 1.
-            Default 0.3.
+        distillation_weight: float >= 0, weight of the l2 loss to the teacher logits in
+            stage 1; 0 distils nothing (no teacher logits are computed). Default 0.3.
         cache_images: int or None, meta-train images whose encoder outputs are cached for
             stage 1 (None: all). Default 4000 (the paper's).
         validation_fraction: float in (0, 1), share of the training data held out as
@@ -95,13 +186,19 @@ class ProxySettings:
             faithful. Default False.
     """
 
+    protocol: str = "cvpr2019"
     seed: int = 0
     stage1_epochs: int = 5
     stage2_epochs: int = 1
     batch_size: int = 16
+    decoder_optimizer: str = "adam"
     decoder_learning_rate: float = 3e-3
+    decoder_momentum: float = 0.9
+    encoder_optimizer: str = "sgd"
     encoder_learning_rate: float = 1e-3
     encoder_momentum: float = 0.9
+    learning_rate_schedule: str = "constant"
+    poly_power: float = 0.9
     stage1_polyak: float = 0.9
     stage2_polyak: float = 0.99
     aux_weight: float = 0.15
@@ -143,11 +240,79 @@ class ProxySettings:
             value = getattr(self, name)
             if value is not None and not 0.0 <= float(value) < 1.0:
                 raise ValueError(f"{name}={value!r} must be a decay in [0, 1) or None")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={self.protocol!r} is unknown; expected one of {sorted(PROTOCOLS)}")
+        for name in ("encoder_optimizer", "decoder_optimizer"):
+            if getattr(self, name) not in OPTIMIZERS:
+                raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {list(OPTIMIZERS)}")
+        if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
+            raise ValueError(
+                f"learning_rate_schedule={self.learning_rate_schedule!r}; expected one of "
+                f"{list(LEARNING_RATE_SCHEDULES)}"
+            )
+        for name in ("encoder_learning_rate", "decoder_learning_rate", "poly_power"):
+            if not float(getattr(self, name)) > 0.0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive float")
+        if float(self.distillation_weight) < 0.0:
+            raise ValueError(f"distillation_weight={self.distillation_weight!r} must be 0 or more")
 
     @classmethod
     def field_names(cls):
         """The names of the settings (the keyword arguments `NASTuner` forwards here)."""
         return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def for_protocol(cls, protocol="cvpr2019", **overrides):
+        """The settings of a paper's proxy protocol, then `overrides` on top.
+
+        Args:
+            protocol: a name in `PROTOCOLS`: `"cvpr2019"`, `"wacv2020"` or `"dpc2018"`.
+            **overrides: settings that replace the protocol's values.
+
+        Returns:
+            `ProxySettings` with `protocol` set.
+
+        Raises:
+            ValueError: for an unknown protocol or setting, or an invalid value.
+        """
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={protocol!r} is unknown; expected one of {sorted(PROTOCOLS)}")
+        unknown = sorted(set(overrides) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"unknown proxy settings {unknown}; expected some of {cls.field_names()}")
+        return cls(**{**PROTOCOLS[protocol]["settings"], **overrides, "protocol": protocol})
+
+    @classmethod
+    def for_space(cls, space, protocol=None, **overrides):
+        """The settings a search of `space` uses: its paper's protocol, then `overrides`.
+
+        Args:
+            space: a tfnas space (instance or class); its `PROXY_PROTOCOL` names the
+                protocol (`"cvpr2019"` when it names none).
+            protocol: None for the space's, or a name in `PROTOCOLS` to search with another
+                paper's protocol.
+            **overrides: settings that replace the protocol's values.
+
+        Returns:
+            `ProxySettings`.
+
+        Raises:
+            ValueError: for an unknown protocol or setting, or an invalid value.
+        """
+        return cls.for_protocol(protocol or getattr(space, "PROXY_PROTOCOL", "cvpr2019"), **overrides)
+
+    def describe_protocol(self):
+        """One line naming the protocol and the values that differ from it, e.g.
+        `"wacv2020 (Nekrasov et al., WACV 2020, Sec. 2 and 4.1); changed: batch_size=16"`
+        (the seed, and settings the protocol leaves to the search (None), are not listed)."""
+        base = type(self).for_protocol(self.protocol).to_json()
+        changed = [
+            f"{k}={v!r}"
+            for k, v in self.to_json().items()
+            if k != "seed" and base[k] is not None and base[k] != v
+        ]
+        line = f"{self.protocol} ({PROTOCOLS[self.protocol]['source']})"
+        return line + (f"; changed: {', '.join(changed)}" if changed else "")
 
     def to_json(self):
         """The settings as a JSON-able dict (what `run.json` keeps under `settings`)."""
@@ -216,17 +381,23 @@ class ProxyTask:
             the metric and the reward.
         search_dir: str or `SearchDir`, where the warm-up, encoder weights, feature cache
             and termination state live.
-        settings: `ProxySettings` (default: the paper's).
+        settings: `ProxySettings` (default: the space's paper's protocol,
+            `ProxySettings.for_space(space)`).
         teacher: `"auto"` (the warmed-up model when the encoder is warmed up, else none),
             None, a Keras model mapping images in [-1, 1] to logits (or a dict with
             `"logits"`), or the path of a SavedModel (`serving_default`) or `.keras` file.
+            With `distillation_weight=0` (the WACV 2020 and DPC protocols) no teacher is
+            used, whatever is given (`run.json`'s `teacher` says so).
         verbose: Keras verbosity of the stages (0, 1 or 2). Default 1.
+
+    Raises:
+        ValueError: if `supernet=True` and the space has no supernet.
     """
 
     def __init__(self, space, search_dir, settings=None, teacher="auto", verbose=1):
         self.space = space
         self.search_dir = search_dir if isinstance(search_dir, SearchDir) else SearchDir(search_dir)
-        settings = settings or ProxySettings()
+        settings = settings or ProxySettings.for_space(space)
         if settings.warmup_epochs is None:  # warm up only an encoder without pretrained weights
             pretrained = getattr(space, "encoder_weights", None) is not None
             settings = dataclasses.replace(settings, warmup_epochs=0 if pretrained else 10)
@@ -282,7 +453,8 @@ class ProxyTask:
                 f"the search needs meta-train and meta-val images; got {num_train} and {num_val}"
             )
 
-        warmed, teacher = None, self.teacher
+        warmed = None
+        teacher = self.teacher if s.distillation_weight else None  # no teacher logits to cache
         if s.warmup_epochs and (teacher == "auto" or not os.path.exists(run_dir.encoder_weights)):
             warmed, _ = warm_up(
                 self.space,
@@ -351,6 +523,7 @@ class ProxyTask:
             "distillation": d.distillation,
             "encoder": d.encoder_source,
             "teacher": d.teacher_source,
+            "protocol": PROTOCOLS[self.settings.protocol]["source"],
             "settings": self.settings.to_json(),
         }
 
@@ -363,6 +536,8 @@ class ProxyTask:
         return "random initialisation (no pretrained weights, no warm-up)"
 
     def _teacher_source(self, teacher, warmed):
+        if not self.settings.distillation_weight and self.teacher is not None:
+            return "none (distillation_weight=0)"
         if teacher is None:
             return "none"
         if teacher is warmed:
@@ -443,7 +618,7 @@ class ProxyTask:
                 f"moving average {d.termination.average:.4f})"
             )
         elif s.stage2_epochs:
-            # Stage 2: the whole network end to end, SGD on the encoder and Adam on the decoder.
+            # Stage 2: the whole network end to end (CVPR 2019: SGD on the encoder, Adam on the decoder).
             stage2 = trial.stage2()
             run_stage(
                 stage2,
@@ -536,17 +711,52 @@ class ProxyTask:
         }
 
     def stage1_model(self, decoder):
-        """Stage 1's trainable: the decoder on cached features, Adam, Polyak `stage1_polyak`."""
+        """Stage 1's trainable: the decoder on cached features (`decoder_optimizer`, Polyak
+        `stage1_polyak`)."""
         s = self.settings
         set_batchnorm_momentum(decoder, s.bn_momentum)
-        group = ParameterGroup(
-            make_optimizer("adam", s.decoder_learning_rate, s.stage1_polyak),
-            decoder.trainable_variables,
-            name="decoder_parameters",
-        )
+        steps = lambda: s.stage1_epochs * self._steps_per_epoch(self.data.stage1_count)
+        group = self.parameter_group("decoder", decoder.trainable_variables, s.stage1_polyak, steps)
         return ProxyModel(
             decoder, [group], self.space.task, s.aux_weight, s.distillation_weight, name="stage1"
         )
+
+    def parameter_group(self, part, variables, polyak_decay, steps):
+        """The `ParameterGroup` of the `"encoder"` or the `"decoder"`: its optimizer, learning
+        rate and momentum from the settings, on the settings' schedule.
+
+        Args:
+            part: `"encoder"` or `"decoder"`.
+            variables: the variables it trains.
+            polyak_decay: float or None, the stage's Polyak decay.
+            steps: callable returning the stage's optimizer steps (read for `"poly"` only).
+
+        Returns:
+            `ParameterGroup`.
+
+        Raises:
+            RuntimeError: for a `"poly"` schedule before `prepare` (the steps depend on the data).
+        """
+        s = self.settings
+        name, rate, momentum = {
+            "encoder": (s.encoder_optimizer, s.encoder_learning_rate, s.encoder_momentum),
+            "decoder": (s.decoder_optimizer, s.decoder_learning_rate, s.decoder_momentum),
+        }[part]
+        if s.learning_rate_schedule == "poly":
+            if self.data is None:
+                raise RuntimeError(
+                    "a 'poly' learning-rate schedule needs the data's size: call prepare first"
+                )
+            rate = keras.optimizers.schedules.PolynomialDecay(
+                rate, max(1, int(steps())), end_learning_rate=0.0, power=s.poly_power
+            )
+        return ParameterGroup(
+            make_optimizer(name, rate, polyak_decay, momentum=momentum), variables, name=f"{part}_parameters"
+        )
+
+    def _steps_per_epoch(self, count):
+        """Optimizer steps of one epoch over `count` examples (whole batches only)."""
+        return count // min(self.settings.batch_size, count)
 
     def stage1_batches(self, seed):
         """Stage 1's data: the cached features (and teacher logits), shuffled by `seed`."""
@@ -556,20 +766,14 @@ class ProxyTask:
         )
 
     def stage2_model(self, encoder, decoder, network):
-        """Stage 2's trainable: the whole network, SGD on the encoder, Adam on the decoder."""
+        """Stage 2's trainable: the whole network, `encoder_optimizer` on the encoder and
+        `decoder_optimizer` on the decoder (Polyak `stage2_polyak`)."""
         s = self.settings
         set_batchnorm_momentum(network, s.bn_momentum)
+        steps = lambda: s.stage2_epochs * self._steps_per_epoch(self.data.meta_train_images)
         groups = [
-            ParameterGroup(
-                make_optimizer("sgd", s.encoder_learning_rate, s.stage2_polyak, momentum=s.encoder_momentum),
-                encoder.trainable_variables,
-                name="encoder_parameters",
-            ),
-            ParameterGroup(
-                make_optimizer("adam", s.decoder_learning_rate, s.stage2_polyak),
-                decoder.trainable_variables,
-                name="decoder_parameters",
-            ),
+            self.parameter_group("encoder", encoder.trainable_variables, s.stage2_polyak, steps),
+            self.parameter_group("decoder", decoder.trainable_variables, s.stage2_polyak, steps),
         ]
         return ProxyModel(network, groups, self.space.task, s.aux_weight, name="stage2")
 
