@@ -1,0 +1,173 @@
+"""Per-op latency tables: the JSON format, the layer walk, measuring, prediction, the device script."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfnas.cells.auxcell import loose_ends
+from tfnas.latency.layers import SpaceShapes, inference_items, layer_key, network_items, space_items
+from tfnas.latency.measure import calibration_values, measure_table, write_bundle
+from tfnas.latency.predict import Predictor, check_table_space
+from tfnas.latency.table import LatencyTable, MissingEntryError, fit_correction
+from tfnas.spaces.auxcell import AuxCellSpace
+from tfnas.spaces.dpc import DPCSpace
+
+SHAPE = (32, 32, 3)
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "tools", "device_latency.py")
+
+
+def _auxcell():
+    return AuxCellSpace(num_classes=4, width=4, alpha=0.35)
+
+
+def _dpc():
+    return DPCSpace(num_classes=4, width=4, alpha=0.35, num_branches=1)
+
+
+def _table(space, entries, **kwargs):
+    return LatencyTable(
+        "tensorflow", "test machine", "fp32", space.name, space.config(), SHAPE, entries, 0.25, **kwargs
+    )
+
+
+def test_table_json_round_trip_and_schema_errors(tmp_path):
+    space = _dpc()
+    entries = {
+        "ConvBN[ab]@1x2x2x4": {
+            "layer": "ConvBN",
+            "config": {"filters": 4},
+            "input_shapes": [[1, 2, 2, 4]],
+            "ms": 1.5,
+        }
+    }
+    table = _table(
+        space, entries, correction_ms=-0.5, calibration=[{"name": "n", "measured_ms": 1.0, "sum_ms": 1.25}]
+    )
+    path = table.save(str(tmp_path / "t.json"))
+    loaded = LatencyTable.load(path)
+    assert loaded.to_dict() == table.to_dict()
+    assert loaded.ms("ConvBN[ab]@1x2x2x4") == pytest.approx(1.25)  # less the call overhead
+    assert loaded.predict_ms(["ConvBN[ab]@1x2x2x4"] * 2) == pytest.approx(2.0)
+    with pytest.raises(MissingEntryError, match=r"no entry 'Add\[x\]@1'.*tfnas latency measure"):
+        loaded.ms("Add[x]@1")
+
+    data = table.to_dict()
+    with pytest.raises(ValueError, match="not a tfnas latency table"):
+        LatencyTable.from_dict({**data, "format": "something"})
+    with pytest.raises(ValueError, match="version 7"):
+        LatencyTable.from_dict({**data, "version": 7})
+    with pytest.raises(ValueError, match="lacks the field 'device'"):
+        LatencyTable.from_dict({k: v for k, v in data.items() if k != "device"})
+    with pytest.raises(ValueError, match="precision 'fp8'"):
+        LatencyTable.from_dict({**data, "precision": "fp8"})
+    bad = {**data, "entries": {"k": {"layer": "ConvBN", "input_shapes": [], "ms": float("nan")}}}
+    with pytest.raises(ValueError, match="entry 'k' ms is nan"):
+        LatencyTable.from_dict(bad)
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        LatencyTable.load(str(tmp_path / "broken.json"))
+
+
+def test_auxcell_walk_splits_cells_and_every_item_is_listed_by_the_space():
+    space = _auxcell()
+    shapes = SpaceShapes(space, SHAPE)
+    listed = space_items(space, SHAPE, shapes)
+    values = space.values(space.PUBLISHED["arch0"])
+    items = inference_items(space, values, SHAPE, shapes)
+    keys = [layer_key(*item) for item in items]
+    assert set(keys) <= set(listed)
+    # By hand: arch0 runs 6 cells (2 per block) of 7 ops each; each cell sums 3 branches and
+    # its loose ends; each block sums its two paths.
+    cell = space.PUBLISHED["arch0"][1]
+    names = [type(layer).__name__ for layer, _ in items]
+    assert names[0] == "Functional" and names.count("Functional") == 1  # the encoder, whole
+    assert names.count("Add") == 6 * (3 + len(loose_ends(cell)) - 1) + 3
+    assert sum(name in ("ConvBN", "SepConv", "GlobalPoolConv", "Identity", "Zero") for name in names) == (
+        6 * 7 + len({c for pair in space.PUBLISHED["arch0"][0] for c in pair if c < 4}) + 6 + 1
+    )  # cell ops, adapters of the taps read, block aggregations, pre-classifier
+    # The same keys as walking the whole standalone inference model.
+    model = space.inference_model(space.build_genotype("arch0"))
+    assert sorted(layer_key(*item) for item in network_items(model, [(1, *SHAPE)])) == sorted(keys)
+    other = space.random_values(seed=3)
+    assert {layer_key(*item) for item in inference_items(space, other, SHAPE, shapes)} <= set(listed)
+
+
+def test_prediction_is_the_sum_of_the_entries_plus_the_correction():
+    space = _dpc()
+    shapes = SpaceShapes(space, SHAPE)
+    listed = space_items(space, SHAPE, shapes)
+    entries = {key: {"layer": "x", "input_shapes": [], "ms": 0.5 + i / 100} for i, key in enumerate(listed)}
+    table = _table(space, entries, correction_ms=2.0)
+    values = space.values([[0, "conv1x1"]])
+    predictor = Predictor(table, space)
+    keys = predictor.keys(values)
+    # By hand: encoder, the conv1x1 branch, the projection (no concatenation of 1 branch), the head.
+    assert [key.split("[")[0] for key in keys] == ["Functional", "ConvBN", "ConvBN", "Conv2D"]
+    expected = sum(entries[key]["ms"] - 0.25 for key in keys) + 2.0
+    assert predictor.predict(values) == pytest.approx(expected)
+    # fit_correction: the median of measured - sum over the calibration networks.
+    fit_correction(
+        table,
+        [{"name": "a", "measured_ms": 10.0, "keys": keys}, {"name": "b", "measured_ms": 4.0, "keys": keys}],
+    )
+    assert table.correction_ms == pytest.approx(7.0 - table.sum_ms(keys))
+
+    # the task's reward settings do not change the network: the table still fits
+    check_table_space(
+        table,
+        DPCSpace(
+            width=4, alpha=0.35, num_branches=1, task={"name": "segmentation", "num_classes": 4, "omit": []}
+        ),
+    )
+    with pytest.raises(ValueError, match=r"other dpc settings \(width: table 4, space 8"):
+        check_table_space(table, DPCSpace(num_classes=4, width=8, alpha=0.35, num_branches=1))
+    with pytest.raises(ValueError, match="table is for the dpc space"):
+        Predictor(table, _auxcell())
+
+
+def test_measuring_a_few_ops_in_tensorflow_gives_positive_medians():
+    space = _auxcell()
+    listed = space_items(space, SHAPE)
+    keys = [k for k in listed if k.startswith(("SepConv", "Add"))][:3]
+    table = measure_table(space, SHAPE, "tensorflow", warmup=1, runs=3, networks=0, keys=keys)
+    assert sorted(table.entries) == sorted(keys)
+    assert all(math.isfinite(e["ms"]) and e["ms"] > 0 for e in table.entries.values())
+    assert table.runtime == "tensorflow" and table.image_shape == list(SHAPE) and table.space == "auxcell"
+    assert LatencyTable.from_dict(json.loads(json.dumps(table.to_dict()))).entries == table.entries
+    with pytest.raises(ValueError, match="TensorRT tables come from the device"):
+        measure_table(space, SHAPE, "tensorrt")
+
+
+def _run_without_tensorflow(args):
+    """Runs the device script with TensorFlow, Keras, tf2onnx and tfnas made unimportable."""
+    block = "import sys; [sys.modules.__setitem__(m, None) for m in ('tensorflow', 'keras', 'tf2onnx', 'tfnas')]; "
+    code = (
+        block
+        + f"import runpy; sys.argv = {['device_latency.py', *args]!r}; runpy.run_path({SCRIPT!r}, run_name='__main__')"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_device_script_measures_a_bundle_without_tensorflow(tmp_path):
+    space = _dpc()
+    ((_, values),) = calibration_values(space, 1)
+    keys = sorted({layer_key(*item) for item in inference_items(space, values, SHAPE)})
+    bundle = write_bundle(space, SHAPE, str(tmp_path / "bundle"), networks=1, keys=keys)
+    assert os.path.exists(os.path.join(bundle, "device_latency.py"))
+    out = str(tmp_path / "table.json")
+    result = _run_without_tensorflow([bundle, "--runs", "3", "--warmup", "1", "--out", out])
+    assert result.returncode == 0, result.stderr
+    table = LatencyTable.load(out)
+    assert table.runtime == "onnxruntime" and table.precision == "fp32" and sorted(table.entries) == keys
+    assert all(e["ms"] > 0 for e in table.entries.values())
+    (network,) = table.calibration  # the correction is fitted on the bundled network
+    assert table.correction_ms == pytest.approx(network["measured_ms"] - network["sum_ms"])
+    assert Predictor(table, space).predict(values) == pytest.approx(network["measured_ms"])
+
+    result = _run_without_tensorflow([bundle, "--runtime", "tensorrt", "--out", out])
+    assert result.returncode == 1
+    assert "TensorRT is not available here" in result.stderr and "Jetson" in result.stderr

@@ -1,0 +1,278 @@
+"""What a network runs, layer by layer, as latency-table keys; and every layer a space can run.
+
+A *item* is `(layer, input_shapes)`: one layer configuration called on inputs of those
+shapes (batch 1). Its table key (`layer_key`) is the layer's class, a digest of its config
+without its name, and the shapes, so the same op at the same place of any architecture (or of
+any cell) is one entry, as `tfnas.supernet.Supernet.cost` keys its per-layer counts.
+
+- `network_items(model, input_shapes)`: walks a built model's functional graph with
+  symbolic tensors of concrete shape (nothing is computed), descending into nested models
+  except the encoder, which is one item (it is the same for every architecture). The
+  searched cells are split into their ops and element-wise sums/concatenations
+  (`CELL_PARTS`), so a table needs each candidate op, not each cell.
+- `inference_items(space, values, image_shape)`: the items of an architecture's standalone
+  inference model, built decoder-only (the encoder is one cached item).
+- `space_items(space, image_shape)`: every item any architecture of the space can run at
+  that image size (auxcell and DPC spaces): what `tfnas latency measure` times.
+
+    >>> space = AuxCellSpace(num_classes=4, width=16, alpha=0.35)
+    >>> items = space_items(space, (48, 48, 3))
+    >>> keys = [layer_key(*item) for item in inference_items(space, values, (48, 48, 3))]
+"""
+
+import hashlib
+import json
+
+import keras
+
+from tfnas.cells.auxcell import AuxCell
+from tfnas.cells.dpc import DPC_OPS, DensePredictionCell, dpc_op
+from tfnas.ops import CELL_OPS, ConvBN, ResizeLike, make_op
+from tfnas.spaces.base import MAIN_OUTPUT
+
+#: Config fields that do not change what a layer computes, left out of its key.
+_NOT_KEYED = ("name", "trainable", "dtype")
+#: Nested models kept whole: the encoder is the same for every architecture of a space.
+WHOLE = ("encoder",)
+
+
+def layer_config(layer):
+    """A layer's config without its name, trainability and dtype policy."""
+    config = layer.get_config()
+    return {k: v for k, v in config.items() if k not in _NOT_KEYED}
+
+
+def shape_text(shape):
+    """`(1, 12, 12, 16)` -> `"1x12x12x16"`."""
+    return "x".join(str(int(d)) for d in shape)
+
+
+def layer_key(layer, input_shapes):
+    """The table key of a layer configuration on inputs of `input_shapes`.
+
+    Args:
+        layer: a Keras layer or model.
+        input_shapes: list of shapes (tuples of ints, batch first).
+
+    Returns:
+        str, e.g. `"ConvBN[3e9a0c51d2]@1x12x12x16"`.
+    """
+    config = json.dumps(layer_config(layer), sort_keys=True, default=str)
+    digest = hashlib.sha1(config.encode()).hexdigest()[:10]
+    return f"{type(layer).__name__}[{digest}]@{'+'.join(shape_text(s) for s in input_shapes)}"
+
+
+def _add():
+    return keras.layers.Add()
+
+
+def _concatenate():
+    return keras.layers.Concatenate(axis=-1)
+
+
+def _auxcell_parts(cell, shapes):
+    """An `AuxCell`: its 7 ops on the cell input, 3 branch sums and the loose-end sums."""
+    (shape,) = shapes
+    parts = [(cell.first, [shape])]
+    for op_a, op_b in cell.branch_ops:
+        parts += [(op_a, [shape]), (op_b, [shape]), (_add(), [shape, shape])]
+    parts += [(_add(), [shape, shape])] * (len(cell.ends) - 1)
+    return parts
+
+
+def _dpc_parts(cell, shapes):
+    """A `DensePredictionCell`: its branch ops, the concatenation and the projection."""
+    (shape,) = shapes
+    branch = (*shape[:-1], cell.filters)
+    parts = [
+        (op, [shape if source == 0 else branch]) for (source, _), op in zip(cell.branches, cell.branch_ops)
+    ]
+    if len(cell.branches) > 1:  # concatenating one tensor is no op
+        parts.append((_concatenate(), [branch] * len(cell.branches)))
+    parts.append((cell.projection, [(*shape[:-1], cell.filters * len(cell.branches))]))
+    return parts
+
+
+#: Searched cells, split into the items they run: class -> `(layer, input_shapes) -> items`.
+CELL_PARTS = {AuxCell: _auxcell_parts, DensePredictionCell: _dpc_parts}
+
+
+def _is_graph(layer):
+    return isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth") and layer.name not in WHOLE
+
+
+def network_items(model, input_shapes):
+    """The items a built functional model runs, in graph order (see the module docstring).
+
+    Args:
+        model: a functional Keras model (an inference model, a decoder, a snippet).
+        input_shapes: one shape per model input, batch included (`(1, H, W, C)`).
+
+    Returns:
+        list of `(layer, input_shapes)`.
+    """
+    items = []
+
+    def visit(operation):
+        def run(*args, **kwargs):
+            shapes = [tuple(int(d) for d in t.shape) for t in keras.tree.flatten(args)]
+            if _is_graph(operation):
+                inputs = keras.tree.flatten(args)
+                return operation._run_through_graph(inputs, operation_fn=visit, call_fn=_call)
+            if isinstance(operation, keras.layers.InputLayer):
+                return args
+            parts = CELL_PARTS.get(type(operation))
+            items.extend(parts(operation, shapes) if parts else [(operation, shapes)])
+            return operation.compute_output_spec(*args, **kwargs)
+
+        return run
+
+    tensors = [keras.KerasTensor(tuple(s), dtype="float32") for s in input_shapes]
+    model._run_through_graph(tensors, operation_fn=visit, call_fn=_call)
+    return items
+
+
+def _call(op, *args, **kwargs):
+    kwargs.pop("training", None)
+    return op(*args, **kwargs)
+
+
+class SpaceShapes:
+    """A space's encoder and the shapes of its features at one image size (built once).
+
+    Args:
+        space: a `tfnas.spaces.base.DecoderSpace`.
+        image_shape: `(H, W, C)`.
+    """
+
+    def __init__(self, space, image_shape):
+        self.space = space
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.encoder = space.build_encoder()
+        self.strides = [int(s) for s in self.encoder.tap_strides]
+        spec = self.encoder.compute_output_spec(keras.KerasTensor((1, *self.image_shape)))
+        self.feature_shapes = [tuple(int(d) for d in t.shape) for t in keras.tree.flatten(spec)]
+        self.specs = [(shape[-1], s) for shape, s in zip(self.feature_shapes, self.strides)]
+
+    def encoder_item(self):
+        return self.encoder, [(1, *self.image_shape)]
+
+
+def inference_items(space, values, image_shape, shapes=None):
+    """The items of an architecture's standalone inference model (encoder whole, decoder split).
+
+    Builds only the decoder (`space.decoder_from_genotype_values`) and keeps its path to the
+    main output, as `space.inference_model` does.
+
+    Args:
+        space: the space.
+        values: dict, hyperparameter values of the architecture.
+        image_shape: `(H, W, C)`.
+        shapes: optional `SpaceShapes` of the space at that size (built when None; pass it
+            to predict many architectures without rebuilding the encoder).
+
+    Returns:
+        list of `(layer, input_shapes)`.
+    """
+    shapes = shapes or SpaceShapes(space, image_shape)
+    decoder = space.decoder_from_genotype_values(values, shapes.specs)
+    main = keras.Model(decoder.inputs, decoder.get_layer(MAIN_OUTPUT).output)
+    return [shapes.encoder_item()] + network_items(main, shapes.feature_shapes)
+
+
+def _head_items(space, shape, stride, reference=None, kernel_size=3):
+    """The items of the task's head on features of `shape` at `stride` (a built snippet)."""
+    x = keras.Input(batch_shape=shape)
+    inputs, ref = [x], None
+    if reference is not None:
+        ref_input = keras.Input(batch_shape=reference[0])
+        inputs.append(ref_input)
+        ref = (ref_input, reference[1])
+    out = space.task.head(x, MAIN_OUTPUT, stride, kernel_size=kernel_size, reference=ref)
+    model = keras.Model(inputs, out)
+    return network_items(model, [tuple(i.shape) for i in inputs])
+
+
+def _auxcell_items(space, shapes):
+    from tfnas.spaces.auxcell import NUM_BLOCKS
+
+    w = space.width
+    at = {s: shape[1:3] for s, shape in zip(shapes.strides, shapes.feature_shapes)}
+    reference = (shapes.feature_shapes[0], shapes.strides[0])
+    items = [(ConvBN(w, 1), [shape]) for shape in shapes.feature_shapes]  # the adapters
+    for s, (h, wd) in at.items():
+        x = (1, h, wd, w)
+        items += [(make_op(op, w), [x]) for op in CELL_OPS]
+        items += [(_add(), [x, x]), (ConvBN(w, 1), [x])]  # sums, block aggregation
+        for coarse, (hc, wc) in at.items():
+            if coarse > s:
+                items.append((ResizeLike(), [(1, hc, wc, w), x]))
+        for k in range(1, NUM_BLOCKS + 1):  # k unused block outputs collected at stride s
+            if k > 1:
+                items.append((_concatenate(), [x] * k))
+            items += [(keras.layers.ReLU(), [(1, h, wd, k * w)]), (ConvBN(w, 1), [(1, h, wd, k * w)])]
+        items += _head_items(space, x, s, reference)
+    return items
+
+
+def _dpc_items(space, shapes):
+    shape = shapes.feature_shapes[-1]
+    branch = (*shape[:-1], space.width)
+    items = [(dpc_op(op, space.width), [shape]) for op in DPC_OPS]
+    items += [(dpc_op(op, space.width), [branch]) for op in DPC_OPS]
+    if space.num_branches > 1:
+        items.append((_concatenate(), [branch] * space.num_branches))
+    items.append((ConvBN(space.width, 1), [(*shape[:-1], space.width * space.num_branches)]))
+    return items + _head_items(space, branch, shapes.strides[-1], kernel_size=1)  # as DPCSpace
+
+
+#: Spaces whose items `space_items` can list: registry name -> `(space, SpaceShapes) -> items`.
+SPACE_ITEMS = {"auxcell": _auxcell_items, "dpc": _dpc_items}
+
+
+def space_name(space):
+    """The registry name of a space instance (`tfnas.spaces.SPACES`)."""
+    from tfnas.spaces import SPACES
+
+    for name, cls in SPACES.items():
+        if type(space) is cls:
+            return name
+    return space.name
+
+
+def space_items(space, image_shape, shapes=None):
+    """Every item (layer configuration and input shapes) the space's architectures can run.
+
+    Args:
+        space: an auxcell or DPC space.
+        image_shape: `(H, W, C)`, the size the table is for.
+        shapes: optional `SpaceShapes`.
+
+    Returns:
+        dict key -> `(layer, input_shapes)`, the encoder first.
+
+    Raises:
+        ValueError: for a space without a listing.
+    """
+    name = space_name(space)
+    if name not in SPACE_ITEMS:
+        raise ValueError(
+            f"latency tables cover the spaces {sorted(SPACE_ITEMS)}; the {name!r} space has no "
+            "listing of its layers yet"
+        )
+    shapes = shapes or SpaceShapes(space, image_shape)
+    items = [shapes.encoder_item()] + SPACE_ITEMS[name](space, shapes)
+    return {layer_key(*item): item for item in items}
+
+
+__all__ = [
+    "CELL_PARTS",
+    "SPACE_ITEMS",
+    "SpaceShapes",
+    "inference_items",
+    "layer_config",
+    "layer_key",
+    "network_items",
+    "space_items",
+    "space_name",
+]

@@ -1,0 +1,171 @@
+"""A network's latency predicted from a per-op table, and the table's error against measurement.
+
+Predicted latency = sum over the items of the architecture's standalone inference model
+(`tfnas.latency.layers.inference_items`: the encoder whole, each decoder layer, each op of
+each cell) of their table entries less the call overhead, plus the table's correction fitted
+on whole networks (`tfnas.latency.table.fit_correction`). Prediction builds the decoder only
+(no training, nothing timed), so it is cheap enough for every trial of a search.
+
+    >>> predictor = Predictor(LatencyTable.load("auxcell_48_tf.json"), space)
+    >>> predictor.predict(values)                                   # ms
+    >>> table_error(table, space, [space.random_values(s) for s in range(10)])
+"""
+
+import statistics
+import tempfile
+
+import tensorflow as tf
+
+from tfnas.latency import device
+from tfnas.latency.layers import SpaceShapes, inference_items, layer_key, space_name
+from tfnas.latency.measure import inference_network, time_tf, to_onnx
+
+#: Space settings that do not change a network's speed, ignored when matching a table.
+_UNTIMED = ("encoder_weights", "input_shape")
+#: Task settings that shape the network (the head); its loss and reward settings do not.
+_TASK_TIMED = ("name", "num_classes")
+
+
+def _timed_config(config):
+    timed = {k: v for k, v in config.items() if k not in _UNTIMED}
+    if isinstance(timed.get("task"), dict):
+        timed["task"] = {k: v for k, v in timed["task"].items() if k in _TASK_TIMED}
+    return timed
+
+
+def check_table_space(table, space):
+    """Raises unless the table was measured for this space and these settings.
+
+    Settings that do not change the network (encoder weights, the input shape, the task's
+    loss and reward settings) are not compared; a head the table lacks shows as a missing
+    entry when predicting.
+
+    Raises:
+        ValueError: naming the settings that differ.
+    """
+    name = space_name(space)
+    if table.space != name:
+        raise ValueError(f"the latency table is for the {table.space} space, the search is over {name}")
+    config, measured = _timed_config(space.config()), _timed_config(table.space_config)
+    differ = sorted(k for k in set(config) | set(measured) if config.get(k) != measured.get(k))
+    if differ:
+        pairs = ", ".join(f"{k}: table {measured.get(k)!r}, space {config.get(k)!r}" for k in differ)
+        raise ValueError(
+            f"the latency table was measured for other {name} settings ({pairs}); measure a table "
+            "for these settings (tfnas latency measure)"
+        )
+
+
+class Predictor:
+    """Predicts architectures' latencies from a table (see the module docstring).
+
+    Args:
+        table: `tfnas.latency.table.LatencyTable`.
+        space: the space the table was measured for (checked by `check_table_space`).
+
+    Raises:
+        ValueError: if the table is for another space or other settings.
+    """
+
+    def __init__(self, table, space):
+        check_table_space(table, space)
+        self.table, self.space = table, space
+        self.image_shape = tuple(table.image_shape)
+        self.shapes = SpaceShapes(space, self.image_shape)
+
+    def keys(self, values):
+        """The table keys of the architecture `values` (a key repeats for each use)."""
+        return [
+            layer_key(*item) for item in inference_items(self.space, values, self.image_shape, self.shapes)
+        ]
+
+    def predict(self, values):
+        """Predicted latency (ms) of the architecture `values` at the table's image size.
+
+        Raises:
+            KeyError: if the table lacks one of its items (naming it).
+        """
+        return self.table.predict_ms(self.keys(values))
+
+
+def measure_network(table, space, values, warmup=None, runs=None):
+    """Measures an architecture's latency with the table's runtime, on this machine.
+
+    Raises:
+        ValueError: for a TensorRT table (measure those on the device).
+    """
+    warmup = table.warmup if warmup is None else warmup
+    runs = table.runs if runs is None else runs
+    warmup, runs = (5 if warmup is None else warmup), (20 if runs is None else runs)
+    model = inference_network(space, values)
+    shape = [(1, *table.image_shape)]
+    signature = [tf.TensorSpec(shape[0], tf.float32, name="x0")]
+    function = tf.function(lambda x: model(x, training=False), input_signature=signature)
+    if table.runtime == "tensorflow":
+        return time_tf(function, shape, warmup, runs)
+    if table.runtime == "onnxruntime":
+        with tempfile.TemporaryDirectory() as tmp:
+            path = to_onnx(function, signature, f"{tmp}/network.onnx")
+            return device.time_onnx(path, device.providers("onnxruntime"), warmup, runs)
+    raise ValueError(
+        f"a {table.runtime} table is checked on its device: put the architectures in a bundle "
+        "(tfnas latency bundle) and compare there"
+    )
+
+
+def table_error(table, space, values_list, warmup=None, runs=None):
+    """The table's error: predicted against measured latency of some architectures.
+
+    Args:
+        table: `LatencyTable` (TensorFlow or onnxruntime, measured on this machine).
+        space: its space.
+        values_list: list of hyperparameter-value dicts.
+        warmup, runs: timing of each network (default: the table's).
+
+    Returns:
+        dict: `networks` (list of `{"genotype", "predicted_ms", "measured_ms", "error_pct"}`),
+        `mean_abs_error_pct`, `median_abs_error_pct`, `max_abs_error_pct`, and
+        `spearman` (rank correlation of predicted and measured; None for fewer than 3).
+    """
+    predictor = Predictor(table, space)
+    rows = []
+    for values in values_list:
+        predicted = predictor.predict(values)
+        measured = measure_network(table, space, values, warmup, runs)
+        rows.append(
+            {
+                "genotype": space.genotype(values),
+                "predicted_ms": predicted,
+                "measured_ms": measured,
+                "error_pct": 100.0 * (predicted - measured) / measured,
+            }
+        )
+    errors = [abs(r["error_pct"]) for r in rows]
+    return {
+        "networks": rows,
+        "mean_abs_error_pct": statistics.fmean(errors),
+        "median_abs_error_pct": statistics.median(errors),
+        "max_abs_error_pct": max(errors),
+        "spearman": _spearman([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]),
+    }
+
+
+def _ranks(values):
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    for rank, i in enumerate(order):
+        ranks[i] = float(rank)
+    return ranks
+
+
+def _spearman(a, b):
+    if len(a) < 3:
+        return None
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return cov / var if var else None
+
+
+__all__ = ["Predictor", "check_table_space", "measure_network", "table_error"]

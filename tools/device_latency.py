@@ -1,0 +1,1 @@
+../tfnas/latency/device.py
