@@ -22,8 +22,11 @@ def tiny_space(**kwargs):
 
 def test_linear_temperature_per_step():
     schedule = oneshot.LinearTemperature(100)
-    values = [float(schedule(step)) for step in (0, 50, 99, 100, 500)]
-    np.testing.assert_allclose(values, [10.0, 5.0005, 10 - 9.999 * 0.99, 0.001, 0.001], rtol=1e-6)
+    values = [float(schedule(step)) for step in (0, 33, 98, 99, 500)]
+    # 100 steps are 0..99: the last one runs at exactly `end`.
+    np.testing.assert_allclose(
+        values, [10.0, 0.001 + 9.999 * 2 / 3, 0.001 + 9.999 / 99, 0.001, 0.001], rtol=1e-5
+    )
     settings = oneshot.SearchSettings()
     per_search = settings.temperature(steps_per_epoch=20)
     assert per_search.total_steps == 35 * 20

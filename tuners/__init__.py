@@ -3,6 +3,8 @@
 - `PPOOracle`: LSTM controller trained with PPO or REINFORCE (Nekrasov et al., CVPR 2019, Sec. 3.2).
 - `NearBestRandomOracle`: uniform sampling plus mutations of the best (Chen et al., NeurIPS 2018, Sec. 3.2).
 - `NASTuner`: a `keras_tuner.Tuner` running each trial as the two-stage proxy task.
+- `GumbelOracle` + `OneShotTuner`: the 3M-Pose one-shot search (Hoang 2021): the fabric supernet
+  trained once, its derived architectures scored as trials.
 - `make_oracle(name, max_trials)`, `ORACLES`, `OBJECTIVE`: the Oracles by name.
 
 Imported lazily so that `import tfnas.tuners.ppo` does not pull in the tuner's dependencies.
@@ -14,6 +16,8 @@ _EXPORTS = {
     "PPOOracle": "tfnas.tuners.ppo",
     "NearBestRandomOracle": "tfnas.tuners.random_search",
     "NASTuner": "tfnas.tuners.nas_tuner",
+    "GumbelOracle": "tfnas.tuners.oneshot",
+    "OneShotTuner": "tfnas.tuners.oneshot",
     "make_oracle": "tfnas.tuners.oracles",
     "ORACLES": "tfnas.tuners.oracles",
     "OBJECTIVE": "tfnas.tuners.oracles",

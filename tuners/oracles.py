@@ -7,7 +7,7 @@ import keras_tuner
 #: The objective every NASTuner Oracle must have.
 OBJECTIVE = keras_tuner.Objective("reward", "max")
 #: Names `make_oracle` (and `tfnas search --oracle`) accepts.
-ORACLES = ("ppo", "random", "reinforce")
+ORACLES = ("ppo", "random", "reinforce", "gumbel")
 
 
 def make_oracle(name, max_trials, seed=0, **kwargs):
@@ -16,7 +16,8 @@ def make_oracle(name, max_trials, seed=0, **kwargs):
     Args:
         name: `"ppo"` (the CVPR 2019 paper's PPO controller), `"reinforce"` (the same
             controller trained with REINFORCE) or `"random"` (random search with near-best
-            sampling, Chen et al. NeurIPS 2018).
+            sampling, Chen et al. NeurIPS 2018) or `"gumbel"` (the architectures a one-shot
+            search of the fabric derives, Hoang 2021; it needs `tfnas.tuners.oneshot.OneShotTuner`).
         max_trials: int >= 1.
         seed: int. Default 0.
         **kwargs: further Oracle arguments.
@@ -37,6 +38,10 @@ def make_oracle(name, max_trials, seed=0, **kwargs):
         from tfnas.tuners.random_search import NearBestRandomOracle
 
         return NearBestRandomOracle(objective=OBJECTIVE, max_trials=int(max_trials), seed=seed, **kwargs)
+    if name == "gumbel":
+        from tfnas.tuners.oneshot import GumbelOracle
+
+        return GumbelOracle(objective=OBJECTIVE, max_trials=int(max_trials), seed=seed, **kwargs)
     raise ValueError(f"unknown oracle {name!r}; expected one of {sorted(ORACLES)}")
 
 

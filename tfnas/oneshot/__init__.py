@@ -23,6 +23,9 @@ Specification and readings: `/work/shared/3M-POSE.md` (sections in brackets).
 - `FabricSupernet` [3-5, 10]: the network with every candidate op and input, mixed by the
   sampled weights.
 - `SearchSettings` [8, 12]: the bi-level schedule and loss weights of the thesis.
+- `tfnas.oneshot.search.SupernetSearch` [12]: the bi-level training of the supernet, resumable
+  per epoch (import it from its module; it uses `tfnas.training`). `tfnas.tuners.oneshot`
+  turns its result into keras-tuner trials (`GumbelOracle`, `OneShotTuner`).
 
 The op and input weights enter the network through `tfnas.cells.fabric.mix`.
 """
@@ -36,7 +39,14 @@ from tfnas.oneshot.gumbel import (
     gumbel_softmax,
     sample_gumbel,
 )
-from tfnas.oneshot.losses import flops_loss, flops_warmup, rdm, rdm_correlation, teacher_guidance_loss
+from tfnas.oneshot.losses import (
+    flops_loss,
+    flops_scale,
+    flops_warmup,
+    rdm,
+    rdm_correlation,
+    teacher_guidance_loss,
+)
 from tfnas.oneshot.settings import SearchSettings
 from tfnas.oneshot.supernet import FabricSupernet
 
@@ -49,6 +59,7 @@ __all__ = [
     "derive_topk",
     "dyn_egs",
     "flops_loss",
+    "flops_scale",
     "flops_warmup",
     "gumbel_softmax",
     "rdm",

@@ -51,12 +51,13 @@ def gumbel_softmax(logits, temperature, noise=None, seed=None):
 class LinearTemperature:
     """Gumbel-softmax temperature decreasing linearly per step from `start` to `end` (spec section 6).
 
-    tau(step) = end + (start - end) * (1 - min(1, step / total_steps)).
+    tau(step) = end + (start - end) * (1 - min(1, step / (total_steps - 1))), steps 0-based,
+    so the search's last step (`total_steps - 1`) runs at exactly `end`.
 
     Args:
         total_steps: int > 0, steps of the whole search (epochs x steps per epoch).
         start: float, tau at step 0 (10 in the thesis).
-        end: float, tau from `total_steps` on (0.001 in the thesis).
+        end: float, tau at the last step and after (0.001 in the thesis).
     """
 
     def __init__(self, total_steps, start=10.0, end=1e-3):
@@ -68,7 +69,8 @@ class LinearTemperature:
         self.total_steps, self.start, self.end = int(total_steps), float(start), float(end)
 
     def __call__(self, step):
-        fraction = keras.ops.minimum(1.0, keras.ops.cast(step, "float32") / float(self.total_steps))
+        last = float(max(1, self.total_steps - 1))
+        fraction = keras.ops.minimum(1.0, keras.ops.cast(step, "float32") / last)
         return self.end + (self.start - self.end) * (1.0 - fraction)  # exactly `end` at the last step
 
     def get_config(self):
@@ -231,14 +233,59 @@ class ArchitectureParameters:
                 )
             v.assign(value)
 
-    def derive(self):
-        """The derived genotype (`derive_topk` per edge and per cell, pruned by the space)."""
+    def derive(self, keep=None):
+        """The derived genotype (`derive_topk` per edge and per cell, pruned by the space).
+
+        Args:
+            keep: None for the rule of spec section 7 (i = argmax m); or an int >= 1: keep
+                the top-`keep` ops of every edge and inputs of every cell (at most R_alpha,
+                R_beta and the inputs a cell has), the alpha/beta ranking at another density.
+
+        Returns:
+            the genotype (list; `None` for a pruned cell).
+
+        Raises:
+            ValueError: if `keep` is not a positive int.
+        """
+        if keep is not None and (isinstance(keep, bool) or int(keep) != keep or keep < 1):
+            raise ValueError(f"keep={keep!r} must be None or a positive int")
         alpha, beta = np.asarray(self.alpha), np.asarray(self.beta) + np.asarray(self._absent_inputs)
         m_alpha, m_beta = np.asarray(self.m_alpha), np.asarray(self.m_beta) + np.asarray(self._absent_states)
+        if keep is not None:
+            m_alpha, m_beta = _forced_density(m_alpha, keep), _forced_density(m_beta, keep)
+        inputs, ops = [], []
+        for k in range(len(self.space.cells)):
+            inputs.append(derive_topk(beta[k], m_beta[k]))
+            ops.append([derive_topk(alpha[k, e], m_alpha[k, e]) for e in range(len(EDGES))])
+        return self._genotype(inputs, ops)
+
+    def sample_genotype(self, temperature, seed=None):
+        """The genotype of one Dyn-EGS sample (`sample`): the candidates with weight 1.
+
+        Args:
+            temperature: tau (the last step's, 0.001 in the thesis, samples near `derive()`).
+            seed: optional int or `keras.random.SeedGenerator`.
+
+        Returns:
+            the genotype (list; `None` for a pruned cell).
+        """
+        op_weights, input_weights = (np.asarray(w) for w in self.sample(temperature, seed))
+        inputs = [tuple(int(i) for i in np.flatnonzero(w > 0.5)) for w in input_weights]
+        ops = [[tuple(int(o) for o in np.flatnonzero(w > 0.5)) for w in cell] for cell in op_weights]
+        return self._genotype(inputs, ops)
+
+    def _genotype(self, inputs, ops):
+        """Kept inputs and ops per cell -> the space's (pruned) genotype."""
         values = {}
         for k in range(len(self.space.cells)):
-            inputs = derive_topk(beta[k], m_beta[k])
-            values[f"cell{k}_inputs"] = self.space.input_subsets(k).index(inputs)
+            values[f"cell{k}_inputs"] = self.space.input_subsets(k).index(tuple(inputs[k]))
             for e in range(len(EDGES)):
-                values[f"cell{k}_o{e}"] = self.space.op_sets.index(derive_topk(alpha[k, e], m_alpha[k, e]))
+                values[f"cell{k}_o{e}"] = self.space.op_sets.index(tuple(ops[k][e]))
         return self.space.genotype(values)
+
+
+def _forced_density(density, keep):
+    """A density whose argmax keeps `keep` candidates (fewer where fewer states are present)."""
+    present = (density > _ABSENT / 2).sum(axis=-1, keepdims=True)
+    state = np.minimum(int(keep), present) - 1
+    return np.where(np.arange(density.shape[-1]) == state, 0.0, _ABSENT)

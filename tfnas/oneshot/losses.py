@@ -20,22 +20,39 @@ def flops_warmup(epoch, start=1e-4, factor=10.0, every=3, ceiling=1.0):
     return float(min(ceiling, start * factor ** (int(epoch) // int(every))))
 
 
-def flops_loss(madds, epoch, settings=None):
+def _settings(settings):
+    if settings is None:
+        from tfnas.oneshot.settings import SearchSettings  # settings imports this module
+
+        settings = SearchSettings()
+    return settings
+
+
+def flops_scale(epoch, settings=None):
+    """The FLOPs term's factor at an epoch: weight * s(epoch) (a float).
+
+    Args:
+        epoch: int, 0-based search epoch.
+        settings: `SearchSettings` (default: the thesis').
+    """
+    s = _settings(settings)
+    return s.flops_weight * flops_warmup(
+        epoch, s.flops_warmup_start, s.flops_warmup_factor, s.flops_warmup_every, s.flops_warmup_ceiling
+    )
+
+
+def flops_loss(madds, epoch, settings=None, scale=None):
     """The FLOPs constraint of the search loss: weight * s(epoch) * (GFLOPs / T) ** w.
 
     Args:
         madds: scalar tensor, expected multiply-adds (`FabricCosts.expected_madds`).
         epoch: int, 0-based search epoch.
         settings: `SearchSettings` (default: the thesis').
+        scale: optional float or scalar tensor used instead of `flops_scale(epoch, settings)`,
+            so that a traced search step takes the epoch's factor as an argument (one trace).
     """
-    if settings is None:
-        from tfnas.oneshot.settings import SearchSettings  # settings imports this module
-
-        settings = SearchSettings()
-    s = settings
-    scale = s.flops_weight * flops_warmup(
-        epoch, s.flops_warmup_start, s.flops_warmup_factor, s.flops_warmup_every, s.flops_warmup_ceiling
-    )
+    s = _settings(settings)
+    scale = flops_scale(epoch, s) if scale is None else scale
     gflops = tf.cast(madds, tf.float32) / 1e9
     return scale * (gflops / s.flops_target) ** s.flops_exponent
 

@@ -3,9 +3,10 @@
 from tfnas.spaces.auxcell import AuxCellSpace
 from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace
 from tfnas.spaces.dpc import DPCSpace
+from tfnas.spaces.fabric import FabricSpace
 from tfnas.spaces.template import TemplateSpace
 
-SPACES = {"auxcell": AuxCellSpace, "template": TemplateSpace, "dpc": DPCSpace}
+SPACES = {"auxcell": AuxCellSpace, "template": TemplateSpace, "dpc": DPCSpace, "fabric": FabricSpace}
 
 
 def get_space(name):
@@ -19,4 +20,13 @@ def get_space(name):
     return SPACES[name]
 
 
-__all__ = ["AuxCellSpace", "DPCSpace", "DecoderSpace", "MAIN_OUTPUT", "SPACES", "TemplateSpace", "get_space"]
+__all__ = [
+    "AuxCellSpace",
+    "DPCSpace",
+    "DecoderSpace",
+    "FabricSpace",
+    "MAIN_OUTPUT",
+    "SPACES",
+    "TemplateSpace",
+    "get_space",
+]

@@ -44,7 +44,7 @@ from tfnas.cells.fabric import (
     Stem,
     mix_inputs,
 )
-from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace
+from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace, space_task
 
 #: Table A.1 as printed: (inputs, O0, O1, O2) of cells 0-36; "-" is an empty cell.
 TABLE_A1 = (
@@ -174,7 +174,26 @@ class FabricSpace(DecoderSpace):
         tag_dim: int, tag channels per joint (1).
         input_shape: tuple, default `(None, None, 3)`.
         name: str, default "fabric".
+        task: the task the heads predict for: None (default) for bottom-up pose
+            (`"pose-multi"`) with `num_joints` joints, made when first asked for (a task of
+            other than COCO's 17 joints needs its own OKS sigmas: pass the task); or a
+            pose-multi task as the other spaces take it (a name, a `Task` or a config dict).
+            The heads are the thesis' `PoseHead`s (1x1 convs, heatmaps then tags), which give
+            the pose-multi task's `2 * num_joints` channels at stride 4.
+        num_classes: None; the fabric has no classes (accepted so that
+            `DecoderSpace.build_genotype(..., task=...)` can rebuild it).
+        encoder_weights: None; the stem is trained with the fabric and has no pretrained
+            weights (accepted because the search directory rebuilds spaces with
+            `encoder_weights=None`).
+
+    Raises:
+        ValueError: for a setting out of range, or a task that is not pose-multi or whose
+            joints differ from `num_joints` (or `tag_dim` other than 1 with a task).
     """
+
+    #: `tfnas search` searches the fabric with the PPO controller unless told otherwise;
+    #: the thesis' one-shot search is `--oracle gumbel` (`tfnas.tuners.oneshot`).
+    DEFAULT_ORACLE = "ppo"
 
     PUBLISHED = {"3m_pose": table_genotype(TABLE_A1, TABLE_A1_CLASHES)}
 
@@ -194,6 +213,9 @@ class FabricSpace(DecoderSpace):
         input_shape=(None, None, 3),
         name="fabric",
         tunable=True,
+        task=None,
+        num_classes=None,
+        encoder_weights=None,
     ):
         keras_tuner.HyperModel.__init__(
             self, name=name, tunable=tunable
@@ -204,8 +226,8 @@ class FabricSpace(DecoderSpace):
                 f"num_joints={num_joints}, width={width}, tag_dim={tag_dim}"
             )
         self.num_joints, self.width, self.tag_dim = int(num_joints), int(width), int(tag_dim)
-        #: Channels of every head's output: heatmaps, then tags.
-        self.num_classes = self.num_joints * (1 + self.tag_dim)
+        #: No classes: the heads give `num_joints * (1 + tag_dim)` channels, heatmaps then tags.
+        self.num_classes = None
         self.encoder, self.encoder_weights, self.alpha, self.output_stride = "stem", None, 1.0, 4
         self.input_shape = tuple(input_shape)
         self.rows, self.columns = int(rows), int(columns)
@@ -243,12 +265,43 @@ class FabricSpace(DecoderSpace):
             )
         self.stem_channels = int(stem_channels)
         self.stem_blocks = int(stem_blocks)
+        if encoder_weights is not None:
+            raise ValueError(
+                f"encoder_weights={encoder_weights!r}: the fabric's stem is trained with the fabric "
+                "and has no pretrained weights; leave encoder_weights out"
+            )
+        self._task = None if task is None else self._check_task(space_task(task, num_classes))
+        if task is None and num_classes is not None:
+            raise ValueError(f"num_classes={num_classes!r}: the fabric predicts pose and has no classes")
         self.widths = tuple(self.width * 2**r for r in range(self.rows))
         #: (1-based column, row) of every cell, in cell order.
         self.cells = [(c + 1, r) for c in range(self.columns) for r in range(self.layout[c])]
         self._index = {cell: k for k, cell in enumerate(self.cells)}
         #: The sets of op indices an edge may keep, by decision value.
         self.op_sets = _subsets(tuple(range(len(FABRIC_OPS))), self.max_ops)
+
+    @property
+    def task(self):
+        """The `tfnas.tasks.PoseMultiTask` the heads predict for (see the `task` argument)."""
+        if self._task is None:
+            from tfnas.tasks import get_task
+
+            self._task = self._check_task(get_task("pose-multi", num_joints=self.num_joints))
+        return self._task
+
+    def _check_task(self, task):
+        if task.name != "pose-multi":
+            raise ValueError(
+                f"the fabric's heads predict bottom-up pose (heatmaps and tags); got the {task.name} "
+                f"task, expected 'pose-multi'"
+            )
+        if task.num_joints != self.num_joints or self.tag_dim != 1 or task.output_stride != 4:
+            raise ValueError(
+                f"the pose-multi task has {task.num_joints} joints at stride {task.output_stride}, "
+                f"but the fabric's heads give {self.num_joints} heatmaps and {self.tag_dim} tag map(s) "
+                f"per joint at stride 4; use num_joints={task.num_joints}, tag_dim=1 and stride 4"
+            )
+        return task
 
     def config(self):
         return {
@@ -264,6 +317,7 @@ class FabricSpace(DecoderSpace):
             "stem_blocks": self.stem_blocks,
             "tag_dim": self.tag_dim,
             "input_shape": list(self.input_shape),
+            "task": {"name": self.task.name, **self.task.config()},
         }
 
     # --- structure ------------------------------------------------------------------------

@@ -1,0 +1,277 @@
+"""The 3M-Pose one-shot search end to end: bi-level supernet training, resume, GumbelOracle and OneShotTuner.
+
+Tiny: a 2-row, 3-column fabric (layout 1, 2, 1: four cells; the last chooses among its
+parallel and below inputs), width 4, 32x32 figure scenes, two supernet epochs of four steps
+(batches of 2: the architecture split holds 2 of the 10 scenes). Two supernets are trained
+(one inside the tuner, one stopped after an epoch and resumed), each traced once.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfnas import oneshot
+from tfnas.cli import main
+from tfnas.oneshot.search import SupernetSearch
+from tfnas.spaces.fabric import FabricSpace
+from tfnas.tuners.oneshot import GumbelOracle, OneShotTuner
+
+SETTINGS = oneshot.SearchSettings(epochs=2, arch_split=0.2)
+
+
+def tiny_space():
+    return FabricSpace(
+        width=4, rows=2, columns=3, layout=[1, 2, 1], eel_columns=(2,), stem_channels=4, stem_blocks=1
+    )
+
+
+def scenes():
+    return tiny_space().task.builtin_data("train", image_size=32, num_samples=10, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tuner(tmp_path_factory):
+    tuner = OneShotTuner(
+        tiny_space(),
+        max_trials=2,
+        search_settings=SETTINGS,
+        search_batch_size=4,
+        stage1_epochs=1,
+        stage2_epochs=0,
+        batch_size=4,
+        cache_images=8,
+        latency_runs=0,
+        termination=False,
+        verbose=0,
+        directory=str(tmp_path_factory.mktemp("oneshot")),
+        project_name="search",
+    )
+    tuner.search(scenes())
+    return tuner
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """A search stopped after epoch 1, its state scrambled, then resumed from the checkpoint."""
+    search = SupernetSearch(
+        tiny_space(), str(tmp_path_factory.mktemp("resume")), SETTINGS, batch_size=4, verbose=0
+    )
+    first = search.run(scenes(), stop_after=1)
+    assert first["epoch"] == 0 and not first["finished"]
+    # Everything a resume must restore is overwritten, so only the checkpoint can bring it back.
+    for variable in search.supernet.variables + search.architecture.variables:
+        variable.assign(tf.random.normal(variable.shape, dtype=variable.dtype))
+    for group in (search.weight_group, search.arch_group):
+        for variable in group.optimizer.variables:
+            variable.assign(tf.ones_like(variable))
+    search.noise.state.assign(search.noise.state + 7)
+    result = search.run(scenes())
+    assert result["epoch"] == 1 and result["finished"]
+    return search, result
+
+
+@pytest.mark.slow
+def test_resume_ends_where_an_uninterrupted_search_ends(tuner, resumed):
+    uninterrupted = tuner.supernet_search.result()
+    _, result = resumed
+    assert [h["epoch"] for h in result["history"]] == [0, 1]
+    start = oneshot.ArchitectureParameters(tiny_space()).get_state()
+    for name, value in uninterrupted["architecture"].items():
+        np.testing.assert_array_equal(result["architecture"][name], value)
+        assert np.abs(np.asarray(value) - np.asarray(start[name])).max() > 1e-4  # it moved
+    assert result["history"][1]["loss"] == pytest.approx(uninterrupted["history"][1]["loss"], rel=1e-6)
+    # The thesis' schedule: tau falls linearly, the architecture lr of epoch 0 is 5e-3.
+    assert uninterrupted["history"][0]["temperature"] > uninterrupted["history"][1]["temperature"]
+    assert uninterrupted["history"][0]["arch_lr"] == 5e-3
+
+
+@pytest.mark.slow
+def test_teacher_guidance_and_settings_checks(resumed):
+    search, _ = resumed
+    images, targets = next(iter(search.space.task.pipeline(scenes(), 4, drop_remainder=True)))
+    inputs = keras.Input((None, None, 3))
+    features = keras.layers.Conv2D(3, 3, strides=4, padding="same")(inputs)
+    teacher = keras.Model(inputs, [features, keras.layers.Conv2D(2, 3, padding="same")(features)])
+    search.noise.state.assign([5, 0])
+    loss, values = search._loss(images, targets, tf.constant(1.0), tf.constant(0.0))
+    search.teacher = teacher
+    search.noise.state.assign([5, 0])  # the same architecture sample
+    try:
+        guided, guided_values = search._loss(images, targets, tf.constant(1.0), tf.constant(0.0))
+    finally:
+        search.teacher = None
+    assert 0.0 < float(guided_values["teacher"]) <= 2.0
+    assert float(guided - loss) == pytest.approx(float(guided_values["teacher"]), rel=1e-4)
+    other = SupernetSearch(
+        search.space, os.path.dirname(search.checkpoint.path), oneshot.SearchSettings(epochs=3)
+    )
+    with pytest.raises(ValueError, match="other settings"):
+        other.run(scenes())
+
+
+@pytest.mark.slow
+def test_each_update_changes_only_its_own_parameters(resumed):
+    search, _ = resumed
+    # batches of 2, as the search's: its one trace serves both updates here too
+    images, targets = next(iter(search.space.task.pipeline(scenes(), 2, drop_remainder=True)))
+    tau, scale = tf.constant(1.0), tf.constant(0.0)
+
+    def snapshot():
+        weights = [v.numpy().copy() for v in search.supernet.trainable_variables]
+        return weights, [v.numpy().copy() for v in search.architecture.variables]
+
+    before = snapshot()
+    search._step(images, targets, tau, scale, tf.constant(False))
+    after = snapshot()
+    assert any(not np.array_equal(a, b) for a, b in zip(before[0], after[0]))
+    assert all(np.array_equal(a, b) for a, b in zip(before[1], after[1]))
+    search._step(images, targets, tau, scale, tf.constant(True))
+    last = snapshot()
+    assert all(np.array_equal(a, b) for a, b in zip(after[0], last[0]))
+    assert any(not np.array_equal(a, b) for a, b in zip(after[1], last[1]))
+    assert search._step.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.slow
+def test_flops_term_lowers_the_sampled_cost(resumed):
+    """Architecture updates with a large FLOPs weight vs none, from the same state and noise.
+
+    The FLOPs weight enters the traced step only as its factor (`flops_scale`), so the two
+    runs differ in that argument alone.
+    """
+    search, _ = resumed
+    costs = oneshot.FabricCosts(search.space, (32, 32))
+    images, targets = next(iter(search.space.task.pipeline(scenes(), 2, drop_remainder=True)))
+    arch, optimizer = search.architecture, search.arch_group.optimizer
+    start = (arch.get_state(), [v.numpy() for v in optimizer.variables], search.noise.state.numpy())
+
+    def run(scale):
+        arch.set_state(start[0])
+        for variable, value in zip(optimizer.variables, start[1]):
+            variable.assign(value)
+        search.arch_group.sync()
+        search.noise.state.assign(start[2])
+        optimizer.learning_rate = 0.3  # large steps, so that ten of them show
+        for _ in range(10):
+            search._step(images, targets, tf.constant(1.0), tf.constant(scale), tf.constant(True))
+        samples = [costs.madds(arch.sample_genotype(1e-3, seed=i)) for i in range(40)]
+        return np.mean(samples), costs.madds(arch.derive())
+
+    free, constrained = run(0.0), run(1e3)
+    assert constrained[0] < 0.9 * free[0]
+    assert constrained[1] < free[1]
+
+
+@pytest.mark.slow
+def test_derived_architectures_are_completed_trials_that_load(tuner):
+    space, oracle = tiny_space(), tuner.oracle
+    trials = sorted(oracle.trials.values(), key=lambda t: t.trial_id)
+    assert [t.status for t in trials] == ["COMPLETED", "COMPLETED"]
+    parameters = oneshot.ArchitectureParameters(space)
+    parameters.set_state(tuner.supernet_search.result()["architecture"])
+    # The first trial is the thesis' derivation; every trial is a valid, distinct architecture.
+    assert trials[0].hyperparameters.values == space.values(parameters.derive())
+    assert oracle.source(trials[0].trial_id) == "derived"
+    genotypes = [space.genotype(t.hyperparameters.values) for t in trials]
+    assert genotypes[0] != genotypes[1]
+    model = tuner.get_best_models(1)[0]
+    outputs = model(tf.zeros([1, 32, 32, 3]))
+    assert sorted(outputs) == ["eel_2", "logits"] and outputs["logits"].shape == (1, 8, 8, 34)
+    # The trials started from the supernet's stem.
+    stem = tuner.supernet_search.supernet.stem.get_weights()
+    encoder = tuner.proxy.trial_space.build_encoder()
+    encoder.load_weights(tuner.search_dir.encoder_weights)
+    np.testing.assert_array_equal(encoder.get_layer("stem").get_weights()[0], stem[0])
+
+
+@pytest.mark.slow
+def test_reloaded_search_keeps_candidates_and_skips_the_supernet(tuner):
+    again = OneShotTuner(
+        tiny_space(),
+        max_trials=2,
+        search_settings=SETTINGS,
+        search_batch_size=4,
+        stage1_epochs=1,
+        stage2_epochs=0,
+        batch_size=4,
+        cache_images=8,
+        latency_runs=0,
+        termination=False,
+        verbose=0,
+        directory=os.path.dirname(tuner.project_dir),
+        project_name=os.path.basename(tuner.project_dir),
+    )
+    assert again.oracle.candidates == tuner.oracle.candidates
+    again.search(scenes())
+    assert again.supernet_search.supernet is None  # never rebuilt: the result came from oracle.json
+    assert len(again.oracle.trials) == 2
+    with open(os.path.join(tuner.project_dir, "run.json")) as f:
+        run = json.load(f)
+    assert run["space"] == "fabric" and run["oneshot"]["epochs_done"] == 2
+
+
+@pytest.mark.slow
+def test_export_of_the_best_trial(tuner, tmp_path):
+    assert (
+        main(["export", tuner.project_dir, "--base", str(tmp_path), "--name", "fabric", "--version", "1"])
+        == 0
+    )
+    loaded = tf.saved_model.load(str(tmp_path / "fabric" / "1"))
+    result = loaded.signatures["serving_default"](tf.zeros([1, 32, 32, 3], tf.uint8))
+    assert result["heatmaps"].shape[-1] == 17
+
+
+def test_gumbel_oracle_needs_the_supernet_and_the_fabric(tmp_path):
+    oracle = GumbelOracle(max_trials=2)
+    with pytest.raises(RuntimeError, match="OneShotTuner"):
+        oracle.populate_space("0")
+    from tfnas.spaces.auxcell import AuxCellSpace
+
+    with pytest.raises(ValueError, match="FabricSpace"):
+        OneShotTuner(AuxCellSpace(num_classes=3, width=4), directory=str(tmp_path))
+
+
+def test_gumbel_oracle_is_for_the_fabric_only_on_the_command_line(capsys, tmp_path):
+    assert main(["search", "--space", "auxcell", "--oracle", "gumbel", "--out", str(tmp_path / "run")]) == 2
+    assert "--space fabric" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_random_search_over_the_fabric(tmp_path):
+    from tfnas.tuners import NASTuner, make_oracle
+
+    space = tiny_space()
+    tuner = NASTuner(
+        space,
+        oracle=make_oracle("random", 1, seed=0),
+        stage1_epochs=1,
+        stage2_epochs=0,
+        batch_size=4,
+        cache_images=8,
+        warmup_epochs=0,
+        latency_runs=0,
+        verbose=0,
+        directory=str(tmp_path),
+        project_name="random",
+    )
+    tuner.search(scenes())
+    (trial,) = tuner.oracle.trials.values()
+    assert trial.status == "COMPLETED"
+    assert space.genotype(trial.hyperparameters.values)  # a valid fabric architecture
+    assert sorted(tuner.get_best_models(1)[0](tf.zeros([1, 32, 32, 3]))) == ["eel_2", "logits"]
+
+
+def test_fabric_space_is_registered_and_predicts_pose_multi():
+    from tfnas.spaces import get_space
+
+    space = get_space("fabric")(width=4)
+    assert space.task.name == "pose-multi" and space.task.output_channels == 2 * space.num_joints
+    assert FabricSpace(**space.config()).config() == space.config()
+    with pytest.raises(ValueError, match="expected 'pose-multi'"):
+        FabricSpace(task="depth")
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        FabricSpace(encoder_weights="imagenet")
