@@ -10,6 +10,8 @@
 - `train` (`full.py`), `TrainSettings` (`recipes.py`): full training of a found architecture
   with its task's recipe (Sec. 4.4 and App. B), checkpointed every epoch (`checkpoints.py`);
   `tfnas train` (`train_cli.py`).
+- `rerank` (`rerank.py`): the K best architectures of a search trained longer and reordered
+  (Sec. 4.2); `tfnas rerank` (`rerank_cli.py`).
 """
 
 from tfnas.training.cache import CachedFeatures, FeatureCache, data_fingerprint, weights_fingerprint
@@ -17,6 +19,7 @@ from tfnas.training.full import train
 from tfnas.training.polyak import ParameterGroup, make_optimizer
 from tfnas.training.proxy import PreparedData, ProxySettings, ProxyTask, trial_seed
 from tfnas.training.recipes import TrainSettings
+from tfnas.training.rerank import rerank
 from tfnas.training.stages import (
     NonFiniteLossError,
     ProxyModel,
@@ -44,6 +47,7 @@ __all__ = [
     "evaluate_reward",
     "make_optimizer",
     "pad_to_batches",
+    "rerank",
     "reference_decoder",
     "run_stage",
     "set_batchnorm_momentum",

@@ -58,7 +58,8 @@ def register(subparsers):
     parser.add_argument(
         "--trial",
         default="best",
-        help="trial id, or 'best' = highest score among COMPLETED trials (default: best)",
+        help="trial id, 'best' = highest score among COMPLETED trials, or 'reranked' = the "
+        "winner of tfnas rerank (default: best)",
     )
     parser.add_argument(
         "--epochs",
@@ -103,6 +104,32 @@ def search_arguments(cli):
     return args
 
 
+def search_data(cli):
+    """The training and validation data of a search, loaded again from its `run.json` `cli`.
+
+    Without validation data of its own, the training data are split into meta-train and
+    meta-val as the search split them (`--val-fraction`, `--seed`).
+
+    Returns:
+        (train, val) unbatched `tf.data.Dataset`s.
+
+    Raises:
+        UsageError: when the data cannot be loaded again.
+    """
+    from tfnas.cli import UsageError, _load_data
+    from tfnas.data import split
+
+    args = search_arguments(cli)
+    try:
+        train_data, val_data, _ = _load_data(args)
+        if val_data is None:  # the search's meta-train / meta-val split
+            seed = int(cli.get("seed") or 0)
+            train_data, val_data = split(train_data, fraction=args.val_fraction, seed=seed)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        raise UsageError(f"loading the search's data again: {err}") from err
+    return train_data, val_data
+
+
 def _source(run_dir):
     from tfnas.cli import UsageError
 
@@ -120,7 +147,12 @@ def _trial_id(source, trial):
     from tfnas.cli import UsageError
 
     try:
-        trial_id = source.best_trial_id() if trial == "best" else str(trial)
+        if trial == "reranked":  # the winner of tfnas rerank
+            from tfnas.training.rerank import reranked_trial_id
+
+            trial_id = reranked_trial_id(source.path)
+        else:
+            trial_id = source.best_trial_id() if trial == "best" else str(trial)
     except ValueError as err:
         raise UsageError(str(err)) from None
     trials = source.trials()
@@ -208,8 +240,7 @@ def run_train(args):
         UsageError: for a bad search directory, trial or output folder (reported by
             `tfnas.cli.main`).
     """
-    from tfnas.cli import UsageError, _load_data
-    from tfnas.data import split
+    from tfnas.cli import UsageError
     from tfnas.io import atomic_write_json
     from tfnas.training.full import train
     from tfnas.training.recipes import TrainSettings, recipe
@@ -236,13 +267,7 @@ def run_train(args):
     )
     from_scratch = bool(args.from_scratch or (previous or {}).get("from_scratch"))
 
-    data_args = search_arguments(cli)
-    try:
-        train_data, val_data, _ = _load_data(data_args)
-        if val_data is None:  # the search's meta-train / meta-val split
-            train_data, val_data = split(train_data, fraction=data_args.val_fraction, seed=seed)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        raise UsageError(f"loading the search's data again: {err}") from err
+    train_data, val_data = search_data(cli)
     task = source.space(encoder_weights=None).task
     with settings.scope():
         model, metadata = source.load_trial_model(trial_id)
@@ -254,6 +279,7 @@ def run_train(args):
     out.update_run(
         {
             **run,
+            "max_trials": 1,  # one trial here, not the search's budget (`tfnas results` says "1 of 1")
             FULL_TRAINING: {
                 "source": os.path.abspath(source.path),
                 "trial": trial_id,
