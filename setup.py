@@ -27,7 +27,7 @@ setup(
     # tfnas.serving (docs/architecture.md, "Layout of the source tree").
     packages=find_packages(include=["tfnas", "tfnas.*"]) + ["tfnas.tuners", "tfnas.serving"],
     package_dir={"tfnas.tuners": "tuners", "tfnas.serving": "serving"},
-    package_data={"tfnas.serving": ["docker-compose.yml"]},
+    package_data={"tfnas.serving": ["docker-compose.yml"], "tfnas.pretrained": ["*.weights.h5", "*.json"]},
     # TensorFlow itself is a requirement: the `tensorflow` wheel runs on CPUs, and it is what
     # tensorflow-serving-api (the TF Serving protos for export warm-up, models.config, gRPC)
     # requires; the `gpu` extra adds the CUDA libraries to the same package.

@@ -143,6 +143,22 @@ def _load_application_weights(model, weights, alpha):
             layer.set_weights(source.get_layer(layer.name).get_weights())
 
 
+def save_application_weights(model, path, alpha):
+    """Saves a tfnas MobileNetV2 encoder as `keras.applications.MobileNetV2` weights (by layer name).
+
+    The inverse of what `mobilenet_v2(weights=path)` loads, so a file written here is read
+    like any MobileNetV2 weights file; layers the encoder does not have (a stage past its
+    last tap, the final 1x1 `Conv_1`) keep their initial values.
+    """
+    target = keras.applications.MobileNetV2(
+        input_shape=(224, 224, 3), alpha=alpha, include_top=False, weights=None
+    )
+    for layer in model.layers:
+        if layer.weights:
+            target.get_layer(layer.name).set_weights(layer.get_weights())
+    target.save_weights(path)
+
+
 def resnet50(weights=None, input_shape=(None, None, 3), name="encoder"):
     """ResNet-50 from `keras.applications` with taps at strides 4, 8, 16 and 32.
 
