@@ -26,6 +26,7 @@ import textwrap
 import h5py
 import pytest
 
+from tfnas import pretrained
 from tfnas.search_dir import SearchDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,6 +199,13 @@ def test_search_killed_at_each_point_resumes_and_runs_every_trial_once(tmp_path)
     assert f"best {TRIALS} of {TRIALS} trial(s) (0 failed)" in output and "genotype" in output, output[-3000:]
     run = json.load(open(os.path.join(out, "run.json")))
     assert run["space"] == "auxcell" and run["space_config"]["width"] == 8 and run["cli"]["trials"] == TRIALS
+    # Built-in data at width 0.35: the shipped encoder and teacher (tfnas.pretrained), chosen
+    # again the same way by every resume (run.json keeps the flag as given, not the file).
+    assert run["encoder"] == f"pretrained ({pretrained.digits_encoder_weights(0.35)})"
+    assert run["teacher"] == "Keras model 'digits_teacher_01'" and run["distillation"] is True
+    assert run["cli"]["encoder_weights"] is None and not os.path.exists(
+        os.path.join(out, "warmup.weights.h5")
+    )
     states = _trials(out)
     assert sorted(states, key=int) == [str(i) for i in range(TRIALS)]
     assert set(states.values()) == {"COMPLETED"}

@@ -24,8 +24,8 @@ import sys
 import tempfile
 
 #: Settings of `tfnas demo`: small enough for a laptop CPU.
-#: Three digit classes at 48x48 with large digits: a task that a 0.35-width MobileNetV2
-#: learns from scratch within the warm-up (with all ten digits it needs far longer).
+#: Three digit classes at 48x48 with large digits, on the 0.35-width MobileNetV2 shipped
+#: pretrained on digit scenes (`tfnas.pretrained`), so the search needs no warm-up.
 DEMO = {
     "space": "auxcell",
     "oracle": "ppo",
@@ -39,7 +39,6 @@ DEMO = {
     "alpha": 0.35,
     "stage1_epochs": 5,
     "stage2_epochs": 1,
-    "warmup_epochs": 30,
     "cache_images": 512,
     "batch_size": 16,
     "latency_runs": 10,
@@ -87,6 +86,76 @@ def _int_at_least(minimum, words):
 
 _positive_int = _int_at_least(1, "at least 1")
 _non_negative_int = _int_at_least(0, "0 or more")
+
+
+def _positive_float(text):
+    """An argparse type: a float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+def _class_list(text):
+    """An argparse type for --omit: comma-separated class indices (`0,3`), or `none`."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        classes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of class indices (e.g. 0 or 0,3) or 'none'"
+        ) from None
+    negative = [c for c in classes if c < 0]
+    if negative:
+        raise argparse.ArgumentTypeError(f"{text!r} lists class {negative[0]}; class indices start at 0")
+    return classes
+
+
+def _column_list(text):
+    """An argparse type for --eel-columns: comma-separated 1-based columns (`4,7`), or `none`."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of columns (e.g. 4,7) or 'none'"
+        ) from None
+
+
+class _Given(argparse.Action):
+    """Stores a proxy flag's value and records that it was given (`args.given`): the search's
+    proxy protocol (its space's paper's) keeps every value the user did not set."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        namespace.given = sorted({*(getattr(namespace, "given", None) or []), self.dest})
+
+
+#: `tfnas search` flags whose value, when given, overrides the search's proxy protocol,
+#: and the `ProxySettings` field each sets (`--no-termination` sets `termination=False`).
+_PROTOCOL_FLAGS = {
+    "stage1_epochs": "stage1_epochs",
+    "stage2_epochs": "stage2_epochs",
+    "batch_size": "batch_size",
+    "no_termination": "termination",
+    "encoder_optimizer": "encoder_optimizer",
+    "encoder_lr": "encoder_learning_rate",
+    "decoder_optimizer": "decoder_optimizer",
+    "decoder_lr": "decoder_learning_rate",
+    "lr_schedule": "learning_rate_schedule",
+}
+
+
+def _protocol_values(field):
+    """`"cvpr2019 5, wacv2020 5, dpc2018 81"`: a setting's value in each proxy protocol."""
+    from tfnas.training.proxy import PROTOCOLS, ProxySettings
+
+    return ", ".join(f"{name} {getattr(ProxySettings.for_protocol(name), field)}" for name in PROTOCOLS)
 
 
 def _add_search_options(parser, demo=False):
@@ -208,23 +277,99 @@ def _add_search_options(parser, demo=False):
     model.add_argument(
         "--encoder-weights",
         default=None,
-        help="pretrained encoder weights file (or 'imagenet' when online); default: none, "
-        "the encoder is warmed up on the search data",
+        help="pretrained encoder weights file (or 'imagenet' when online, or 'none'); default: "
+        "the shipped digit-scenes encoder on the built-in segmentation data with --alpha 0.35, "
+        "else none and the encoder is warmed up on the search data",
     )
-    proxy = parser.add_argument_group("proxy training (Nekrasov et al., CVPR 2019, Sec. 3.2)")
+    from tfnas.tasks.segmentation import REWARD_METRICS
+    from tfnas.training.polyak import OPTIMIZERS
+    from tfnas.training.proxy import LEARNING_RATE_SCHEDULES, PROTOCOLS
+
+    proxy = parser.add_argument_group(
+        "proxy training (Nekrasov et al., CVPR 2019, Sec. 3.2): its defaults are the --space's "
+        "paper's protocol (--protocol); a flag changes its own value only. Shown: "
+        + ("tfnas demo's" if demo else "auxcell's (cvpr2019)")
+    )
+    parser.set_defaults(given=[key for key in _PROTOCOL_FLAGS if key in d])  # the demo's are fixed
+    proxy.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        default=None,
+        help="proxy protocol of a paper; default: the --space's (auxcell cvpr2019, template "
+        "wacv2020, dpc dpc2018)",
+    )
     proxy.add_argument(
         "--stage1-epochs",
         type=_positive_int,
+        action=_Given,
         default=d.get("stage1_epochs", 5),
-        help="decoder epochs on cached encoder outputs",
+        help=f"decoder epochs on cached encoder outputs (by protocol: {_protocol_values('stage1_epochs')})",
     )
     proxy.add_argument(
         "--stage2-epochs",
         type=_non_negative_int,
+        action=_Given,
         default=d.get("stage2_epochs", 1),
-        help="end-to-end epochs (0 skips stage 2)",
+        help=f"end-to-end epochs, 0 skips stage 2 (by protocol: {_protocol_values('stage2_epochs')})",
     )
-    proxy.add_argument("--batch-size", type=_positive_int, default=d.get("batch_size", 16), help="batch size")
+    proxy.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        action=_Given,
+        default=d.get("batch_size", 16),
+        help=f"batch size (by protocol: {_protocol_values('batch_size')})",
+    )
+    proxy.add_argument(
+        "--encoder-optimizer",
+        choices=OPTIMIZERS,
+        action=_Given,
+        default="sgd",
+        help=f"optimizer of the encoder in stage 2 (by protocol: {_protocol_values('encoder_optimizer')})",
+    )
+    proxy.add_argument(
+        "--encoder-lr",
+        type=_positive_float,
+        action=_Given,
+        default=1e-3,
+        help=f"learning rate of the encoder in stage 2 (by protocol: {_protocol_values('encoder_learning_rate')})",
+    )
+    proxy.add_argument(
+        "--decoder-optimizer",
+        choices=OPTIMIZERS,
+        action=_Given,
+        default="adam",
+        help=f"optimizer of the decoder (by protocol: {_protocol_values('decoder_optimizer')})",
+    )
+    proxy.add_argument(
+        "--decoder-lr",
+        type=_positive_float,
+        action=_Given,
+        default=3e-3,
+        help=f"learning rate of the decoder (by protocol: {_protocol_values('decoder_learning_rate')})",
+    )
+    proxy.add_argument(
+        "--lr-schedule",
+        choices=LEARNING_RATE_SCHEDULES,
+        action=_Given,
+        default="constant",
+        help="learning rates per stage: constant, or poly (decayed to 0 over the stage, power 0.9) "
+        f"(by protocol: {_protocol_values('learning_rate_schedule')})",
+    )
+    proxy.add_argument(
+        "--reward-metric",
+        choices=sorted(REWARD_METRICS),
+        default=None,
+        help="segmentation reward: geometric_mean (of mIoU, fwIoU, mean accuracy) or miou; "
+        "default: the --space's (miou for dpc, else geometric_mean)",
+    )
+    proxy.add_argument(
+        "--omit",
+        type=_class_list,
+        default=None,
+        metavar="CLASSES",
+        help="segmentation classes left out of the reward, e.g. 0 or 0,3, or 'none'; default: "
+        "the --space's (0, the background, for auxcell; none for template and dpc)",
+    )
     proxy.add_argument(
         "--cache-images",
         type=_positive_int,
@@ -245,8 +390,12 @@ def _add_search_options(parser, demo=False):
     )
     proxy.add_argument(
         "--no-termination",
-        action="store_true",
-        help="train every architecture through stage 2 (no early termination)",
+        action=_Given,
+        nargs=0,
+        const=True,
+        default=False,
+        help="train every architecture through stage 2 (no early termination; the dpc "
+        "space's protocol has none)",
     )
     proxy.add_argument(
         "--supernet",
@@ -265,6 +414,37 @@ def _add_search_options(parser, demo=False):
         type=_non_negative_int,
         default=d.get("latency_runs", 10),
         help="timed forward passes per trial (0: no latency)",
+    )
+    fabric = parser.add_argument_group(
+        "3M-Pose fabric (--space fabric) and its one-shot search (--oracle gumbel; docs/fabric.md)"
+    )
+    fabric.add_argument("--rows", type=_positive_int, default=None, help="fabric rows (scales); default 4")
+    fabric.add_argument(
+        "--columns", type=_positive_int, default=None, help="fabric columns (layers); default 10"
+    )
+    fabric.add_argument(
+        "--eel-columns",
+        type=_column_list,
+        default=None,
+        help="columns with an early-escape layer, e.g. 4,7 (the default) or 'none'",
+    )
+    fabric.add_argument(
+        "--stem-channels", type=_positive_int, default=None, help="channels of the HRNet stem; default 64"
+    )
+    fabric.add_argument(
+        "--stem-blocks", type=_positive_int, default=None, help="bottlenecks of the HRNet stem; default 4"
+    )
+    fabric.add_argument(
+        "--search-epochs",
+        type=_positive_int,
+        default=None,
+        help="--oracle gumbel: epochs of the supernet training; default the thesis' 35",
+    )
+    fabric.add_argument(
+        "--search-batch-size",
+        type=_positive_int,
+        default=None,
+        help="--oracle gumbel: images per supernet update; default 8",
     )
     dist = parser.add_argument_group(
         "distributed search (keras-tuner's chief/worker mode; see docs/distributed.md)"
@@ -290,6 +470,9 @@ def _add_search_options(parser, demo=False):
         help="keep the trained weights of only the best K trials (and the running "
         "ones), so disk stays bounded; default: every trial's",
     )
+    from tfnas.latency.cli import add_objective_options
+
+    add_objective_options(parser)  # --latency-target, --latency-table, --madds-target, ...
     parser.add_argument("--top", type=_positive_int, default=5, help="rows of the final table")
     parser.add_argument(
         "--verbose",
@@ -343,6 +526,12 @@ def build_parser():
     from tfnas.training.train_cli import register as register_train
 
     register_train(subparsers)
+    from tfnas.latency.cli import register as register_latency
+
+    register_latency(subparsers)
+    from tfnas.training.rerank_cli import register as register_rerank
+
+    register_rerank(subparsers)
     try:
         from tfnas.serving.cli import register
     except ImportError as err:
@@ -364,7 +553,19 @@ def _unavailable(message):
 
 
 # --- search ---------------------------------------------------------------------------------
+#: The fabric's flags and the `FabricSpace` argument each sets.
+_FABRIC_FLAGS = {
+    "rows": "rows",
+    "columns": "columns",
+    "eel_columns": "eel_columns",
+    "stem_channels": "stem_channels",
+    "stem_blocks": "stem_blocks",
+}
+
 _SAVED = (
+    *_FABRIC_FLAGS,
+    "search_epochs",
+    "search_batch_size",
     "space",
     "oracle",
     "seed",
@@ -402,6 +603,21 @@ _SAVED = (
     "weight_sharing",
     "latency_runs",
     "keep_weights",
+    "latency_table",  # the hardware-aware objective (tfnas.latency.cli)
+    "latency_target",
+    "latency_weight",
+    "hard_constraint",
+    "penalize_only_above",
+    "madds_target",
+    "protocol",
+    "encoder_optimizer",
+    "encoder_lr",
+    "decoder_optimizer",
+    "decoder_lr",
+    "lr_schedule",
+    "reward_metric",
+    "omit",
+    "given",
 )
 
 
@@ -429,6 +645,8 @@ def _check_out(args, joining=False):
         for key in _SAVED:
             if key in saved:
                 setattr(args, key, saved[key])
+        if "given" not in saved:  # a search from before the protocols applied every saved value
+            args.given = [key for key in _PROTOCOL_FLAGS if key in saved]
         args.trials = trials if args.trials_given else saved.get("trials", trials)
     elif os.path.isdir(out) and os.listdir(out) and not joining:
         raise UsageError(
@@ -600,14 +818,81 @@ def _segmentation_data(args):
     return train, None, get_task("segmentation", num_classes=classes)
 
 
-def _build_space(args, task):
+def _pretrained_for_builtin_data(args, task, teacher):
+    """The encoder weights and teacher of a search: the shipped ones where they fit (`tfnas.pretrained`).
+
+    A segmentation search on the built-in digit scenes with MobileNetV2 of width 0.35 and no
+    `--encoder-weights` starts from the shipped pretrained encoder (so it skips the warm-up)
+    and, with `--teacher auto`, distils from the shipped teacher restricted to the search's
+    digits. `--encoder-weights none` warms up from scratch instead. `args` is left as given,
+    so that `--resume` decides the same way again.
+
+    Returns:
+        `(encoder_weights, teacher)`.
+    """
+    weights = args.encoder_weights
+    if weights == "none":
+        return None, teacher
+    builtin = task.name == "segmentation" and not (args.images or args.tfds)
+    if weights is not None or not builtin:
+        return weights, teacher
+    from tfnas import pretrained
+
+    alpha = args.alpha if args.alpha is not None else _space_default(args.space, "alpha")
+    path = pretrained.digits_encoder_weights(alpha)
+    if path is None:
+        return None, teacher
+    if teacher == "auto":
+        teacher = pretrained.digits_teacher([int(c) for c in args.digits] if args.digits else None)
+    print(f"tfnas: built-in data: encoder pretrained on digit scenes ({path}); no warm-up")
+    return path, teacher
+
+
+def _space_default(space_name, key):
+    """The default of a constructor argument of a space (e.g. its MobileNetV2 `alpha`)."""
+    import inspect
+
+    from tfnas.spaces import SPACES
+
+    parameter = inspect.signature(SPACES[space_name]).parameters.get(key)
+    return None if parameter is None else parameter.default
+
+
+def _with_reward(args, task):
+    """The task with `--omit` / `--reward-metric`: a segmentation task as a config dict
+    holding the given ones only, so that the space's paper's reward (`SEGMENTATION_REWARD`)
+    fills in the rest; another task as it is (neither flag applies to it)."""
+    given = {key: getattr(args, key) for key in ("omit", "reward_metric") if getattr(args, key) is not None}
+    if task.name != "segmentation":
+        if given:
+            flags = ", ".join("--" + key.replace("_", "-") for key in given)
+            raise UsageError(f"{flags}: segmentation only; the {task.name} task has its own reward")
+        return task
+    config = {k: v for k, v in task.config().items() if k not in ("omit", "reward_metric")}
+    return {"name": task.name, **config, **given}
+
+
+def _build_space(args, task, encoder_weights=None):
     from tfnas.spaces import get_space
 
-    kwargs = {"task": task}
-    for key in ("width", "alpha", "encoder_weights"):
+    kwargs = {"task": _with_reward(args, task)}
+    for key in ("width", "alpha"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
+    if encoder_weights is not None:
+        kwargs["encoder_weights"] = encoder_weights
+    for key, argument in _FABRIC_FLAGS.items():
+        if getattr(args, key, None) is not None:
+            kwargs[argument] = getattr(args, key)
     return get_space(args.space)(**kwargs)
+
+
+def _protocol_overrides(args):
+    """The `ProxySettings` the given proxy flags set (`args.given`); the protocol keeps the rest."""
+    overrides = {_PROTOCOL_FLAGS[key]: getattr(args, key) for key in args.given}
+    if "termination" in overrides:
+        overrides["termination"] = not overrides["termination"]
+    return overrides
 
 
 def _teacher(value):
@@ -633,6 +918,21 @@ def _validate(args):
         raise UsageError(f"unknown task {args.task!r}; expected one of {sorted(TASKS)}")
     if args.oracle is not None and args.oracle not in ORACLES:
         raise UsageError(f"unknown oracle {args.oracle!r}; expected one of {sorted(ORACLES)}")
+    if args.oracle == "gumbel" and args.space != "fabric":
+        raise UsageError(
+            f"--oracle gumbel is the one-shot search of the 3M-Pose fabric; got --space {args.space}, "
+            "use --space fabric --task pose-multi (or another oracle)"
+        )
+    fabric_only = [f"--{key.replace('_', '-')}" for key in _FABRIC_FLAGS if getattr(args, key) is not None]
+    if fabric_only and args.space != "fabric":
+        raise UsageError(
+            f"{', '.join(fabric_only)}: settings of the fabric; add --space fabric or leave them out"
+        )
+    gumbel_only = [
+        f"--{key.replace('_', '-')}" for key in ("search_epochs", "search_batch_size") if getattr(args, key)
+    ]
+    if gumbel_only and args.oracle != "gumbel":
+        raise UsageError(f"{', '.join(gumbel_only)}: settings of the one-shot search; add --oracle gumbel")
     if not 0.0 < args.val_fraction < 1.0:
         raise UsageError(f"--val-fraction {args.val_fraction} must be between 0 and 1")
     if args.supernet and not SPACES[args.space].supports_supernet():
@@ -663,36 +963,54 @@ def run_search(args):
     role = distributed.role()
     _check_out(args, joining=role == "worker")
     _validate(args)
+    from tfnas.latency.cli import objective_from_args
+
+    try:
+        objective = objective_from_args(args)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     teacher = _teacher(args.teacher)
     try:
         train, val, task = _load_data(args)
-        space = _build_space(args, task)
+        encoder_weights, teacher = _pretrained_for_builtin_data(args, task, teacher)
+        space = _build_space(args, task, encoder_weights)
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise UsageError(str(err)) from err
 
-    from tfnas.tuners import NASTuner, make_oracle
+    from tfnas.tuners import NASTuner, OneShotTuner, make_oracle
 
     oracle_name = args.oracle or getattr(space, "DEFAULT_ORACLE", "ppo")
+    # the gumbel Oracle's trials are derived from a supernet its tuner trains first
+    tuner_class = OneShotTuner if oracle_name == "gumbel" else NASTuner
     oracle = make_oracle(oracle_name, args.trials, seed=args.seed)
     out = os.path.abspath(args.out)
     cli = {key: getattr(args, key) for key in _SAVED}
+    # flags not given leave the protocol's values: saved as None, so --resume leaves them too
+    cli.update({key: None for key in _PROTOCOL_FLAGS if key not in args.given})
     cli.update(oracle=oracle_name, trials=args.trials)
-    tuner = NASTuner(
+    oneshot = {}
+    if tuner_class is OneShotTuner:
+        from tfnas.oneshot import SearchSettings
+
+        oneshot = {"search_settings": SearchSettings(epochs=args.search_epochs or SearchSettings.epochs)}
+        if args.search_batch_size:
+            oneshot["search_batch_size"] = args.search_batch_size
+    tuner = tuner_class(
         space,
         oracle=oracle,
+        **oneshot,
         seed=args.seed,
-        stage1_epochs=args.stage1_epochs,
-        stage2_epochs=args.stage2_epochs,
-        batch_size=args.batch_size,
+        protocol=args.protocol,
+        **_protocol_overrides(args),
         cache_images=args.cache_images,
         validation_fraction=args.val_fraction,
         warmup_epochs=args.warmup_epochs,
         teacher=teacher,
-        termination=not args.no_termination,
         latency_runs=args.latency_runs,
         supernet=args.supernet,
         weight_sharing=args.weight_sharing,
         keep_weights=args.keep_weights,
+        hardware_objective=objective,
         verbose="auto" if args.verbose is None else args.verbose,
         metadata={"cli": cli},
         directory=os.path.dirname(out),
@@ -714,6 +1032,9 @@ def run_search(args):
         )
     else:
         print(f"tfnas: searching {args.space} with {oracle_name} for {args.trials} trial(s) in {out}")
+    if role != "worker":
+        print(f"tfnas: proxy protocol {tuner.settings.describe_protocol()}")
+        print(f"tfnas: reward = {space.task.reward_description}")
     tuner.search(train, validation_data=val)
     if role == "worker":
         print(f"tfnas: worker {os.environ[distributed.TUNER_ID]} done")
@@ -746,7 +1067,7 @@ def results_table(search_dir, top=5):
     task = task_name(run.run.get("space_config"))
     title = (
         f"best {len(rows)} of {len(trials)} trial(s) ({failed} failed); "
-        f"reward = {TASKS[task].reward_description}"
+        f"reward = {run.run.get('reward_description') or TASKS[task].reward_description}"
     )
     return f"{title}\n{text_table(rows)}"
 

@@ -41,14 +41,20 @@ class NASTuner(keras_tuner.Tuner):
         oracle: a `keras_tuner.Oracle` whose objective is `reward` (max); None makes the
             space's `DEFAULT_ORACLE` (`"ppo"` unless the space says otherwise).
         max_trials: int, trials when `oracle` is None. Default 10.
-        settings: `tfnas.training.ProxySettings`; or give its fields as keyword arguments
-            (`stage1_epochs=3, batch_size=8, ...`). Default: the paper's.
+        settings: `tfnas.training.ProxySettings`, used as it is; or give its fields as
+            keyword arguments (`stage1_epochs=3, batch_size=8, ...`), which override the
+            space's paper's protocol (`ProxySettings.for_space`; `protocol="wacv2020"`
+            picks another). Default: the space's protocol (`PROXY_PROTOCOL`).
         teacher: the distillation teacher: `"auto"` (the warmed-up model when the encoder is
             warmed up, else none), None, a Keras model, or a SavedModel / `.keras` path.
         keep_weights: int or None: after each trial keep the weights of only the best
             `keep_weights` completed trials and the running ones (`tfnas.retention`), so
             disk stays bounded; None keeps every trial's. Default None.
         metadata: optional dict merged into `run.json` (the CLI keeps its arguments there).
+        hardware_objective: optional `tfnas.objectives.HardwareObjective`: a latency or multiply-adds
+            target applied to every trial's reward (soft MnasNet term and/or hard
+            constraint; the task's reward is kept as `task_reward`), whatever the Oracle.
+            Default None: the task's reward alone.
         verbose: Keras verbosity of the stages (0, 1, 2 or "auto": 1 on a terminal, else 2).
         directory, project_name, overwrite, **kwargs: as `keras_tuner.Tuner`; the search
             directory is `directory/project_name`.
@@ -66,6 +72,7 @@ class NASTuner(keras_tuner.Tuner):
         teacher="auto",
         keep_weights=None,
         metadata=None,
+        hardware_objective=None,
         verbose="auto",
         directory=None,
         project_name=None,
@@ -78,7 +85,7 @@ class NASTuner(keras_tuner.Tuner):
                 f"pass the proxy settings either as settings= or as keyword "
                 f"arguments, not both (got settings and {sorted(given)})"
             )
-        settings = settings or ProxySettings(**given)
+        settings = settings or ProxySettings.for_space(hypermodel, **given)
         if oracle is None:
             oracle = make_oracle(getattr(hypermodel, "DEFAULT_ORACLE", "ppo"), max_trials, settings.seed)
         objective = oracle.objective
@@ -107,6 +114,13 @@ class NASTuner(keras_tuner.Tuner):
         self._hparams = HParamsWriter(self.search_dir.tensorboard_dir, space=hypermodel)
         self._progress = None
         self.proxy = ProxyTask(hypermodel, self.search_dir, settings, teacher, verbose=self._verbosity())
+        hw = hardware_objective
+        if hw is not None and hw.metric == "latency_ms" and not hw.table and not settings.latency_runs:
+            raise ValueError(
+                "the objective is on latency_ms, but trials are not timed (latency_runs=0) and "
+                "no latency table is given: pass a table or latency_runs > 0"
+            )
+        self.hardware_objective = None if hw is None else hw.bind(self.proxy.trial_space)
 
     @property
     def settings(self):
@@ -224,6 +238,8 @@ class NASTuner(keras_tuner.Tuner):
         self._configure_tensorboard_dir(callbacks, trial)
         metrics, network = self.proxy.run_trial(trial.hyperparameters, trial.trial_id, callbacks)
         self.save_model(trial.trial_id, network)
+        if self.hardware_objective is not None:  # over a hard target: recorded, reward 0
+            metrics = self.hardware_objective.apply(metrics, trial.hyperparameters.values)
         return metrics
 
     def save_model(self, trial_id, model, step=0):
@@ -273,6 +289,7 @@ class NASTuner(keras_tuner.Tuner):
             "space_config": self.hypermodel.config(),
             "num_classes": self.hypermodel.num_classes,
             "objective": {"name": "reward", "direction": "max"},
+            "reward_description": self.hypermodel.task.reward_description,
             "tfnas_version": tfnas.__version__,
         }
         if isinstance(self.oracle, keras_tuner.Oracle):  # not a worker's client of the chief
@@ -280,4 +297,6 @@ class NASTuner(keras_tuner.Tuner):
         if self.proxy.data is not None:
             run.update(self.proxy.describe())
         run["keep_weights"] = self.keep_weights
+        hw = self.hardware_objective
+        run["hardware_objective"] = None if hw is None else hw.describe()
         self.search_dir.update_run(run)
