@@ -416,7 +416,7 @@ def _add_search_options(parser, demo=False):
         help="timed forward passes per trial (0: no latency)",
     )
     fabric = parser.add_argument_group(
-        "3M-Pose fabric (--space fabric) and its one-shot search (--oracle gumbel; docs/fabric.md)"
+        "the 3M-Pose fabric space and its one-shot search, oracle gumbel (docs/fabric.md)"
     )
     fabric.add_argument("--rows", type=_positive_int, default=None, help="fabric rows (scales); default 4")
     fabric.add_argument(
