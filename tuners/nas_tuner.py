@@ -176,6 +176,9 @@ class NASTuner(keras_tuner.Tuner):
                 as_examples(train_data, "train_data"), as_examples(validation_data, "validation_data")
             )
             self._write_run_file()
+        if verbose:
+            described = self.proxy.describe()
+            print(f"tfnas: encoder {described['encoder']}; teacher {described['teacher']}", flush=True)
         self.save()  # so that a search killed in its first trial resumes rather than restarts
         # One readable line per trial instead of keras-tuner's table of raw decision names.
         self._progress = (
