@@ -37,13 +37,13 @@ from tfnas.oneshot.gumbel import ArchitectureParameters
 from tfnas.oneshot.search import SupernetSearch
 from tfnas.oneshot.settings import SearchSettings
 from tfnas.tuners.nas_tuner import NASTuner
-from tfnas.tuners.oracles import OBJECTIVE, drop_finished_retries, save_oracle_json
+from tfnas.tuners.oracles import OBJECTIVE, ResumableOracle
 
 #: Folder of the supernet search inside a search directory.
 ONESHOT_DIR = "oneshot"
 
 
-class GumbelOracle(keras_tuner.Oracle):
+class GumbelOracle(ResumableOracle):
     """Proposes the architectures derived from trained 3M-Pose architecture parameters.
 
     Until `set_architecture` has been called (`OneShotTuner.search` does it after training
@@ -148,16 +148,6 @@ class GumbelOracle(keras_tuner.Oracle):
         super().set_state(state)
         self.architecture = state["gumbel"]["architecture"]
         self.candidates = state["gumbel"]["candidates"]
-
-    def save(self):
-        """Writes `oracle.json` atomically, so a search killed during the write resumes."""
-        save_oracle_json(self)
-
-    @keras_tuner.synchronized
-    def create_trial(self, tuner_id):
-        """keras-tuner's `create_trial`, never re-running a trial that ended (see `drop_finished_retries`)."""
-        drop_finished_retries(self)
-        return super().create_trial(tuner_id)
 
 
 def _sample(parameters, temperature, seed, i):

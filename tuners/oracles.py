@@ -82,6 +82,25 @@ def drop_finished_retries(oracle):
         ]
 
 
+class ResumableOracle(keras_tuner.Oracle):
+    """The base of tfnas' Oracles: keras-tuner's `Oracle` made safe to kill and resume.
+
+    `save` writes `oracle.json` atomically (`save_oracle_json`) and `create_trial` never
+    hands out a trial that ended since it was queued again (`drop_finished_retries`).
+    Subclasses that save more call `super().save()` first.
+    """
+
+    def save(self):
+        """Writes `oracle.json` atomically, so a search killed during the write resumes."""
+        save_oracle_json(self)
+
+    @keras_tuner.synchronized
+    def create_trial(self, tuner_id):
+        """keras-tuner's `create_trial`, never re-running a trial that ended (see `drop_finished_retries`)."""
+        drop_finished_retries(self)
+        return super().create_trial(tuner_id)
+
+
 def finish_interrupted_trials(oracle):
     """Completes the bookkeeping of trials a kill cut short between their two saves.
 

@@ -54,12 +54,12 @@ from keras_tuner.engine import trial as trial_module
 from tfnas.io import atomic_path
 from tfnas.tuners._settings import check_settings
 from tfnas.tuners.controller import Controller, decision_values
-from tfnas.tuners.oracles import drop_finished_retries, save_oracle_json
+from tfnas.tuners.oracles import ResumableOracle
 
 ALGORITHMS = ("ppo", "reinforce")
 
 
-class PPOOracle(keras_tuner.Oracle):
+class PPOOracle(ResumableOracle):
     """Oracle whose LSTM controller learns which architectures score best.
 
     Use it with any `keras_tuner.Tuner` whose HyperModel declares its decisions with
@@ -594,15 +594,9 @@ class PPOOracle(keras_tuner.Oracle):
 
     def save(self):
         """Writes `oracle.json` atomically, then deletes superseded controller files."""
-        save_oracle_json(self)
+        super().save()
         for name in os.listdir(self._project_dir):
             if name.startswith("controller_") and name.endswith(".npz"):
                 index = name[len("controller_") : -len(".npz")]
                 if index.isdigit() and int(index) < self.updates:
                     os.remove(os.path.join(self._project_dir, name))
-
-    @keras_tuner.synchronized
-    def create_trial(self, tuner_id):
-        """keras-tuner's `create_trial`, never re-running a trial that ended (see `drop_finished_retries`)."""
-        drop_finished_retries(self)
-        return super().create_trial(tuner_id)

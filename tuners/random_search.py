@@ -24,10 +24,10 @@ from keras_tuner.engine.hyperparameters import Float
 
 from tfnas.tuners._settings import check_settings
 from tfnas.tuners.controller import decision_values
-from tfnas.tuners.oracles import drop_finished_retries, save_oracle_json
+from tfnas.tuners.oracles import ResumableOracle
 
 
-class NearBestRandomOracle(keras_tuner.Oracle):
+class NearBestRandomOracle(ResumableOracle):
     """Uniform sampling plus mutations of the best trials, never repeating an architecture.
 
     Args:
@@ -202,13 +202,3 @@ class NearBestRandomOracle(keras_tuner.Oracle):
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = state["random_search"]["rng"]
         self.parents = state["random_search"]["parents"]
-
-    def save(self):
-        """Writes `oracle.json` atomically, so a search killed during the write resumes."""
-        save_oracle_json(self)
-
-    @keras_tuner.synchronized
-    def create_trial(self, tuner_id):
-        """keras-tuner's `create_trial`, never re-running a trial that ended (see `drop_finished_retries`)."""
-        drop_finished_retries(self)
-        return super().create_trial(tuner_id)
