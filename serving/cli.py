@@ -38,9 +38,21 @@ def run_export(args):
 
     model, metadata = SearchDir(args.run_dir).load_trial_model(args.trial)
     name = args.name or os.path.basename(os.path.normpath(args.run_dir))
-    path = export(
-        model, args.base, name, version=args.version, metadata=metadata, task=run_task(args.run_dir)
-    )
+    task = run_task(args.run_dir)
+    if args.dynamic:
+        from tfnas.serving.dynamic import export_dynamic, parse_thresholds
+
+        thresholds = None if args.exit_thresholds is None else parse_thresholds(args.exit_thresholds)
+        path = export_dynamic(
+            model, args.base, name, task, version=args.version, metadata=metadata, thresholds=thresholds
+        )
+    else:
+        if args.exit_thresholds is not None:
+            raise ValueError(
+                f"--exit-thresholds {args.exit_thresholds} needs --dynamic (without it the export "
+                "is the last exit only)"
+            )
+        path = export(model, args.base, name, version=args.version, metadata=metadata, task=task)
     print(path)
     return 0
 
@@ -216,6 +228,20 @@ def register(subparsers):
     export.add_argument("--base", default="exports", help="TF Serving model base directory")
     export.add_argument(
         "--version", type=int, default=None, help="version number (default: the next free one)"
+    )
+    export.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="keep the early exits and their gates (a fabric's eel_<column> heads): serving_default "
+        "answers at the first confident exit and also returns exit and confidence "
+        "(tfnas.serving.dynamic); without it the export is the last exit only",
+    )
+    export.add_argument(
+        "--exit-thresholds",
+        default=None,
+        metavar="T1,T2,...",
+        help="with --dynamic: one confidence threshold per early exit, e.g. 1,0.9 (inf: that exit "
+        "never answers); default: the thesis' gates",
     )
     export.set_defaults(func=run_export)
 

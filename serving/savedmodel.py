@@ -441,6 +441,32 @@ def export(model, base_dir, name, version=None, metadata=None, warmup_images=Non
             model's) or warm-up images.
         FileExistsError: if the version already exists.
     """
+    version = version_dir(base_dir, name, version)[0]  # checked before the model is traced
+    _as_batches(warmup_images)
+    inference = inference_model(model)
+    channels = _output_channels(inference)
+    task = resolve_task(task, channels)
+    module = ServingModule(inference, task)
+    info = dict(metadata or {})
+    info.setdefault("params", int(inference.count_params()))
+    return write_version(module, base_dir, name, version, info, task, channels, warmup_images)
+
+
+def version_dir(base_dir, name, version=None):
+    """The checked version and the path of a new version directory `base_dir/name/<version>`.
+
+    Args:
+        base_dir: TF Serving model base directory.
+        name: model name.
+        version: positive int, or None for the next free version.
+
+    Returns:
+        `(version, path)`.
+
+    Raises:
+        ValueError: for a bad name or version.
+        FileExistsError: if the version already exists.
+    """
     if not name or os.sep in name or name.startswith("."):
         raise ValueError(f"model name {name!r} must be a non-empty folder name without '/'")
     if version is None:
@@ -457,14 +483,34 @@ def export(model, base_dir, name, version=None, metadata=None, warmup_images=Non
             f"{final_dir} already exists; pass another version or version=None for the next free one "
             f"({next_version(base_dir, name)})"
         )
-    batches = _as_batches(warmup_images)
+    return version, final_dir
 
-    inference = inference_model(model)
-    channels = _output_channels(inference)
-    task = resolve_task(task, channels)
-    module = ServingModule(inference, task)
-    info = dict(metadata or {})
-    info.setdefault("params", int(inference.count_params()))
+
+def write_version(module, base_dir, name, version, info, task, channels, warmup_images=None):
+    """Writes a serving module as `base_dir/name/<version>/`: SavedModel, metadata, warm-up requests.
+
+    The version directory is written under a temporary name and renamed at the end, so a
+    running TF Serving never loads a half-written version. `export` and
+    `tfnas.serving.dynamic.export_dynamic` write through it.
+
+    Args:
+        module: a `ServingModule` (or a module with its `signatures()` and `signature_info()`).
+        base_dir, name, version, warmup_images: as in `export`.
+        info: dict of metadata; the fields `export` lists are added (a copy is changed).
+        task: the `tfnas.tasks.Task` of the export.
+        channels: int, channels of the network's main output.
+
+    Returns:
+        str, the path of the version directory.
+
+    Raises:
+        ValueError: for a bad name, version or warm-up images.
+        FileExistsError: if the version already exists.
+    """
+    version, final_dir = version_dir(base_dir, name, version)
+    model_dir = os.path.dirname(final_dir)
+    batches = _as_batches(warmup_images)
+    info = dict(info)
     info.update(
         {
             "name": name,
