@@ -1,11 +1,13 @@
 """The 3M-Pose one-shot search end to end: bi-level supernet training, resume, GumbelOracle and OneShotTuner.
 
 Tiny: a 2-row, 3-column fabric (layout 1, 2, 1: four cells; the last chooses among its
-parallel and below inputs), width 4, 32x32 figure scenes, two supernet epochs of four steps
-(batches of 2: the architecture split holds 2 of the 10 scenes). Two supernets are trained
-(one inside the tuner, one stopped after an epoch and resumed), each traced once.
+parallel and below inputs), width 4, 32x32 figure scenes, two supernet epochs of three steps
+(batches of 2: of the 10 scenes, 1 is the trials' meta-val, and the architecture split holds
+2 of the other 9). Two supernets are trained (one inside the tuner, one stopped after an
+epoch and resumed), each traced once.
 """
 
+import hashlib
 import json
 import os
 
@@ -16,7 +18,9 @@ import tensorflow as tf
 
 from tfnas import oneshot
 from tfnas.cli import main
+from tfnas.data import split
 from tfnas.oneshot.search import SupernetSearch
+from tfnas.preprocessing import preprocess
 from tfnas.spaces.fabric import FabricSpace
 from tfnas.tuners.oneshot import GumbelOracle, OneShotTuner
 
@@ -31,6 +35,11 @@ def tiny_space():
 
 def scenes():
     return tiny_space().task.builtin_data("train", image_size=32, num_samples=10, seed=0)
+
+
+def meta_train():
+    """What `OneShotTuner` trains the supernet on: the scenes less the proxy's meta-val (10 %, seed 0)."""
+    return split(scenes(), fraction=0.1, seed=0)[0]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +69,7 @@ def resumed(tmp_path_factory):
     search = SupernetSearch(
         tiny_space(), str(tmp_path_factory.mktemp("resume")), SETTINGS, batch_size=4, verbose=0
     )
-    first = search.run(scenes(), stop_after=1)
+    first = search.run(meta_train(), stop_after=1)
     assert first["epoch"] == 0 and not first["finished"]
     # Everything a resume must restore is overwritten, so only the checkpoint can bring it back.
     for variable in search.supernet.variables + search.architecture.variables:
@@ -69,7 +78,7 @@ def resumed(tmp_path_factory):
         for variable in group.optimizer.variables:
             variable.assign(tf.ones_like(variable))
     search.noise.state.assign(search.noise.state + 7)
-    result = search.run(scenes())
+    result = search.run(meta_train())
     assert result["epoch"] == 1 and result["finished"]
     return search, result
 
@@ -87,6 +96,35 @@ def test_resume_ends_where_an_uninterrupted_search_ends(tuner, resumed):
     # The thesis' schedule: tau falls linearly, the architecture lr of epoch 0 is 5e-3.
     assert uninterrupted["history"][0]["temperature"] > uninterrupted["history"][1]["temperature"]
     assert uninterrupted["history"][0]["arch_lr"] == 5e-3
+
+
+@pytest.mark.slow
+def test_trials_are_scored_on_images_the_supernet_never_saw(tuner):
+    """The weight split, the architecture split and the trials' meta-val are disjoint (issue 13).
+
+    Images are compared by a fingerprint of their preprocessed pixels: the supernet's splits
+    as its last `run` used them, meta-val as the proxy task scores every trial on it.
+    """
+
+    def fingerprints(images):
+        return [hashlib.sha256(np.asarray(image).tobytes()).hexdigest() for image in images]
+
+    def of(data):
+        return fingerprints(preprocess(image) for image, _ in data)
+
+    everything = of(scenes())
+    assert len(set(everything)) == 10  # distinct images: a fingerprint names one scene
+    weights, arch = (set(of(part)) for part in tuner.supernet_search.data.values())
+    prepared = tuner.proxy.data
+    padded = [image for images, _ in prepared.stage2_val for image in images]
+    meta_val = set(fingerprints(padded[: prepared.meta_val_images]))
+    assert len(meta_val) == prepared.meta_val_images == 1 and arch and weights
+    assert not arch & meta_val and not weights & meta_val and not weights & arch
+    assert weights | arch | meta_val == set(everything)
+    # The trials train on meta-train: the weight and architecture splits together.
+    assert set(of(prepared.meta_train)) == weights | arch
+    images = tuner.supernet_search.checkpoint.read()["settings"]["images"]
+    assert images == {"weights": len(weights), "architecture": len(arch)} == {"weights": 7, "architecture": 2}
 
 
 @pytest.mark.slow

@@ -18,6 +18,13 @@ warm-up runs). Standalone training keeps every trial a plain `space.build(hp)` m
 one-shot searches unchanged; fine-tuning from the supernet's weights would need a supernet
 to standalone weight transfer the fabric does not have yet.
 
+The trials are scored on meta-val, which the supernet never sees: without validation data,
+`OneShotTuner.split_data` holds the proxy task's meta-val out of the training data first (its
+`validation_fraction` and seed), and the supernet splits only the rest, meta-train, into its
+weight and architecture splits. So the architecture parameters are fitted on training images
+(not on the validation data, unlike the thesis, whose results leak) and no trial is scored
+on an image they, or the supernet's weights and stem, were fitted on.
+
     tuner = OneShotTuner(FabricSpace(width=32), max_trials=5, search_settings=SearchSettings(),
                          directory="runs", project_name="3m_pose")
     tuner.search(task.builtin_data("train", image_size=64))
@@ -31,7 +38,7 @@ import os
 import keras_tuner
 from keras_tuner.engine import trial as trial_module
 
-from tfnas.data import as_examples
+from tfnas.data import as_examples, split
 from tfnas.io import atomic_path
 from tfnas.oneshot.gumbel import ArchitectureParameters
 from tfnas.oneshot.search import SupernetSearch
@@ -218,24 +225,49 @@ class OneShotTuner(NASTuner):
         """Trains the supernet (or resumes it; skipped once finished), then scores the derived architectures.
 
         Args:
-            train_data: what `NASTuner.search` takes; the supernet is trained on it (weight and
-                architecture splits) and the derived architectures' proxy task on it too.
-            validation_data, callbacks, verbose: as `NASTuner.search`.
+            train_data: what `NASTuner.search` takes: split into meta-train and meta-val
+                (`split_data`); the supernet is trained on meta-train (its weight and
+                architecture splits), the derived architectures on meta-train too, and
+                they are scored on meta-val.
+            validation_data: as `NASTuner.search`: meta-val when given (then the supernet
+                trains on all of `train_data`).
+            callbacks, verbose: as `NASTuner.search`.
 
         Raises:
             ValueError: in a distributed search (the supernet trains in one process).
         """
         if not isinstance(self.oracle, keras_tuner.Oracle) or os.environ.get("KERASTUNER_TUNER_ID"):
             raise ValueError("the one-shot search runs in one process; start it without --workers")
-        train = as_examples(train_data, "train_data")
+        meta_train, meta_val = self.split_data(train_data, validation_data)
         self._write_run_file()
         if self.oracle.architecture is None:
-            result = self.supernet_search.run(train)
+            result = self.supernet_search.run(meta_train)
             self._save_stem()
             self.oracle.set_architecture(self.hypermodel, result["architecture"], result["temperature"])
             self.oracle.save()
             self._write_run_file()
-        return super().search(train, validation_data, callbacks=callbacks, verbose=verbose)
+        return super().search(meta_train, meta_val, callbacks=callbacks, verbose=verbose)
+
+    def split_data(self, train_data, validation_data=None):
+        """`(meta_train, meta_val)`: meta-val held out before the supernet sees any image.
+
+        Without `validation_data`, the proxy task's `validation_fraction` of `train_data` is
+        held out by element index with its seed (`tfnas.data.split`, what `ProxyTask.prepare`
+        would do), so a resumed search holds out the same elements. The supernet trains on
+        meta-train only; the trials train on meta-train and are scored on meta-val.
+
+        Args:
+            train_data, validation_data: as `search`.
+
+        Returns:
+            two unbatched `tf.data` sets of `(image, target)`, disjoint by element.
+        """
+        train = as_examples(train_data, "train_data")
+        validation = as_examples(validation_data, "validation_data")
+        if validation is not None:
+            return train, validation
+        s = self.proxy.settings
+        return split(train, fraction=s.validation_fraction, seed=s.seed)
 
     def _save_stem(self):
         """The supernet's trained stem as the search's encoder weights (what every trial starts from)."""

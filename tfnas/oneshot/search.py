@@ -6,7 +6,10 @@ Spec: `/work/shared/3M-POSE.md` sections 6-10 and 12; the readings are in `docs/
 
 - data: the training data is split by element index (`tfnas.data.split`) into a *weight*
   split and a held-out *architecture* split (`SearchSettings.arch_split`; the thesis fits the
-  architecture on val2017, which its results are also reported on);
+  architecture on val2017, which its results are also reported on). The data `run` gets must
+  not hold the images the derived architectures are scored on: `OneShotTuner` holds the
+  proxy task's meta-val out first and trains the supernet on meta-train only, so no trial is
+  scored on an image the weights or {alpha, beta, m} were fitted on;
 - every step is a weight update (Adam, `model_lr`) on a batch of the weight split, then an
   architecture update (Adam, `arch_lr` with its epoch drops) on a batch of the architecture
   split, each with fresh Dyn-EGS weights at the step's temperature (`LinearTemperature`).
@@ -88,6 +91,7 @@ class SupernetSearch:
         self.verbose = int(verbose)
         self.supernet = None
         self.architecture = None
+        self.data = None  # the two splits of the last `run`: {"weights": ..., "architecture": ...}
 
     # --- results -----------------------------------------------------------------------------
     def finished(self):
@@ -123,7 +127,8 @@ class SupernetSearch:
         Args:
             train_data: unbatched `tf.data` of `(uint8 image, target)` of one image size, in a
                 fixed order (what `space.task` expects), split here into weights and
-                architecture data.
+                architecture data (`splits`); without the images the derived architectures
+                will be scored on.
             stop_after: optional int, stop once this many epochs (counted from the first)
                 are done (to hand the machine over; resume later by calling `run` again).
 
@@ -132,10 +137,11 @@ class SupernetSearch:
 
         Raises:
             ValueError: if the data are too few for a batch of each split, or the checkpoint
-                was written with other settings.
+                was written with other settings or another number of images.
         """
         s = self.settings
-        weights_data, arch_data = split(train_data, fraction=s.arch_split, seed=self.seed)
+        weights_data, arch_data = self.splits(train_data)
+        self.data = {"weights": weights_data, "architecture": arch_data}
         counts = count_examples(weights_data), count_examples(arch_data)
         batch = min(self.batch_size, *counts)
         if self.teacher is not None and batch < 3:
@@ -146,7 +152,12 @@ class SupernetSearch:
             )
         steps_per_epoch = counts[0] // batch
         image_size = [int(d) for d in next(iter(weights_data.take(1)))[0].shape[:2]]
-        record = {"search": _jsonable(dataclasses.asdict(s)), "batch_size": batch, "seed": self.seed}
+        record = {
+            "search": _jsonable(dataclasses.asdict(s)),
+            "batch_size": batch,
+            "seed": self.seed,
+            "images": {"weights": counts[0], "architecture": counts[1]},
+        }
         state = self.checkpoint.read()
         if state is not None:
             saved = {k: state["settings"].get(k) for k in record}
@@ -200,6 +211,14 @@ class SupernetSearch:
             if stop_after is not None and epoch + 1 >= int(stop_after) and epoch + 1 < s.epochs:
                 break
         return self.result()
+
+    def splits(self, train_data):
+        """`(weights_data, arch_data)`: the two disjoint parts of `train_data` that `run` trains on.
+
+        The architecture split is `SearchSettings.arch_split` of the elements, chosen by the
+        search's seed (`tfnas.data.split`), so a resumed search gets the same parts.
+        """
+        return split(train_data, fraction=self.settings.arch_split, seed=self.seed)
 
     def restore_supernet(self):
         """Builds the supernet and loads the last checkpoint into it (e.g. to read its stem).

@@ -12,13 +12,15 @@ class SearchSettings:
 
     Weights are trained on the training split and {alpha, beta, m} on a held-out architecture
     split of the training data (`arch_split`; the thesis uses val2017, whose results then leak).
+    Under `OneShotTuner` the training data are meta-train: the proxy task's meta-val, on which
+    the derived architectures are scored, is held out before this split.
 
     Args:
         epochs: int, search epochs (35).
         model_lr: float, Adam learning rate of the weights, constant (1e-3).
         arch_lr: float, Adam learning rate of the architecture parameters at epoch 0 (5e-3).
         arch_lr_drops: tuple of (epoch, lr): from that epoch on (((20, 2.5e-3), (25, 1.25e-3))).
-        arch_split: float, share of the training data held out for the architecture (0.1).
+        arch_split: float, share of the supernet's training data held out for the architecture (0.1).
         temperature_start: float, tau at the first step (10).
         temperature_end: float, tau at the last step (0.001).
         heatmap_weight, grouping_weight, teacher_weight, flops_weight: loss weights (1, 1e-3, 1, 1e-3).
