@@ -124,7 +124,7 @@ def test_settings_reject_bad_values_with_what_to_do():
         ({"epochs": 0}, "epochs=0 must be an integer >= 1"),
         ({"batch_size": 2.5}, "batch_size=2.5"),
         ({"scale_range": (2.0, 0.5)}, "0 < lo <= hi"),
-        ({"mixed_precision": "mixed_float16"}, "use 'mixed_bfloat16'"),
+        ({"mixed_precision": "float16"}, "mixed_precision='float16'; expected None or one of"),
         ({"strategy": "mirrored"}, "tf.distribute.MirroredStrategy()"),
     ):
         with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):

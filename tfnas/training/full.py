@@ -10,7 +10,16 @@ for as long as its paper says, with the recipe of its task (`tfnas.training.reci
   3e-3 on the decoder, batch 64, random scale in [0.5, 2], mirror, crop);
 - depth, pose, multi-person pose: the task's own `Task.TRAINING` and `Task.learning_rate`;
 
-stretched to the epochs asked for (`TrainSettings.epochs`).
+stretched to the epochs asked for (`TrainSettings.epochs`). Tasks with keypoint targets
+(pose, multi-person pose) are augmented as HigherHRNet trains (`keypoint_augmentation`:
+random scale in [0.75, 1.5], rotation in [-30, 30] degrees, flip with the task's flip
+pairs, `tfnas.data.augment`); `TrainSettings(scale=False)` turns that off (flips only).
+
+Mixed precision: under `"mixed_bfloat16"` the steps run as they are; under
+`"mixed_float16"` every optimizer group's optimizer is a `keras.optimizers.LossScaleOptimizer`
+(`parameter_groups`) and `FullTrainingModel` scales the loss, unscales the gradients and
+skips a step whose gradients overflow in any group (each group's scale then halves, so
+the scales stay equal); the outputs are cast to float32 before the loss and the metrics.
 
 The model is a tfnas training model (a nested `"encoder"` and `"decoder"`, a dict of
 `"logits"` and `"aux_*"` outputs); it is trained by `tfnas.training.stages` (`ProxyModel`
@@ -44,9 +53,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfnas.data import as_examples, count_examples
+from tfnas.data.augment import RandomAffineTransform
 from tfnas.io import atomic_path
 from tfnas.report.progress import format_duration
 from tfnas.search_dir import MODEL_WEIGHTS
+from tfnas.spaces.base import MAIN_OUTPUT
 from tfnas.tasks import get_task
 from tfnas.training.checkpoints import Checkpoint
 from tfnas.training.polyak import ParameterGroup
@@ -65,6 +76,8 @@ __all__ = [
     "FullTrainingModel",
     "TrainSettings",
     "freeze_batchnorm",
+    "keypoint_augmentation",
+    "parameter_groups",
     "random_scale_crop",
     "recipe",
     "train",
@@ -76,13 +89,37 @@ IMAGE_FILL = 128
 TENSORBOARD_DIR = "tensorboard"
 
 
+#: The dtype policy whose training needs loss scaling (float16 gradients underflow).
+LOSS_SCALED_POLICY = "mixed_float16"
+
+
+def _float32(outputs):
+    """The network's outputs (a dict of logits, or the logits) cast to float32."""
+    if isinstance(outputs, dict):
+        return {key: tf.cast(value, tf.float32) for key, value in outputs.items()}
+    return {MAIN_OUTPUT: tf.cast(outputs, tf.float32)}
+
+
 class FullTrainingModel(ProxyModel):
     """`ProxyModel` whose auxiliary-loss weight is a variable, so that it can change between
     epochs without tracing the training step again (no teacher, no distillation).
 
+    Outputs are cast to float32 before the loss and the metric (a mixed-precision network
+    computes its logits in float16 or bfloat16). When every group's optimizer is a
+    `keras.optimizers.LossScaleOptimizer` (`parameter_groups` under `"mixed_float16"`), a
+    step multiplies the loss by the loss scale before differentiating; if any gradient of
+    any group is not finite, every group skips the step and halves its scale (the groups'
+    scales start equal and so stay equal: the loss is scaled by the first group's), else
+    each group unscales its gradients and applies them, doubling its scale after
+    `dynamic_growth_steps` good steps in a row (Keras' dynamic loss scaling).
+
     Args:
         network, groups, task: as `ProxyModel`.
         aux_weight: float, the initial weight of each auxiliary output's loss.
+
+    Raises:
+        ValueError: if some groups scale the loss and others do not, their scales differ,
+            or a `"mixed_float16"` network comes without loss-scaling groups.
     """
 
     def __init__(self, network, groups, task, aux_weight=DEFAULT_AUX_WEIGHT, **kwargs):
@@ -90,6 +127,65 @@ class FullTrainingModel(ProxyModel):
         self.aux_weight = keras.Variable(
             float(aux_weight), dtype="float32", trainable=False, name="aux_weight"
         )
+        scaled = [isinstance(g.optimizer, keras.optimizers.LossScaleOptimizer) for g in self.groups]
+        self.loss_scaled = bool(scaled) and all(scaled)
+        if any(scaled) and not self.loss_scaled:
+            raise ValueError(
+                f"optimizer groups {[g.flat.name for g in self.groups]} scale the loss as "
+                f"{scaled}; either every group's optimizer is a LossScaleOptimizer or none is"
+            )
+        if self.loss_scaled:
+            scales = {float(g.optimizer.dynamic_scale.numpy()) for g in self.groups}
+            if len(scales) > 1:
+                raise ValueError(
+                    f"the groups' loss scales differ ({sorted(scales)}); one loss is scaled "
+                    "for all of them, so give every LossScaleOptimizer the same initial_scale"
+                )
+        policy = network.dtype_policy.name
+        if policy == LOSS_SCALED_POLICY and not self.loss_scaled:
+            raise ValueError(
+                f"the network computes in {policy!r}, whose float16 gradients underflow "
+                "without loss scaling; make the groups with parameter_groups (each optimizer "
+                "a keras.optimizers.LossScaleOptimizer)"
+            )
+
+    def call(self, inputs, training=False):
+        """Runs the wrapped network; its outputs as a dict of float32 logits."""
+        return _float32(self.network(inputs, training=training))
+
+    def train_step(self, data):
+        """One update of every optimizer group on a batch (loss-scaled under float16)."""
+        self.traces["train_step"] += 1
+        inputs, targets, _ = self._unpack(data)
+        variables = [v for group in self.groups for v in group.variables]
+        with tf.GradientTape() as tape:
+            outputs = _float32(self.network(inputs, training=True))
+            total, parts = self.proxy_loss(targets, outputs)
+            objective = self.groups[0].optimizer.scale_loss(total) if self.loss_scaled else total
+        gradients = tape.gradient(objective, variables)
+        if self.loss_scaled:
+            # An overflow in one group must skip the step of all of them: NaN gradients
+            # everywhere make each LossScaleOptimizer skip and halve its scale.
+            finite = tf.reduce_all(
+                tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None])
+            )
+            keep = tf.where(finite, 1.0, float("nan"))
+            gradients = [None if g is None else g * tf.cast(keep, g.dtype) for g in gradients]
+        start = 0
+        for group in self.groups:
+            group.apply(gradients[start : start + len(group.variables)])
+            start += len(group.variables)
+        for name, value in parts.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def test_step(self, data):
+        """Accumulates the task's metric on the main output (cast to float32)."""
+        self.traces["test_step"] += 1
+        inputs, targets, _ = self._unpack(data)
+        outputs = _float32(self.network(inputs, training=False))
+        self.metric.update_state(targets, outputs[MAIN_OUTPUT])
+        return {self.metric.name: self.metric.result()}
 
 
 def freeze_batchnorm(model):
@@ -168,13 +264,54 @@ def random_scale_crop(dataset, scale_range, crop_size, target_fill, seed):
     return dataset.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+def keypoint_augmentation(task, settings):
+    """The random affine augmentation full training gives a keypoint task, or None.
+
+    HigherHRNet's COCO settings (`tfnas.data.augment.RandomAffineTransform`: scale in
+    [0.75, 1.5], rotation in [-30, 30] degrees, no shift), the flip with the task's flip
+    pairs when `settings.flip`. None for tasks with per-pixel targets (they scale and crop,
+    `random_scale_crop`) and when `settings.scale` is False.
+
+    Args:
+        task: a `tfnas.tasks.Task`.
+        settings: `TrainSettings` as the user gave them (before `resolve`, which turns
+            `scale` off for keypoint targets).
+
+    Returns:
+        `RandomAffineTransform` or None.
+    """
+    spec = task.target_spec
+    if not (settings.scale and isinstance(spec, dict) and "keypoints" in spec):
+        return None
+    return RandomAffineTransform(
+        flip_probability=0.5 if settings.flip else 0.0, flip_pairs=getattr(task, "flip_pairs", ())
+    )
+
+
 def epoch_seed(seed, epoch):
     """The seed of one epoch's shuffle and augmentations."""
     return int(seed) * 1_000_003 + int(epoch)
 
 
-def _groups(model, plan, task, steps_per_epoch):
-    """`{"encoder": ParameterGroup, "decoder": ParameterGroup}` of their trainable variables."""
+def parameter_groups(model, plan, task, steps_per_epoch):
+    """`{"encoder": ParameterGroup, "decoder": ParameterGroup}` of their trainable variables.
+
+    Each optimizer is the recipe's (`Plan.optimizer`), wrapped in a
+    `keras.optimizers.LossScaleOptimizer` (Keras' defaults: scale 2**15, doubled after 2000
+    good steps) when the model computes in `"mixed_float16"`.
+
+    Args:
+        model: a tfnas training model (nested `"encoder"` and `"decoder"`).
+        plan: the `Plan` of the training.
+        task: the `tfnas.tasks.Task`.
+        steps_per_epoch: int, optimizer steps per epoch (the schedules count in them).
+
+    Returns:
+        dict of `ParameterGroup`, the parts without trainable variables left out.
+
+    Raises:
+        ValueError: if the model has no nested encoder and decoder.
+    """
     try:
         parts = {name: model.get_layer(name) for name in ("encoder", "decoder")}
     except ValueError:
@@ -182,10 +319,14 @@ def _groups(model, plan, task, steps_per_epoch):
             f"model {model.name!r} has no nested 'encoder' and 'decoder' models; train a "
             "tfnas training model (space.build_genotype(...) or SearchDir.load_trial_model)"
         ) from None
+    scaled = model.dtype_policy.name == LOSS_SCALED_POLICY
+
+    def optimizer(name):
+        inner = plan.optimizer(task, name, steps_per_epoch)
+        return keras.optimizers.LossScaleOptimizer(inner) if scaled else inner
+
     return {
-        name: ParameterGroup(
-            plan.optimizer(task, name, steps_per_epoch), part.trainable_variables, name=f"{name}_parameters"
-        )
+        name: ParameterGroup(optimizer(name), part.trainable_variables, name=f"{name}_parameters")
         for name, part in parts.items()
         if part.trainable_variables
     }
@@ -225,8 +366,7 @@ def _target_fill(task, dataset, image_size):
     return np.asarray(task.padding_target(image_size)).flat[0]
 
 
-def _check_resume(saved, settings, path):
-    given = settings.to_json()
+def _check_resume(saved, given, path):
     differ = [f"{k}: {saved.get(k)!r} there, {v!r} now" for k, v in given.items() if saved.get(k) != v]
     if differ:
         raise ValueError(
@@ -288,7 +428,9 @@ def train(model, task, train, val, directory, settings=None, resume=False, verbo
         FloatingPointError: when the loss or the weights stop being finite.
     """
     task = get_task(task)
-    settings = (settings or TrainSettings()).resolve(task)
+    requested = settings or TrainSettings()
+    settings = requested.resolve(task)
+    affine = keypoint_augmentation(task, requested)
     plan = Plan(settings, task)
     train, val = as_examples(train, "train"), as_examples(val, "val")
     if val is None:
@@ -320,11 +462,12 @@ def train(model, task, train, val, directory, settings=None, resume=False, verbo
             f"{directory} holds a training checkpoint (epoch {state['epoch']}); pass resume=True "
             "(tfnas train --resume) to continue it, or train into another directory"
         )
+    saved_settings = {**settings.to_json(), "keypoint_augmentation": affine and affine.config()}
     if state is not None:
-        _check_resume(state["settings"], settings, checkpoint.state_file)
+        _check_resume(state["settings"], saved_settings, checkpoint.state_file)
 
     with settings.strategy.scope() if settings.strategy is not None else contextlib.nullcontext():
-        groups = _groups(model, plan, task, steps_per_epoch)
+        groups = parameter_groups(model, plan, task, steps_per_epoch)
         wrapper = FullTrainingModel(
             model, list(groups.values()), task, plan.aux_weight(0), name="full_training"
         )
@@ -357,8 +500,15 @@ def train(model, task, train, val, directory, settings=None, resume=False, verbo
             data = train
             if settings.scale:
                 data = random_scale_crop(data, settings.scale_range, settings.crop_size, target_fill, seed)
+            if affine is not None:  # keypoint tasks: scale, rotation and flip in one map
+                data = affine.map(data, seed)
             batches = task.pipeline(
-                data, batch_size, shuffle=True, seed=seed, augment=settings.flip, drop_remainder=True
+                data,
+                batch_size,
+                shuffle=True,
+                seed=seed,
+                augment=settings.flip and affine is None,
+                drop_remainder=True,
             )
             rates = {name: float(group.optimizer.learning_rate) for name, group in groups.items()}
             try:
@@ -392,7 +542,7 @@ def train(model, task, train, val, directory, settings=None, resume=False, verbo
                 },
             )
             summaries.write(epoch + 1, "validation", scores)
-            checkpoint.save(epoch + 1, model, wrapper.groups, settings.to_json(), history)
+            checkpoint.save(epoch + 1, model, wrapper.groups, saved_settings, history)
             if verbose:
                 left = np.mean(seconds[1:] or seconds) * (settings.epochs - epoch - 1)  # the first traces
                 print(

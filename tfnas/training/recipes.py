@@ -53,7 +53,7 @@ DEFAULT_AUX_WEIGHT = 0.15
 #: Batch size of recipes that give none.
 DEFAULT_BATCH_SIZE = 16
 #: Mixed-precision policies `TrainSettings.mixed_precision` accepts.
-MIXED_PRECISION = ("mixed_bfloat16",)
+MIXED_PRECISION = ("mixed_bfloat16", "mixed_float16")
 
 
 def recipe(task):
@@ -110,10 +110,12 @@ class TrainSettings:
             scale and offset still train); `epochs` or more never freezes. None: the
             recipe's point scaled (segmentation: halfway through its last stage, epoch 130
             of 180), else never.
-        flip: bool, mirror each example with probability 1/2 (keypoints move with it).
-            Default True.
-        scale: bool, random scale and crop of the recipe (per-pixel targets only:
-            segmentation and depth; pose trains with flips only). Default True.
+        flip: bool, mirror each example with probability 1/2 (keypoints move with it, their
+            left and right joints swapped). Default True.
+        scale: bool, the recipe's geometric augmentation: random scale and crop for
+            per-pixel targets (segmentation, depth); for keypoint targets (pose, multi-person
+            pose) HigherHRNet's random scale in [0.75, 1.5] and rotation in [-30, 30]
+            degrees (`tfnas.training.full.keypoint_augmentation`). Default True.
         scale_range: `(lo, hi)`, scale factors drawn uniformly. None: the recipe's
             ((0.5, 2.0)).
         crop_size: int or `(height, width)` of the crops (padded where the scaled image is
@@ -123,9 +125,10 @@ class TrainSettings:
             is 0.9 in Keras). Default 0.9.
         seed: int, seeds the shuffles and augmentations of every epoch (`train` sets the
             global seed to it, `keras.utils.set_random_seed`). Default 0.
-        mixed_precision: None or `"mixed_bfloat16"`: the Keras dtype policy to build and
-            train in (build the model inside `scope()`). `"mixed_float16"` needs loss
-            scaling, which `ParameterGroup` does not do yet.
+        mixed_precision: None, `"mixed_bfloat16"` or `"mixed_float16"`: the Keras dtype
+            policy to build and train in (build the model inside `scope()`). Under
+            `"mixed_float16"` every optimizer is a `keras.optimizers.LossScaleOptimizer` and
+            the training step scales the loss (`tfnas.training.full.FullTrainingModel`).
         strategy: None or a `tf.distribute.Strategy`; `tf.distribute.MirroredStrategy()`
             trains on every GPU of one machine (build the model inside `scope()`). Default
             None: the default device. Not saved in checkpoints.
@@ -175,11 +178,6 @@ class TrainSettings:
             self.crop_size = tuple(int(s) for s in size)
         if not 0.0 <= float(self.bn_momentum) < 1.0:
             raise ValueError(f"bn_momentum={self.bn_momentum!r} must be in [0, 1)")
-        if self.mixed_precision == "mixed_float16":
-            raise ValueError(
-                "mixed_precision='mixed_float16' needs loss scaling, which the optimizer groups "
-                "do not do yet; use 'mixed_bfloat16' (GPUs from Ampere on, TPUs) or None"
-            )
         if self.mixed_precision not in (None, *MIXED_PRECISION):
             raise ValueError(
                 f"mixed_precision={self.mixed_precision!r}; expected None or one of {list(MIXED_PRECISION)}"
@@ -193,8 +191,9 @@ class TrainSettings:
     def resolve(self, task):
         """These settings with every None replaced by the task's recipe (crop size aside).
 
-        Tasks with keypoint targets train with flips only (their recipes' scale and rotation
-        would have to move the keypoints: not done yet).
+        Tasks with keypoint targets get no scale range (their scale and rotation are
+        HigherHRNet's, `tfnas.training.full.keypoint_augmentation`, which moves the
+        keypoints); `scale` here stays the scale-and-crop of per-pixel targets.
 
         Args:
             task: a `tfnas.tasks.Task` or its name.

@@ -85,6 +85,19 @@ def register(subparsers):
         "trial's proxy-trained weights",
     )
     parser.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="train without the recipe's augmentation: no flips, no random scale and crop, no "
+        "rotation of keypoint data (default: augment as the recipe says)",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("mixed_float16", "mixed_bfloat16"),
+        default=None,
+        help="Keras dtype policy to train in on a GPU (mixed_float16 with loss scaling; "
+        "mixed_bfloat16 from Ampere on, TPUs) (default: float32)",
+    )
+    parser.add_argument(
         "--verbose", type=int, choices=(0, 1), default=1, help="0: silent, 1: one line per epoch (default: 1)"
     )
     parser.set_defaults(func=run_train)
@@ -242,7 +255,7 @@ def run_train(args):
     """
     from tfnas.cli import UsageError
     from tfnas.io import atomic_write_json
-    from tfnas.training.full import train
+    from tfnas.training.full import keypoint_augmentation, train
     from tfnas.training.recipes import TrainSettings, recipe
 
     source = _source(args.run_dir)
@@ -260,10 +273,14 @@ def run_train(args):
     previous = _previous(out, source, trial_id, args.resume)
     saved = (previous or {}).get("settings", {})
     seed = int(cli.get("seed") or 0)
+    augment = not (args.no_augment or saved.get("augment") is False)  # a resume keeps it
     settings = TrainSettings(
         epochs=args.epochs or saved.get("epochs"),
         batch_size=args.batch_size or saved.get("batch_size"),
+        flip=augment,
+        scale=augment,
         seed=seed,
+        mixed_precision=args.mixed_precision or saved.get("mixed_precision"),
     )
     from_scratch = bool(args.from_scratch or (previous or {}).get("from_scratch"))
 
@@ -274,6 +291,7 @@ def run_train(args):
         if from_scratch:
             model = _reinitialised(source, model, metadata["hyperparameters"], seed)
     resolved = settings.resolve(task)
+    affine = keypoint_augmentation(task, settings)
 
     os.makedirs(out.path, exist_ok=True)
     out.update_run(
@@ -285,7 +303,8 @@ def run_train(args):
                 "trial": trial_id,
                 "from_scratch": from_scratch,
                 "recipe": recipe(task)["source"],
-                "settings": resolved.to_json(),
+                "settings": {**resolved.to_json(), "augment": augment},
+                "keypoint_augmentation": affine and affine.config(),
             },
         }
     )
