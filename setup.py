@@ -50,6 +50,10 @@ setup(
         "matplotlib",  # tfnas report
         "pycocotools==2.0.11",  # COCO keypoint AP of the bottom-up pose task
         "scipy",  # people grouping of the bottom-up pose task
+        # quantization-aware training (tfnas.serving.qat): tfmot quantizes tf_keras (Keras 2) models
+        # only; tf_keras must match TensorFlow's minor version. tfmot pins absl-py~=1.2.
+        "tf_keras==2.21.0",
+        "tensorflow-model-optimization==0.8.1",
     ],
     extras_require={
         "cpu": [],  # kept so that `pip install tfnas[cpu]` keeps working: the base install is CPU
