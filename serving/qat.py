@@ -709,7 +709,7 @@ def to_tflite_int8(qat, path, input_size=None, batch_size=1, representative_data
 
     import tensorflow as tf
 
-    from tfnas.serving.tflite import tflite_op_census
+    from tfnas.serving.tflite import tflite_op_census, tflite_predict
 
     model = qat.model if isinstance(qat, TfKerasModel) else qat
     concrete, _ = _logits_function(model, input_size, batch_size)
@@ -733,32 +733,8 @@ def to_tflite_int8(qat, path, input_size=None, batch_size=1, representative_data
         "op_counts": dict(tflite_op_census(path)),
     }
     if check_images is not None:
-        report.update(_compare(model, lambda images: _tflite_logits(path, images), check_images))
+        report.update(_compare(model, lambda images: tflite_predict(path, images), check_images))
     return report
-
-
-def _tflite_logits(path, images):
-    """`tfnas.serving.tflite.tflite_predict`, or TFLite's builtin kernels where the XNNPACK delegate
-    fails to prepare a node (seen with int8 files of the digits reference model)."""
-    import warnings
-
-    import tensorflow as tf
-
-    from tfnas.preprocessing import preprocess
-    from tfnas.serving.tflite import tflite_predict
-
-    try:
-        return tflite_predict(path, images)
-    except RuntimeError as error:
-        if "XNNPACK" not in str(error):
-            raise
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        interpreter = tf.lite.Interpreter(
-            model_path=path,
-            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        )
-    return interpreter.get_signature_runner()(images=preprocess(np.asarray(images)).numpy())["logits"]
 
 
 def _compare(model, predict, images):

@@ -160,16 +160,33 @@ def tflite_predict(path, images, num_threads=None):
     Returns:
         float32 numpy logits `(N, h, w, C)`: the model's main output whatever its task
         (class logits, depths, heatmaps); `task.postprocess` turns it into the serving outputs.
-    """
-    import tensorflow as tf
 
+    Where TFLite's default XNNPACK delegate fails to prepare a node (seen with int8 files of
+    small digit-scene models), the file runs again on TFLite's builtin kernels.
+    """
     from tfnas.preprocessing import preprocess
 
+    inputs = preprocess(np.asarray(images)).numpy()
+    try:
+        return _interpreter(path, num_threads).get_signature_runner()(images=inputs)["logits"]
+    except RuntimeError as error:
+        if "XNNPACK" not in str(error):
+            raise
+    return _interpreter(path, num_threads, delegates=False).get_signature_runner()(images=inputs)["logits"]
+
+
+def _interpreter(path, num_threads=None, delegates=True):
+    """A `tf.lite.Interpreter`; `delegates=False`: builtin kernels only, no XNNPACK."""
+    import tensorflow as tf
+
+    options = {}
+    if not delegates:
+        options["experimental_op_resolver_type"] = (
+            tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
     with warnings.catch_warnings():  # "use ai_edge_litert": not installed; tf.lite still works in 2.21
         warnings.simplefilter("ignore", UserWarning)
-        interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
-    runner = interpreter.get_signature_runner()
-    return runner(images=preprocess(np.asarray(images)).numpy())["logits"]
+        return tf.lite.Interpreter(model_path=path, num_threads=num_threads, **options)
 
 
 def _class_maps(logits, size):
