@@ -306,6 +306,68 @@ def test_choices_with_equal_candidates_share_one_traced_function():
         assert not concrete.graph.captures  # every variable is an argument
 
 
+def _weighted_step(choice, x, logits, keep, tracing):
+    """One traced training step of `choice` in weighted mode with straight-through weights
+    (forward `keep`, backward the softmax of `logits`): loss, gradients of the input, of the
+    logits and of every trainable variable, and the non-trainable values after the step; the
+    weights are restored."""
+    initial = [v.numpy() for v in choice.weights]
+    choice.tracing = tracing
+
+    @tf.function
+    def step(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            soft = tf.nn.softmax(logits)
+            y = choice(t, training=True, mixture=keep + soft - tf.stop_gradient(soft))
+            loss = tf.reduce_sum(tf.sin(y) * y)
+        grads = tape.gradient(
+            loss, [t, logits, choice.trainable_variables], unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        return loss, grads
+
+    loss, (x_grad, logits_grad, variable_grads) = step(tf.constant(x))
+    result = {
+        "loss": float(loss),
+        "inputs": [x_grad.numpy(), logits_grad.numpy()],
+        "variables": {v.path: g.numpy() for v, g in zip(choice.trainable_variables, variable_grads)},
+        "state": {v.path: v.numpy() for v in choice.non_trainable_variables if v is not choice.index},
+    }
+    for variable, value in zip(choice.weights, initial):
+        variable.assign(value)
+    return result
+
+
+def test_shared_weighted_mode_matches_the_inline_one_and_runs_only_nonzero_candidates():
+    keras.utils.set_random_seed(3)
+    x = _x()
+    choice = Choice([ConvBN(4, 1), SepConv(4, 3), Tally(2.0), Identity(), Tally(-1.0)])
+    choice(x)
+    logits = tf.Variable([0.3, -0.2, 0.5, 0.1, 0.0])
+    keep = tf.constant([1.0, 0.0, 1.0, 0.0, 0.0])  # Dyn-EGS-like 0/1 weights: ConvBN and Tally(2)
+    shared = _weighted_step(choice, x, logits, keep, "shared")
+    inline = _weighted_step(choice, x, logits, keep, "inline")
+    _assert_same_step(shared, inline)
+    # Only the kept candidates ran: the first Tally counted one run, the last none; the
+    # skipped SepConv gets no gradient, the kept ConvBN does; every logit gets one (softmax).
+    runs = [shared["state"][c.runs.path] for c in (choice.candidates[2], choice.candidates[4])]
+    assert runs == [1.0, 0.0]
+    sep = {v.path for v in choice.candidates[1].trainable_variables}
+    conv = {v.path for v in choice.candidates[0].trainable_variables}
+    assert all(not shared["variables"][p].any() for p in sep)
+    assert all(shared["variables"][p].any() for p in conv)
+    assert np.all(shared["inputs"][1] != 0)
+    # Two choices of one family call one traced weighted function.
+    twin = Choice([ConvBN(4, 1), SepConv(4, 3), Tally(2.0), Identity(), Tally(-1.0)])
+    twin(x)
+    choice.tracing = "shared"
+    traced = choice._program.weighted.experimental_get_tracing_count()  # the steps above: training=True
+    pair = tf.function(lambda t: twin(choice(t, mixture=keep), mixture=keep))
+    pair(tf.constant(x))
+    assert twin._program is choice._program
+    assert choice._program.weighted.experimental_get_tracing_count() == traced + 1  # training=None, once
+
+
 def test_tracing_argument_is_validated_and_serialized_only_when_not_the_default():
     default = Choice([Identity(), Zero()])
     assert "tracing" not in default.get_config()

@@ -46,8 +46,11 @@ in. Only the chosen candidate runs, as before; outputs, gradients and state upda
 those of the inline Case up to float rounding (Grappler fuses differently across a function
 boundary: <= 2e-6 relative in the benchmark, batch-norm statistics identical), and a step
 takes about as long. The supernet's step then traces in 7-8 s, and its first call takes 13-17 s.
-`tracing="inline"` builds the Case in place (the old behaviour), as do eager calls, the
-weighted mode, mixed-precision policies and calls inside another `keras.StatelessScope`.
+The weighted mode goes through the same family function (`weighted_sum` in place of the
+Case), which is what makes the one-shot fabric supernet's step trace in a fraction of the
+time its nine ops per edge would take inline (`benchmarks/bench_oneshot_step.py`).
+`tracing="inline"` builds the Case (or the weighted sum) in place (the old behaviour), as do
+eager calls, mixed-precision policies and calls inside another `keras.StatelessScope`.
 A family must compute the same function of its variables: a candidate whose computation
 depends on something its `get_config` leaves out must not sit in two choices whose
 candidates' configurations are equal. (A custom gradient that re-runs the chosen candidate in
@@ -122,15 +125,24 @@ class _Program:
 
     def __init__(self):
         self.prototype = None
-        self.function = tf.function(
-            self._case, autograph=False, reduce_retracing=True, experimental_attributes={"_noinline": True}
-        )
+        options = dict(autograph=False, reduce_retracing=True, experimental_attributes={"_noinline": True})
+        self.function = tf.function(self._case, **options)
+        self.weighted = tf.function(self._weighted, **options)
 
     def _case(self, index, flat, variables, structure, training):
+        """The index mode: `tf.switch_case` on the index."""
+        return tf.switch_case(index, self._branches(flat, variables, structure, training))
+
+    def _weighted(self, mixture, flat, variables, structure, training):
+        """The weighted mode: `weighted_sum` of the candidates."""
+        return weighted_sum(self._branches(flat, variables, structure, training), mixture)
+
+    def _branches(self, flat, variables, structure, training):
+        """One callable per candidate of the prototype, on the variables passed in."""
         choice = self.prototype
         inputs = tf.nest.pack_sequence_as(structure, flat)
         if choice.candidates is None:
-            return tf.switch_case(index, [lambda x=x: x for x in inputs])
+            return [lambda x=x: x for x in inputs]
         branches, start = [], 0
         for k, candidate in enumerate(choice.candidates):
             own = candidate.variables
@@ -139,7 +151,7 @@ class _Program:
             branches.append(
                 lambda k=k, own=own, passed=passed: self._branch(choice, k, inputs, training, own, passed)
             )
-        return tf.switch_case(index, branches)
+        return branches
 
     @staticmethod
     def _branch(choice, k, inputs, training, own, passed):
@@ -152,6 +164,25 @@ class _Program:
             if new is not old:  # assigned in the call (batch-norm statistics, seed state)
                 variable.assign(new)
         return outputs
+
+
+def weighted_sum(branches, mixture):
+    """`sum_k mixture[k] * branches[k]()`, calling a branch only where its weight is not 0.
+
+    The largest weight's branch always runs (its output fixes the shape of the sum); every
+    other branch runs, under a `tf.cond`, only where its weight is non-zero. A branch that
+    does not run gives no gradient to its weight.
+
+    Args:
+        branches: list of callables returning tensors of one shape.
+        mixture: float tensor `(len(branches),)`.
+    """
+    first = tf.argmax(mixture, output_type=tf.int32)
+    out = tf.switch_case(first, [lambda k=k, b=b: mixture[k] * b() for k, b in enumerate(branches)])
+    for k, branch in enumerate(branches):
+        run = tf.logical_and(tf.not_equal(mixture[k], 0.0), tf.not_equal(first, k))
+        out = tf.cond(run, lambda k=k, b=branch, acc=out: acc + mixture[k] * b(), lambda acc=out: acc)
+    return out
 
 
 def _output_shape(layer, input_shape):
@@ -251,8 +282,8 @@ class Choice(keras.layers.Layer):
             return [lambda x=x: x for x in inputs]
         return [lambda k=k: self._run(k, inputs, training) for k in range(len(self.candidates))]
 
-    def _shared_case(self, inputs, training):
-        """The index mode through the family's traced function; None where it cannot be used."""
+    def _shared_call(self, inputs, training, mixture=None):
+        """The index (or weighted) mode through the family's traced function; None where it cannot be used."""
         layers = [self, *(self.candidates or [])]
         if any(layer.compute_dtype != layer.variable_dtype for layer in layers):
             return None  # mixed precision: values would be read autocast
@@ -267,6 +298,8 @@ class Choice(keras.layers.Layer):
         if program.prototype is None:
             program.prototype = self
         structure = tf.nest.map_structure(lambda _: 0, inputs)
+        if mixture is not None:
+            return program.weighted(mixture, tf.nest.flatten(inputs), variables, structure, training)
         return program.function(
             tf.convert_to_tensor(self.index), tf.nest.flatten(inputs), variables, structure, training
         )
@@ -281,23 +314,17 @@ class Choice(keras.layers.Layer):
                 docstring. Default None: index mode.
         """
         branches = self._branches(inputs, training)
+        if mixture is None and len(branches) == 1:
+            return branches[0]()
+        if mixture is not None:
+            mixture = tf.cast(tf.convert_to_tensor(mixture), self.compute_dtype)
+        if self.tracing == "shared" and tf.inside_function():
+            outputs = self._shared_call(inputs, training, mixture)
+            if outputs is not None:
+                return outputs
         if mixture is None:
-            if len(branches) == 1:
-                return branches[0]()
-            if self.tracing == "shared" and tf.inside_function():
-                outputs = self._shared_case(inputs, training)
-                if outputs is not None:
-                    return outputs
             return tf.switch_case(tf.convert_to_tensor(self.index), branches)
-        mixture = tf.cast(tf.convert_to_tensor(mixture), self.compute_dtype)
-        # The largest weight's candidate always runs (its output fixes the shape of the sum);
-        # every other candidate runs only where its weight is non-zero.
-        first = tf.argmax(mixture, output_type=tf.int32)
-        out = tf.switch_case(first, [lambda k=k, b=b: mixture[k] * b() for k, b in enumerate(branches)])
-        for k, branch in enumerate(branches):
-            run = tf.logical_and(tf.not_equal(mixture[k], 0.0), tf.not_equal(first, k))
-            out = tf.cond(run, lambda k=k, b=branch, acc=out: acc + mixture[k] * b(), lambda acc=out: acc)
-        return out
+        return weighted_sum(branches, mixture)
 
     def compute_output_shape(self, input_shape):
         if self.candidates is None:
@@ -375,4 +402,4 @@ class ZerosLike(keras.layers.Layer):
         return {**super().get_config(), "position": self.position}
 
 
-__all__ = ["Choice", "Take", "ZerosLike"]
+__all__ = ["Choice", "Take", "ZerosLike", "weighted_sum"]

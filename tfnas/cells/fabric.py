@@ -22,8 +22,10 @@ Specification and readings: `/work/shared/3M-POSE.md` (sections in brackets belo
 - **Dynamic inference** [11]: `heatmap_confidence` (skewness and kurtosis of the heatmaps),
   `count_keypoints`, `ExitGate` (pose), `softmax_confidence` and `SoftmaxExitGate` (segmentation).
 
-The one place where a cell combines candidates is `mix` (and its two users `FabricCell.call`
-and `mix_inputs`): the shared choice layer of the supernet work replaces it there.
+A derived network combines its kept candidates with `mix` (`FabricCell`, `mix_inputs`): a
+plain sum. The one-shot supernet (`tfnas.oneshot.FabricSupernet`) holds each edge's nine ops
+and each cell's macro inputs in a `tfnas.choice.Choice` instead, mixed in its weighted mode,
+which computes only the candidates whose weight is not zero.
 """
 
 import dataclasses
@@ -69,8 +71,8 @@ def _reduced(filters, ratio):
 def mix(outputs, weights=None):
     """Combines candidate outputs: their sum, or their sum weighted by `weights`.
 
-    This is the one point where the fabric combines candidates (ops of an edge, inputs of a
-    cell); the supernet's shared choice layer replaces it.
+    A derived network's cells and inputs combine their kept candidates here; the one-shot
+    supernet mixes through `tfnas.choice.Choice` instead (see the module docstring).
 
     Args:
         outputs: list of tensors of one shape.
@@ -364,13 +366,17 @@ class FabricCell(keras.layers.Layer):
     def call(self, inputs, edge_weights=None, training=None):
         weights = edge_weights or [None] * len(EDGES)
         nodes = [inputs]
-        for (source, target), ops, w in zip(EDGES, self.ops, weights):
-            y = mix([op(nodes[source], training=training) for op in ops], w)
+        for e, ((source, target), w) in enumerate(zip(EDGES, weights)):
+            y = self._edge(e, nodes[source], w, training)
             if target < len(nodes):
                 nodes[target] = nodes[target] + y
             else:
                 nodes.append(y)
         return self.project(keras.ops.concatenate(nodes[1:], axis=-1), training=training)
+
+    def _edge(self, e, x, weights, training):
+        """Edge e's ops on x, combined by `mix` (the supernet's cell chooses instead)."""
+        return mix([op(x, training=training) for op in self.ops[e]], weights)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)

@@ -21,13 +21,13 @@ Specification and readings: `/work/shared/3M-POSE.md` (sections in brackets).
   matrices and 1 - mean over teacher layers of the best Pearson correlation with a student
   layer, on the upper triangle.
 - `FabricSupernet` [3-5, 10]: the network with every candidate op and input, mixed by the
-  sampled weights.
+  sampled weights through `tfnas.choice.Choice` layers in weighted mode (the choice layer of
+  the index-mode supernets), which skip every candidate whose weight is 0: a Dyn-EGS step
+  computes the 1-2 kept ops of an edge and the kept inputs of a cell.
 - `SearchSettings` [8, 12]: the bi-level schedule and loss weights of the thesis.
 - `tfnas.oneshot.search.SupernetSearch` [12]: the bi-level training of the supernet, resumable
   per epoch (import it from its module; it uses `tfnas.training`). `tfnas.tuners.oneshot`
   turns its result into keras-tuner trials (`GumbelOracle`, `OneShotTuner`).
-
-The op and input weights enter the network through `tfnas.cells.fabric.mix`.
 """
 
 from tfnas.oneshot.costs import FabricCosts

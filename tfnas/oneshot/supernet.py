@@ -12,17 +12,51 @@ from tfnas.cells.fabric import (
     Resample,
     Split,
     Stem,
-    mix_inputs,
 )
+from tfnas.choice import Choice
+from tfnas.ops import Identity
+
+
+class SuperFabricCell(FabricCell):
+    """A fabric cell with all nine ops on every edge, each edge a `tfnas.choice.Choice`.
+
+    The supernet calls it with one weight per op of each edge (`ArchitectureParameters.sample`)
+    and the choice's weighted mode mixes them: an op whose weight is exactly 0 is not
+    computed. Dyn-EGS weights are 0/1 forward, so a step computes the 1 or 2 kept ops of an
+    edge, not nine, and an op's architecture logit gets its gradient through the Gumbel
+    softmax of the kept ones (straight-through, as in GDAS) rather than through its own output.
+
+    Args:
+        filters: int, the row width.
+        **kwargs: `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(filters, [FABRIC_OPS] * len(EDGES), **kwargs)
+        self.choices = [Choice(ops, name=f"o{e}") for e, ops in enumerate(self.ops)]
+
+    def _edge(self, e, x, weights, training):
+        if weights is None:
+            raise ValueError(
+                f"supernet cell {self.name!r} needs edge_weights: one weight per op of each edge"
+            )
+        return self.choices[e](x, training=training, mixture=weights)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("edges")
+        return config
 
 
 class FabricSupernet(keras.Model):
     """A `FabricSpace` with every candidate: nine ops on every edge, every possible macro input.
 
     `call(images, op_weights, input_weights)` mixes the candidates with the given weights
-    (`ArchitectureParameters.sample`) through `tfnas.cells.fabric.mix`; with the 0/1 weights
-    of a genotype it computes what that genotype's network computes (every cell is computed,
-    pruned or not). The stem, fuses, splits and heads are those of the derived networks.
+    (`ArchitectureParameters.sample`) through `tfnas.choice.Choice` layers in weighted mode:
+    one per edge (`SuperFabricCell`) and one per cell over its resampled macro inputs. With
+    the 0/1 weights of a genotype it computes what that genotype's network computes (every
+    cell is computed, pruned or not), and a candidate with weight 0 is skipped. The stem,
+    fuses, splits and heads are those of the derived networks.
 
     Args:
         space: a `tfnas.spaces.fabric.FabricSpace`.
@@ -43,16 +77,22 @@ class FabricSupernet(keras.Model):
         s = space
         self.stem = Stem(s.width, s.stem_channels, s.stem_blocks, name="stem")
         self.fabric_cells = [
-            FabricCell(s.widths[row], [FABRIC_OPS] * len(EDGES), name=f"cell{k}")
-            for k, (_, row) in enumerate(s.cells)
+            SuperFabricCell(s.widths[row], name=f"cell{k}") for k, (_, row) in enumerate(s.cells)
         ]
-        self.resamplers = {}
+        self.resamplers, self.input_choices = {}, []
         for k, (_, row) in enumerate(s.cells):
+            candidates = []
             for i in s.candidates(k):
-                if i != 1:
-                    direction, label = ("down", "above") if i == 0 else ("up", "below")
-                    name = f"cell{k}_{label}"
-                    self.resamplers[name] = Resample(s.widths[row], direction, name=name)
+                if i == 1:
+                    candidates.append(Identity(name=f"cell{k}_parallel"))
+                    continue
+                direction, label = ("down", "above") if i == 0 else ("up", "below")
+                name = f"cell{k}_{label}"
+                self.resamplers[name] = Resample(s.widths[row], direction, name=name)
+                candidates.append(self.resamplers[name])
+            # Candidate j reads entry j of the call's list: the input it resamples.
+            routes = list(range(len(candidates)))
+            self.input_choices.append(Choice(candidates, routes=routes, name=f"cell{k}_inputs"))
         self.fuses = {str(c): Fuse(s.width, s.rows_of(c), name=f"fuse{c}") for c in s.fuse_columns}
         self.splits = {str(c): Split(s.widths[: s.rows_of(c)], name=f"split{c}") for c in s.eel_columns}
         self.heads = {str(c): PoseHead(s.num_joints, s.tag_dim, name=s.head_key(c)) for c in s.fuse_columns}
@@ -66,15 +106,15 @@ class FabricSupernet(keras.Model):
             for row in range(s.rows_of(column)):
                 k = s.cell_index(column, row)
                 available = s.candidates(k)
-                parts = []
-                for i in available:
-                    x = prev[row + i - 1]
-                    if i == 0:
-                        x = self.resamplers[f"cell{k}_above"](x, training=training)
-                    elif i == 2:
-                        x = self.resamplers[f"cell{k}_below"]([x, prev[row]], training=training)
-                    parts.append(x)
-                x = mix_inputs(parts, tf.gather(input_weights[k], list(available)))
+                # above: the finer row's output; parallel: this row's; below: the coarser
+                # row's, with this row's as the size to resize it to.
+                parts = [
+                    prev[row - 1] if i == 0 else prev[row] if i == 1 else [prev[row + 1], prev[row]]
+                    for i in available
+                ]
+                x = self.input_choices[k](
+                    parts, training=training, mixture=tf.gather(input_weights[k], list(available))
+                )
                 edge_weights = [op_weights[k, e] for e in range(len(EDGES))]
                 current[row] = self.fabric_cells[k](x, edge_weights=edge_weights, training=training)
                 cell_outputs.append(current[row])
