@@ -13,7 +13,8 @@ kill lands at a known point with no hook in product code:
   saved (keras-tuner would queue that trial again).
 
 The same wrapper appends `start <id>` / `end <id>` to a log on each `NASTuner.run_trial`,
-so the test can check that no trial recorded as COMPLETED is ever started again.
+so the test can check that no trial recorded as COMPLETED is ever started again. The last
+run (no kill) has no new trial to run; it must start none and end with the results table.
 """
 
 import glob
@@ -30,7 +31,11 @@ from tfnas import pretrained
 from tfnas.search_dir import SearchDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRIALS = 3
+#: Trial 0 completes in the `fit` run; trial 1 is cut by the `fit`, `save` and `recorded`
+#: kills. A third trial would only add a training to the last run: that run is checked
+#: without it, since keras-tuner hands a reloaded Oracle's ongoing trials out again before
+#: it stops at max_trials, so a trial the `recorded` kill left "ongoing" would be re-run.
+TRIALS = 2
 
 SITECUSTOMIZE = textwrap.dedent('''
     """Test-only: SIGKILL this process on the n-th call of a chosen function (TFNAS_KILL_AT)."""

@@ -108,7 +108,8 @@ def _search(out, trials, log):
 def test_two_workers_share_one_cache_and_a_worker_killed_mid_trial_is_restarted(tmp_path):
     out = str(tmp_path / "run")
     with open(tmp_path / "log.txt", "w") as log:
-        launcher = _search(out, 3, log)
+        # Two trials: tuner0's (killed, then re-run by its restarted process) and tuner1's.
+        launcher = _search(out, 2, log)
         killed = None
         deadline = time.monotonic() + 900
         while killed is None and time.monotonic() < deadline and launcher.poll() is None:
@@ -125,7 +126,7 @@ def test_two_workers_share_one_cache_and_a_worker_killed_mid_trial_is_restarted(
     text = (tmp_path / "log.txt").read_text()
     assert "worker tuner0 ended with exit status -9; restarting it" in text
     trials = _trials(out)
-    assert sorted(trials) == ["0", "1", "2"]
+    assert sorted(trials) == ["0", "1"]
     assert all(t["status"] == "COMPLETED" for t in trials.values()), text[-3000:]
     # One worker computed the feature cache; the other, and the restarted one, reused it.
     assert text.count("feature cache: computing encoder outputs") == 2, text[-3000:]  # train + val
@@ -156,6 +157,13 @@ def test_two_workers_share_one_cache_and_a_worker_killed_mid_trial_is_restarted(
     assert os.path.exists(tmp_path / "exports" / "run" / "1" / "saved_model.pb")
 
 
+#: Trials of the chief-restart test: one per worker, both running when the chief is killed.
+#: Enough for what it checks: the first worker to finish then asks the new chief for a
+#: trial, and a chief that put the running trials in its retry queue would hand it the
+#: other worker's (keras-tuner serves the retry queue before it stops at max_trials).
+CHIEF_RESTART_TRIALS = 2
+
+
 def _process(out, tuner_id, port, log, *extra):
     """One process of a distributed search started the keras-tuner way (no `--workers`)."""
     env = dict(
@@ -165,7 +173,17 @@ def _process(out, tuner_id, port, log, *extra):
         KERASTUNER_ORACLE_PORT=str(port),
         TF_CPP_MIN_LOG_LEVEL="3",
     )
-    command = [sys.executable, "-m", "tfnas.cli", "search", *TINY, "--trials", "4", "--out", out]
+    command = [
+        sys.executable,
+        "-m",
+        "tfnas.cli",
+        "search",
+        *TINY,
+        "--trials",
+        str(CHIEF_RESTART_TRIALS),
+        "--out",
+        out,
+    ]
     return subprocess.Popen(command + list(extra), stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
@@ -202,11 +220,12 @@ def test_a_chief_restarted_with_resume_repeats_and_loses_no_trial(tmp_path):
     text = "\n".join(f"--- {name}\n" + (tmp_path / f"{name}.txt").read_text()[-2000:] for name in logs)
     assert "Reloading Tuner" in (tmp_path / "chief2.txt").read_text(), text
     trials = _trials(out)
-    assert sorted(trials) == ["0", "1", "2", "3"], text
+    ids = [str(i) for i in range(CHIEF_RESTART_TRIALS)]
+    assert sorted(trials) == ids, text
     assert all(t["status"] == "COMPLETED" for t in trials.values()), text
     oracle = json.load(open(os.path.join(out, "oracle.json")))
-    assert sorted(oracle["end_order"]) == ["0", "1", "2", "3"], text  # each ended once
-    assert oracle["run_times"] == {"0": 1, "1": 1, "2": 1, "3": 1}, text  # each ran once
+    assert sorted(oracle["end_order"]) == ids, text  # each ended once
+    assert oracle["run_times"] == dict.fromkeys(ids, 1), text  # each ran once
 
 
 def test_a_worker_without_a_chief_gives_up_in_bounded_time(tmp_path):
