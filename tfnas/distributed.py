@@ -13,6 +13,8 @@ the chief. tfnas adds what a search needs on top of that:
   half-written cache;
 - a worker that cannot reach the chief says so within `chief_timeout` seconds
   (`wait_for_chief`) instead of waiting keras-tuner's hour;
+- the chief (`serve_oracle`) stops within a second of its last worker, where keras-tuner's
+  server checks every 20 s;
 - `launch(...)` (`tfnas search --workers N`) starts the chief and N workers on one machine,
   splits the CPU threads between them, restarts a worker that dies (keras-tuner hands a
   restarted worker the trial it was running, so the trial is re-run and counted once), and
@@ -35,6 +37,8 @@ TUNER_ID, ORACLE_IP, ORACLE_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP"
 #: Seconds a worker waits for the chief before it gives up with a clear message.
 DEFAULT_CHIEF_TIMEOUT = 120.0
 LOCK_FILE = "prepare.lock"
+#: Seconds between the chief's checks that its workers are done.
+CHIEF_POLL = 1.0
 
 
 def role():
@@ -79,6 +83,35 @@ def wait_for_chief(timeout=DEFAULT_CHIEF_TIMEOUT):
         ) from None
     finally:
         channel.close()
+
+
+def serve_oracle(oracle, poll=CHIEF_POLL):
+    """Serves `oracle` to the workers over gRPC until every worker is done; the chief's role.
+
+    keras-tuner's `oracle_chief.start_server` with a shorter wait. Once the first worker has
+    been told to stop, keras-tuner's server checks every 20 s whether the others are done, so
+    a chief outlived its search by up to 20 s; this checks every `poll` seconds.
+
+    Args:
+        oracle: the chief's `keras_tuner.Oracle`.
+        poll: float, seconds between checks.
+    """
+    from concurrent import futures
+
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(f"{os.environ[ORACLE_IP]}:{os.environ[ORACLE_PORT]}")
+    server.start()
+    try:
+        while not (servicer.stop_triggered and exit_chief(oracle)):
+            time.sleep(poll)
+    finally:
+        server.stop(grace=1.0)  # lets a last answer to a worker go out
 
 
 def preparation_lock(directory, log=print):

@@ -25,7 +25,7 @@ from keras_tuner.src.distribute import utils as dist_utils
 import tfnas
 from tfnas import retention
 from tfnas.data import as_examples
-from tfnas.distributed import preparation_lock
+from tfnas.distributed import preparation_lock, serve_oracle
 from tfnas.report.progress import ProgressPrinter
 from tfnas.report.tensorboard import HParamsWriter
 from tfnas.search_dir import SearchDir
@@ -167,7 +167,10 @@ class NASTuner(keras_tuner.Tuner):
         """
         if dist_utils.is_chief_oracle():  # serves the Oracle to the workers, runs no trial
             self._write_run_file()
-            return super().search(verbose=verbose)
+            self.oracle.verbose = verbose
+            self.save()
+            serve_oracle(self.oracle)  # keras-tuner's server, stopping within a second of the last worker
+            return
         self._write_run_file()  # first, so that a search killed while preparing can be resumed
         # One process prepares (warm-up, feature cache); the workers of a distributed search
         # that come later wait, then reuse what it wrote.
