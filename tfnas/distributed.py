@@ -111,7 +111,7 @@ def serve_oracle(oracle, poll=CHIEF_POLL):
         while not (servicer.stop_triggered and exit_chief(oracle)):
             time.sleep(poll)
     finally:
-        server.stop(grace=1.0)  # lets a last answer to a worker go out
+        server.stop(grace=1.0).wait()  # lets a last answer to a worker go out
 
 
 def preparation_lock(directory, log=print):
