@@ -440,20 +440,7 @@ class DynamicServingModule(savedmodel.ServingModule):
         def logits(images):
             return {"logits": dynamic.exit_outputs(images)[last]}
 
-        functions = {
-            "serving_default": tf.function(predict, input_signature=[spec(tf.uint8)], autograph=False),
-            "serving_float": tf.function(predict, input_signature=[spec(tf.float32)], autograph=False),
-            "logits": tf.function(logits, input_signature=[spec(tf.float32)], autograph=False),
-        }
-        concrete = {name: fn.get_concrete_function() for name, fn in functions.items()}
-        seen, variables = set(), []
-        for fn in concrete.values():
-            for variable in fn.variables:
-                if id(variable) not in seen:
-                    seen.add(id(variable))
-                    variables.append(variable)
-        self.model_variables = variables
-        self._signatures = lambda: concrete
+        self._trace_signatures(predict, logits)
 
 
 def export_dynamic(

@@ -110,6 +110,10 @@ class ServingModule(tf.Module):
         def logits(images):
             return {"logits": run_model(images)}
 
+        self._trace_signatures(predict, logits)
+
+    def _trace_signatures(self, predict, logits):
+        """Traces the three signatures from `predict` (images -> serving outputs) and `logits`."""
         functions = {
             "serving_default": tf.function(predict, input_signature=[_image_spec(tf.uint8)], autograph=False),
             "serving_float": tf.function(predict, input_signature=[_image_spec(tf.float32)], autograph=False),

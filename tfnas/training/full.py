@@ -171,13 +171,7 @@ class FullTrainingModel(ProxyModel):
             )
             keep = tf.where(finite, 1.0, float("nan"))
             gradients = [None if g is None else g * tf.cast(keep, g.dtype) for g in gradients]
-        start = 0
-        for group in self.groups:
-            group.apply(gradients[start : start + len(group.variables)])
-            start += len(group.variables)
-        for name, value in parts.items():
-            self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return self._apply_and_track(gradients, parts)
 
     def test_step(self, data):
         """Accumulates the task's metric on the main output (cast to float32)."""

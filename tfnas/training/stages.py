@@ -163,7 +163,11 @@ class ProxyModel(keras.Model):
         with tf.GradientTape() as tape:
             outputs = self.network(inputs, training=True)
             total, parts = self.proxy_loss(targets, outputs, teacher)
-        gradients = tape.gradient(total, variables)
+        return self._apply_and_track(tape.gradient(total, variables), parts)
+
+    def _apply_and_track(self, gradients, parts):
+        """Applies `gradients` (aligned with the groups' variables, in order) group by group,
+        updates the loss trackers with `parts`; returns the trackers' results."""
         start = 0
         for group in self.groups:
             group.apply(gradients[start : start + len(group.variables)])
