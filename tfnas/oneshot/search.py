@@ -251,7 +251,7 @@ class SupernetSearch:
         self.arch_group = ParameterGroup(
             make_optimizer("adam", s.arch_lr), self.architecture.variables, name="architecture_parameters"
         )
-        self._step = tf.function(self._update)
+        self._step = tf.function(self._update, autograph=False)
 
     def _loss(self, images, targets, temperature, scale):
         s, task = self.settings, self.space.task
