@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 from keras_tuner.engine.trial import Trial
 
-from tfnas.cli import UsageError, _Parser
+from tfnas.cli import UsageError
+from tfnas.cli.options import Parser
 from tfnas.search_dir import SearchDir
 from tfnas.spaces import get_space
 from tfnas.tasks import get_task
@@ -54,8 +55,8 @@ def write_search(run_dir, space_name, genotype, cli, **space_kwargs):
 
 def parser():
     """A `tfnas`-like parser with the `train` subcommand."""
-    top = _Parser(prog="tfnas")
-    register(top.add_subparsers(dest="command", parser_class=_Parser))
+    top = Parser(prog="tfnas")
+    register(top.add_subparsers(dest="command", parser_class=Parser))
     return top
 
 
@@ -333,11 +334,11 @@ SCRIPT = textwrap.dedent('''
 
     keras.Model.save_weights = killing_save_weights
 
-    from tfnas.cli import _Parser
+    from tfnas.cli.options import Parser
     from tfnas.training.train_cli import register
 
-    parser = _Parser(prog="tfnas")
-    register(parser.add_subparsers(dest="command", parser_class=_Parser))
+    parser = Parser(prog="tfnas")
+    register(parser.add_subparsers(dest="command", parser_class=Parser))
     args = parser.parse_args(sys.argv[1:])
     sys.exit(args.func(args))
 ''')

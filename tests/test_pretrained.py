@@ -78,11 +78,11 @@ def test_digits_outside_0_to_9_are_refused():
 def test_only_the_builtin_data_at_the_shipped_width_gets_the_shipped_weights(given, expected):
     import argparse
 
-    from tfnas.cli import _pretrained_for_builtin_data
+    from tfnas.cli.data import pretrained_for_builtin_data
     from tfnas.tasks import get_task
 
     args = dict(encoder_weights=None, images=None, tfds=None, alpha=0.35, space="auxcell", digits="017")
-    weights, teacher = _pretrained_for_builtin_data(
+    weights, teacher = pretrained_for_builtin_data(
         argparse.Namespace(**{**args, **given}), get_task("segmentation", num_classes=4), "auto"
     )
     if expected == "shipped":

@@ -17,7 +17,7 @@ def register(subparsers):
     Returns:
         the subcommand's `ArgumentParser` (its `func` is `run_rerank`).
     """
-    from tfnas.cli import _positive_int
+    from tfnas.cli.options import positive_int
 
     parser = subparsers.add_parser(
         "rerank",
@@ -31,20 +31,20 @@ def register(subparsers):
     parser.add_argument("run_dir", metavar="RUN_DIR", help="search directory (tfnas search --out)")
     parser.add_argument(
         "--top",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="architectures to rerank (default: the earlier rerank's, else the space's: 10 for "
         "auxcell and template, 50 for dpc)",
     )
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="epochs of each architecture (default: the earlier rerank's, else 50)",
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="batch size (default: the recipe's: 64 for segmentation, 32 depth, 128 pose)",
     )

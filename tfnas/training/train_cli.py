@@ -42,7 +42,7 @@ def register(subparsers):
     Returns:
         the subcommand's `ArgumentParser` (its `func` is `run_train`).
     """
-    from tfnas.cli import _positive_int
+    from tfnas.cli.options import positive_int
 
     parser = subparsers.add_parser(
         "train",
@@ -63,14 +63,14 @@ def register(subparsers):
     )
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="epochs to train; the recipe's schedule is stretched to them (default: the "
         "recipe's: 180 for segmentation, 300 depth, 140 pose)",
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="batch size (default: the recipe's: 64 for segmentation, 32 depth, 128 pose)",
     )
@@ -129,12 +129,13 @@ def search_data(cli):
     Raises:
         UsageError: when the data cannot be loaded again.
     """
-    from tfnas.cli import UsageError, _load_data
+    from tfnas.cli import UsageError
+    from tfnas.cli.data import load_data
     from tfnas.data import split
 
     args = search_arguments(cli)
     try:
-        train_data, val_data, _ = _load_data(args)
+        train_data, val_data, _ = load_data(args)
         if val_data is None:  # the search's meta-train / meta-val split
             seed = int(cli.get("seed") or 0)
             train_data, val_data = split(train_data, fraction=args.val_fraction, seed=seed)
