@@ -31,7 +31,6 @@ Auxiliary outputs get the task loss with weight 0.15 each (the authors' code).
 """
 
 import dataclasses
-import gc
 import hashlib
 import os
 import time
@@ -648,8 +647,7 @@ class ProxyTask:
     def _standalone_trial(self, hp, trial_id, seed):
         """Builds the architecture as its own model (`_Trial`)."""
         space = self.trial_space
-        keras.backend.clear_session()
-        gc.collect()
+        keras.backend.clear_session()  # collects garbage too (free_memory=True)
         keras.utils.set_random_seed(seed)
         encoder = space.build_encoder()
         encoder.set_weights(self.data.encoder_weights)
