@@ -302,10 +302,13 @@ def test_train_lowers_the_loss_and_writes_checkpoints_tensorboard_and_exportable
     assert metadata["trial_id"] == "00" and metadata["score"] == pytest.approx(history[-1]["val"]["reward"])
     assert metadata["metrics"]["miou"] == pytest.approx(history[-1]["val"]["miou"])
     assert metadata["metrics"]["proxy_reward"] == 0.25 and metadata["metrics"]["params"] == 1234.0
-    proxy, _ = SearchDir(source).load_trial_model("00")
-    assert any(not np.array_equal(a, b) for a, b in zip(model.get_weights(), proxy.get_weights()))
-    proxy.load_weights(os.path.join(directory, "checkpoint", "epoch_0003", "network.weights.h5"))
-    for got, want in zip(model.get_weights(), proxy.get_weights()):  # the final weights are the last epoch's
+    # the same architecture: its files load into `model` (as load_trial_model("00") would
+    # load the proxy's, without building the network a second time)
+    final = model.get_weights()
+    model.load_weights(SearchDir(source).trial_weights("00"))
+    assert any(not np.array_equal(a, b) for a, b in zip(final, model.get_weights()))  # trained
+    model.load_weights(os.path.join(directory, "checkpoint", "epoch_0003", "network.weights.h5"))
+    for got, want in zip(final, model.get_weights()):  # the final weights are the last epoch's
         np.testing.assert_array_equal(got, want)
     # done: resuming again trains nothing more
     again = _capture(lambda: run_train(args(source, "--out", out, "--resume")))

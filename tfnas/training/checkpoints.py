@@ -59,10 +59,14 @@ class Checkpoint:
         )
         self.clean(keep=name)
 
+    def network_weights(self, state):
+        """The network's weights file of a committed `state`."""
+        return os.path.join(self.path, state["files"], NETWORK_WEIGHTS)
+
     def restore(self, state, network, groups):
         """Loads the weights and optimizer state of a committed `state`."""
         folder = os.path.join(self.path, state["files"])
-        network.load_weights(os.path.join(folder, NETWORK_WEIGHTS))
+        network.load_weights(self.network_weights(state))
         with np.load(os.path.join(folder, OPTIMIZER_STATE)) as arrays:
             for g, group in enumerate(groups):
                 variables = group.optimizer.variables
