@@ -24,6 +24,11 @@ from tfnas.preprocessing import preprocess
 from tfnas.spaces.fabric import FabricSpace
 from tfnas.tuners.oneshot import GumbelOracle, OneShotTuner
 
+#: The module fixtures' supernet steps are traced once and called again by later tests; the
+#: searches seed themselves, and TensorFlow's set_seed would empty the kernel cache before
+#: every test (tests/conftest.py).
+pytestmark = pytest.mark.reuses_traced_functions
+
 SETTINGS = oneshot.SearchSettings(epochs=2, arch_split=0.2)
 
 
