@@ -2,8 +2,10 @@
 
 The search (a 2-row, 2-column fabric of width 4 without early exits, six 32x32 figure
 scenes, two supernet epochs, two derived architectures scored as trials) runs as a
-subprocess. As in `test_crash_resume.py`, a test-only `sitecustomize.py` on the
-subprocess's PYTHONPATH wraps functions of tfnas and Keras, with no hook in product code:
+process of its own (`tfnas.cli.main`, as `python -m tfnas.cli search ...` runs it; forked
+from a process that has imported TensorFlow and tfnas once, `tests/_kill.py`). As in
+`test_crash_resume.py`, a test-only wrapper (`tests._kill.install`, installed in that
+process before the command runs) wraps functions of tfnas and Keras, with no hook in product code:
 it logs every supernet checkpoint (`epoch <n>`, after `Checkpoint.save` returns) and every
 trial (`start <id>` / `end <id>` around `NASTuner.run_trial`), and sends the process
 SIGKILL at a chosen point:
@@ -22,21 +24,18 @@ derived architectures, every epoch trained and every trial run to its end exactl
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 from tests._cli import run_cli
+from tests._kill import Runner
 from tfnas.oneshot import SearchSettings
 from tfnas.search_dir import SearchDir
 from tfnas.spaces import get_space
 from tfnas.tasks import get_task
 from tfnas.tuners.oneshot import ONESHOT_DIR, GumbelOracle, OneShotTuner
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENES, IMAGE_SIZE, EPOCHS, TRIALS, BATCH = 6, 32, 2, 2, 2
 ARGS = [
     "--space", "fabric", "--task", "pose-multi", "--oracle", "gumbel", "--trials", str(TRIALS),
@@ -46,112 +45,6 @@ ARGS = [
     "--stage1-epochs", "1", "--stage2-epochs", "0", "--batch-size", "4", "--cache-images", "4",
     "--latency-runs", "0", "--no-termination", "--seed", "0",
 ]  # fmt: skip
-
-SITECUSTOMIZE = textwrap.dedent('''
-    """Test-only: log supernet epochs and trials, SIGKILL at a chosen point (TFNAS_KILL_AT)."""
-    import os
-    import signal
-
-    def _install():
-        log_path = os.environ["TFNAS_ONESHOT_LOG"]
-        target, _, nth = os.environ.get("TFNAS_KILL_AT", "none:0").partition(":")
-        nth, calls, saved = int(nth), [0], [False]
-
-        def log(line):
-            with open(log_path, "a") as f:
-                f.write(line + "\\n")
-
-        def reached():
-            calls[0] += 1
-            return calls[0] == nth
-
-        def die(where):
-            log(f"killed {where}")
-            os.kill(os.getpid(), signal.SIGKILL)
-
-        import keras
-        from tfnas.oneshot.search import SupernetSearch
-        from tfnas.training.checkpoints import Checkpoint
-        from tfnas.tuners.nas_tuner import NASTuner
-
-        save = Checkpoint.save
-
-        def logged_save(self, epoch, *args, **kwargs):
-            save(self, epoch, *args, **kwargs)
-            saved[0] = True
-            log(f"epoch {epoch}")
-
-        Checkpoint.save = logged_save
-        run_trial = NASTuner.run_trial
-
-        def logged_run_trial(self, trial, *args, **kwargs):
-            log(f"start {trial.trial_id}")
-            result = run_trial(self, trial, *args, **kwargs)
-            log(f"end {trial.trial_id}")
-            return result
-
-        NASTuner.run_trial = logged_run_trial
-        if target == "supernet":
-            build = SupernetSearch._build
-
-            def killing_build(self, image_size):
-                built = self.supernet is not None
-                build(self, image_size)
-                if built:
-                    return
-                step = self._step
-
-                def killing_step(*args):
-                    if saved[0] and reached():
-                        die("supernet")
-                    return step(*args)
-
-                self._step = killing_step
-
-            SupernetSearch._build = killing_build
-        elif target == "fit":
-            fit = keras.Model.fit
-
-            def killing_fit(self, *args, **kwargs):
-                if reached():
-                    die("fit")
-                return fit(self, *args, **kwargs)
-
-            keras.Model.fit = killing_fit
-
-    if os.environ.get("TFNAS_ONESHOT_LOG"):
-        _install()
-''')
-
-
-def _start(tmp_path, argv, kill_at):
-    """Starts `tfnas search ARGV` as a subprocess that is killed at `kill_at`; see `_finish`."""
-    log = tmp_path / "search.log"
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "TFNAS_KILL_AT": kill_at,
-        "TFNAS_ONESHOT_LOG": str(log),
-        "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]),
-    }
-    command = [sys.executable, "-m", "tfnas.cli", "search", "--verbose", "0", *argv]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    process.log_start = len(log.read_text().splitlines()) if log.exists() else 0
-    return process
-
-
-def _finish(tmp_path, process):
-    """Waits for a search `_start`ed; returns (returncode, output, the lines it logged)."""
-    output, _ = process.communicate(timeout=600)
-    log = tmp_path / "search.log"
-    lines = log.read_text().splitlines()[process.log_start :] if log.exists() else []
-    return process.returncode, output, lines
-
-
-def _search(tmp_path, argv, kill_at):
-    return _finish(tmp_path, _start(tmp_path, argv, kill_at))
 
 
 def _files(out):
@@ -198,28 +91,28 @@ def _uninterrupted(tmp_path):
 
 @pytest.mark.slow
 def test_gumbel_search_killed_in_supernet_and_trial_resumes_to_the_uninterrupted_result(tmp_path):
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
     out = str(tmp_path / "run")
     state_file = os.path.join(out, ONESHOT_DIR, "checkpoint", "state.json")
+    with Runner(tmp_path) as runner:
+        # 1. Killed in the middle of the second supernet epoch: the first epoch is checkpointed.
+        #    Meanwhile (tracing is mostly one core's work) the uninterrupted reference trains here.
+        first_run = runner.start(["search", "--verbose", "0", "--out", out, *ARGS], "supernet:3")
+        try:
+            space, result, candidates = _uninterrupted(tmp_path)
+        finally:
+            returncode, output, lines = runner.finish(first_run)
+        assert returncode == -9, f"expected SIGKILL, got {returncode}\n{output[-3000:]}"
+        assert lines == ["epoch 0", "killed supernet"], lines
+        assert SearchDir(out).read_run()["space_config"] == space.config()  # the reference's space
+        with open(state_file) as f:
+            first = json.load(f)
+        assert first["epoch"] == 0 and len(first["history"]) == 1
 
-    # 1. Killed in the middle of the second supernet epoch: the first epoch is checkpointed.
-    #    Meanwhile (tracing is mostly one core's work) the uninterrupted reference trains here.
-    first_run = _start(tmp_path, ["--out", out, *ARGS], "supernet:3")
-    try:
-        space, result, candidates = _uninterrupted(tmp_path)
-    finally:
-        returncode, output, lines = _finish(tmp_path, first_run)
-    assert returncode == -9, f"expected SIGKILL, got {returncode}\n{output[-3000:]}"
-    assert lines == ["epoch 0", "killed supernet"], lines
-    assert SearchDir(out).read_run()["space_config"] == space.config()  # the reference's space
-    with open(state_file) as f:
-        first = json.load(f)
-    assert first["epoch"] == 0 and len(first["history"]) == 1
-
-    # 2. Resumed from that checkpoint (the second epoch again, not the first), killed in the
-    #    second trial's stage 1.
-    returncode, output, lines = _search(tmp_path, ["--out", out, "--resume"], "fit:2")
+        # 2. Resumed from that checkpoint (the second epoch again, not the first), killed in the
+        #    second trial's stage 1.
+        returncode, output, lines = runner.run(
+            ["search", "--verbose", "0", "--out", out, "--resume"], "fit:2"
+        )
     assert returncode == -9, f"expected SIGKILL, got {returncode}\n{output[-3000:]}"
     assert lines == ["epoch 1", "start 0", "end 0", "start 1", "killed fit"], lines
     with open(state_file) as f:
