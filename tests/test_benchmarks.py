@@ -88,9 +88,10 @@ def test_sample_efficiency_quick(tmp_path):
 
 @pytest.mark.slow
 def test_search_quick_stage1_part(tmp_path):
-    # Measurements 2 and 3 (a NASTuner trial against a stock keras-tuner trial) cost minutes
-    # of tracing even in --quick mode, so the suite runs measurement 1 only; RESULTS.md
-    # comes from full runs of the script.
+    # Measurements 2 and 3 (a NASTuner trial against a stock keras-tuner trial) would add about
+    # a minute of tracing even in --quick mode (the whole --quick run: ~80 s on one idle core,
+    # measurement 1 alone ~30 s), so the suite runs measurement 1 only; RESULTS.md comes from
+    # full runs of the script.
     data = _run("bench_search.py", tmp_path / "search.json", "--skip-tuners")
     assert data["mode"] == "quick"
     assert "throughput" not in data
