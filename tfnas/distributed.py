@@ -15,6 +15,8 @@ the chief. tfnas adds what a search needs on top of that:
   (`wait_for_chief`) instead of waiting keras-tuner's hour;
 - the chief (`serve_oracle`) stops within a second of its last worker, where keras-tuner's
   server checks every 20 s;
+- a worker whose call was in flight when the chief died retries it until the chief is back
+  (`RetryingStub`), instead of ending with "Socket closed";
 - `launch(...)` (`tfnas search --workers N`) starts the chief and N workers on one machine,
   splits the CPU threads between them, restarts a worker that dies (keras-tuner hands a
   restarted worker the trial it was running, so the trial is re-run and counted once), and
@@ -83,6 +85,63 @@ def wait_for_chief(timeout=DEFAULT_CHIEF_TIMEOUT):
         ) from None
     finally:
         channel.close()
+
+
+class RetryingStub:
+    """A worker's Oracle stub that repeats a call the chief dropped by going away.
+
+    keras-tuner's `OracleClient` calls with `wait_for_ready=True`, which waits for a chief
+    that is not up yet; but a call in flight when the chief dies fails with UNAVAILABLE
+    ("Socket closed") and ended the worker, and a chief restarted with `--resume` then waited
+    for that worker's trial forever. This repeats such a call (each repeat waits for the chief
+    again) until keras-tuner's deadline, which `wait_for_chief` sets to `--chief-timeout`.
+    The restarted chief hands a worker back its running trial, so `CreateTrial` is safe to
+    repeat; `EndTrial` is repeated only if the chief does not already hold the trial as
+    ended (the lost answer may have followed a recorded end), so no trial ends twice.
+
+    Args:
+        stub: keras-tuner's `OracleStub` (`OracleClient.stub`).
+        log: callable for a one-line message per repeated call.
+    """
+
+    def __init__(self, stub, log=print):
+        self._stub = stub
+        self._log = log
+
+    def __getattr__(self, name):
+        method = getattr(self._stub, name)
+        return lambda request, **kwargs: self._call(name, method, request, **kwargs)
+
+    def _call(self, name, method, request, **kwargs):
+        import grpc
+        from keras_tuner.src.distribute import oracle_client
+
+        deadline = time.monotonic() + float(oracle_client.TIMEOUT)
+        repeat = False
+        while True:
+            try:
+                if repeat and name == "EndTrial" and self._ended(request.trial.trial_id, kwargs):
+                    return None  # recorded before the answer was lost; OracleClient ignores it
+                return method(request, **kwargs)
+            except grpc.RpcError as err:
+                left = deadline - time.monotonic()
+                if err.code() != grpc.StatusCode.UNAVAILABLE or left <= 0:
+                    raise
+                self._log(
+                    f"tfnas: worker {os.environ.get(TUNER_ID)}: the chief dropped {name} "
+                    f"({err.details()}); calling again when it is back (for up to {left:.0f} s)"
+                )
+                kwargs["timeout"] = left
+                repeat = True
+                time.sleep(1.0)
+
+    def _ended(self, trial_id, kwargs):
+        """Whether the chief holds trial `trial_id` as ended (not RUNNING)."""
+        from keras_tuner.src import protos
+        from keras_tuner.src.engine import trial as trial_module
+
+        response = self._stub.GetTrial(protos.get_service().GetTrialRequest(trial_id=trial_id), **kwargs)
+        return trial_module.Trial.from_proto(response.trial).status != trial_module.TrialStatus.RUNNING
 
 
 def serve_oracle(oracle, poll=CHIEF_POLL):

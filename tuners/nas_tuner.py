@@ -20,12 +20,13 @@ import sys
 
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
+from keras_tuner.src.distribute import oracle_client
 from keras_tuner.src.distribute import utils as dist_utils
 
 import tfnas
 from tfnas import retention
 from tfnas.data import as_examples
-from tfnas.distributed import preparation_lock, serve_oracle
+from tfnas.distributed import RetryingStub, preparation_lock, serve_oracle
 from tfnas.report.progress import ProgressPrinter
 from tfnas.report.tensorboard import HParamsWriter
 from tfnas.search_dir import SearchDir
@@ -110,6 +111,8 @@ class NASTuner(keras_tuner.Tuner):
             overwrite=overwrite,
             **kwargs,
         )
+        if isinstance(self.oracle, oracle_client.OracleClient):  # a worker of a distributed search
+            self.oracle.stub = RetryingStub(self.oracle.stub)
         self.search_dir = SearchDir(self.project_dir)
         self._hparams = HParamsWriter(self.search_dir.tensorboard_dir, space=hypermodel)
         self._progress = None
