@@ -189,6 +189,8 @@ def controller_figure(history):
         if points:
             ax.plot(*zip(*points), marker="o", gid=key)
         ax.set_xlabel("controller update")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # updates are counted
+        ax.ticklabel_format(axis="y", useOffset=False)  # an entropy of 35.09 reads as 35.09, not +3.509e1
         ax.set_ylabel(key)
         ax.set_title(
             {
