@@ -5,6 +5,10 @@ traceback: exit status 2 for argument errors, 1 for errors found while running.
 `--debug` shows the traceback instead.
 """
 
+import os
+import subprocess
+import sys
+
 import pytest
 from _cli import run_cli
 
@@ -81,3 +85,18 @@ def test_missing_packages_say_what_to_install():
 def test_internal_errors_point_to_debug():
     text = describe_error(TypeError("unsupported operand"))
     assert text.startswith("TypeError: unsupported operand") and "--debug" in text
+
+
+def test_the_command_shows_no_tensorflow_start_up_lines():
+    """TensorFlow 2.21's import notices (absl, oneDNN, CUDA) ignore TF_CPP_MIN_LOG_LEVEL; the
+    command keeps them off the terminal, so a usage error is the only line a user sees."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tfnas.cli", "search", "--trials", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "tfnas search: error: argument --trials: 0 must be at least 1\n"

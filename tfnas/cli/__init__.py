@@ -27,6 +27,7 @@ imported only when a command needs it.
 import argparse
 import os
 import sys
+import tempfile
 
 from tfnas.cli.errors import UsageError, describe_error
 from tfnas.cli.options import Parser, add_search_options
@@ -103,6 +104,39 @@ def _unavailable(message):
     return 2
 
 
+#: What TensorFlow 2.21 writes on import, before its log level applies: it logs these through
+#: absl before absl::InitializeLog, whatever TF_CPP_MIN_LOG_LEVEL says (tensorflow#100442).
+_IMPORT_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers on your machine",
+)
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow, keeping its start-up notices (`_IMPORT_NOISE`) off the terminal.
+
+    They appear before any command's output, `--help` included, and say nothing a user of
+    the command acts on. Everything else TensorFlow writes while importing is passed on.
+    TF_CPP_MIN_LOG_LEVEL=0 (asking for TensorFlow's logs) keeps them too.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:  # a file, not a pipe: no size to block on
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not any(n in line for n in _IMPORT_NOISE)))
+            sys.stderr.flush()
+
+
 def main(argv=None):
     """Entry point of the `tfnas` command.
 
@@ -116,6 +150,7 @@ def main(argv=None):
     # TensorFlow's C++ log lines (a CPU-only machine's "failed call to cuInit" among them)
     # are not for users of the command; TF_CPP_MIN_LOG_LEVEL=0 brings them back.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _import_tensorflow_quietly()  # the parser lists the spaces, which import TensorFlow
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
