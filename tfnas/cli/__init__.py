@@ -118,7 +118,9 @@ def _import_tensorflow_quietly():
 
     They appear before any command's output, `--help` included, and say nothing a user of
     the command acts on. Everything else TensorFlow writes while importing is passed on.
-    TF_CPP_MIN_LOG_LEVEL=0 (asking for TensorFlow's logs) keeps them too.
+    TF_CPP_MIN_LOG_LEVEL=0 (asking for TensorFlow's logs) keeps them too, and is the way to
+    see what a process that dies inside TensorFlow's import (an abort, not an exception)
+    printed: here that stays in the discarded capture.
     """
     if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         return
