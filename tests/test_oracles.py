@@ -10,6 +10,7 @@ import time
 import keras_tuner
 import numpy as np
 import pytest
+import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _oracle_worker as worker  # noqa: E402
@@ -65,6 +66,37 @@ def test_controller_log_prob_matches_its_samples():
     for a, b in zip(clone.get_weights(), controller.get_weights()):
         np.testing.assert_array_equal(a, b)  # same seed -> same U(-0.1, 0.1) weights
     assert max(np.abs(w).max() for w in controller.get_weights()) <= 0.1
+
+
+def test_fused_teacher_forced_pass_equals_the_cells_step_by_step():
+    """The fused BlockLSTM pass (what PPO trains) is the Keras cells' function and gradient."""
+    controller = Controller([4, 3, 2, 3, 5], units=16, layers=2, seed=1)
+    controller.build()
+    rng = np.random.default_rng(2)
+    actions = tf.constant(np.stack([controller.sample(rng)[0] for _ in range(3)]), tf.int32)
+
+    def step_by_step():
+        x, states = controller._initial(3)
+        total = 0.0
+        for i in range(controller.num_decisions):
+            output, states = controller._cells(x, states)
+            log_p = tf.nn.log_softmax(controller._masked_logits(output, i))
+            total += tf.reduce_sum(tf.gather(log_p, actions[:, i] + controller.offsets[i], batch_dims=1))
+            if i < controller.num_decisions - 1:  # the last decision is never fed back
+                x = controller.embedding(actions[:, i] + controller.offsets[i])
+        return total
+
+    variables = controller.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        reference = step_by_step()
+        fused = tf.reduce_sum(controller.log_prob(actions))
+    assert float(fused) == pytest.approx(float(reference), abs=1e-5)
+    for variable, a, b in zip(
+        variables, tape.gradient(reference, variables), tape.gradient(fused, variables)
+    ):
+        a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
+        assert np.abs(a).max() > 0, variable.name
+        np.testing.assert_allclose(b, a, atol=1e-6, err_msg=variable.name)
 
 
 @pytest.mark.parametrize("kind", ["ppo", "random"])

@@ -153,12 +153,54 @@ class Controller(keras.Model):
         states = [[zeros, zeros] for _ in self.cells]
         return tf.tile(self.start, [batch_size, 1]), states
 
+    def _fused_layers(self, inputs):
+        """Runs the stacked cells over a whole known sequence, one fused op per layer.
+
+        `tf.raw_ops.BlockLSTM` computes a layer over every step in one CPU (or GPU) kernel
+        and has a fused gradient, where a loop of `LSTMCell` calls costs a dozen small ops
+        per decision in each direction; the PPO update is many sequential steps of this
+        pass, so op count, not arithmetic, sets its cost. The cells' Keras weights (gates
+        i, f, c, o) are reordered to BlockLSTM's i, c, f, o with a forget bias of 0, which
+        is exactly `LSTMCell`'s function (sigmoid gates, tanh), checked against the cells
+        by the tests. `BlockLSTMV2` takes Keras' order directly, but TensorFlow 2.21
+        registers it with the V1 gradient kernel (`rnn_grad.py`), which reads the gates in
+        V1's order, and its gradients came out wrong here.
+
+        Args:
+            inputs: Float tensor `(steps, batch, units)`, time-major.
+
+        Returns:
+            Float tensor `(steps, batch, units)`: the top cell's outputs.
+        """
+        zeros = tf.zeros(tf.shape(inputs)[1:])
+        steps = tf.cast(tf.shape(inputs)[0], tf.int64)
+        no_peephole = tf.zeros([self.units])
+        x = inputs
+        for cell in self.cells:
+            i, f, c, o = tf.split(tf.concat([cell.kernel, cell.recurrent_kernel], axis=0), 4, axis=1)
+            bi, bf, bc, bo = tf.split(cell.bias, 4)
+            x = tf.raw_ops.BlockLSTM(
+                seq_len_max=steps,
+                x=x,
+                cs_prev=zeros,
+                h_prev=zeros,
+                w=tf.concat([i, c, f, o], axis=1),
+                wci=no_peephole,
+                wcf=no_peephole,
+                wco=no_peephole,
+                b=tf.concat([bi, bc, bf, bo], axis=0),
+                forget_bias=0.0,
+                cell_clip=-1.0,
+                use_peephole=False,
+            )[-1]
+        return x
+
     def call(self, actions):
         """Teacher-forced pass: the logits of every decision given the earlier actions.
 
         The embeddings of the fed-back actions are looked up at once, the stacked cells
-        run over the decisions in a `tf.while_loop` (one loop body, however many
-        decisions), and the heads apply to all outputs at once.
+        run over the decisions as one fused op per layer (`_fused_layers`), and the heads
+        apply to all outputs at once.
 
         Args:
             actions: Int tensor `(batch, num_decisions)` of choice indices.
@@ -168,23 +210,12 @@ class Controller(keras.Model):
             i's logits in its columns (`offsets[i]` onwards) and -1e9 elsewhere.
         """
         actions = tf.cast(actions, tf.int32)
-        first, states = self._initial(tf.shape(actions)[0])
+        first, _ = self._initial(tf.shape(actions)[0])
         inputs = first[None]
         if self.num_decisions > 1:
             fed = self.embedding(actions[:, :-1] + self.offsets[:-1])
             inputs = tf.concat([inputs, tf.transpose(fed, [1, 0, 2])], axis=0)
-
-        def body(step, states, outputs):
-            output, states = self._cells(inputs[step], states)
-            return step + 1, states, outputs.write(step, output)
-
-        _, _, outputs = tf.while_loop(
-            lambda step, *_: step < self.num_decisions,
-            body,
-            (tf.constant(0), states, tf.TensorArray(tf.float32, size=self.num_decisions)),
-            maximum_iterations=self.num_decisions,
-        )
-        outputs = tf.transpose(outputs.stack(), [1, 0, 2])
+        outputs = tf.transpose(self._fused_layers(inputs), [1, 0, 2])
         return tf.where(tf.constant(self.mask), self.head(outputs), _MASKED)
 
     def evaluate_actions(self, actions):
