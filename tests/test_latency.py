@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 import pytest
+from _cli import run_cli
 
 from tfnas.cells.auxcell import loose_ends
 from tfnas.latency.layers import SpaceShapes, inference_items, layer_key, network_items, space_items
 from tfnas.latency.measure import calibration_values, measure_table, write_bundle
-from tfnas.latency.predict import Predictor, check_table_space
+from tfnas.latency.predict import Predictor, check_table_space, error_summary
 from tfnas.latency.table import LatencyTable, MissingEntryError, fit_correction
+from tfnas.report.runs import format_genotype
 from tfnas.spaces.auxcell import AuxCellSpace
 from tfnas.spaces.dpc import DPCSpace
 
@@ -129,6 +131,24 @@ def test_prediction_is_the_sum_of_the_entries_plus_the_correction():
         Predictor(table, _auxcell())
 
 
+def test_error_summary_counts_the_share_within_10_percent_and_averages_tied_ranks():
+    measured = [1.0, 2.0, 3.0, 4.0]
+    predicted = [1.0, 1.0, 3.3, 3.8]  # errors 0, -50, +10, -5 %; a tie among the predictions
+    rows = [
+        {"predicted_ms": p, "measured_ms": m, "error_pct": 100.0 * (p - m) / m}
+        for p, m in zip(predicted, measured)
+    ]
+    summary = error_summary(rows)
+    assert summary["within_10pct"] == pytest.approx(3 / 4)
+    assert summary["max_abs_error_pct"] == pytest.approx(50.0)
+    assert summary["median_abs_error_pct"] == pytest.approx(7.5)
+    # By hand, ranks with the tie averaged: predicted 1.5, 1.5, 3, 4 against 1, 2, 3, 4.
+    assert summary["spearman"] == pytest.approx(4.5 / (4.5 * 5.0) ** 0.5)
+    # Kendall's tau-b: 5 concordant pairs, 0 discordant, one pair tied in the predictions.
+    assert summary["kendall_tau"] == pytest.approx(5 / (5 * 6) ** 0.5)
+    assert error_summary(rows[:2])["spearman"] is None
+
+
 def test_measuring_a_few_ops_in_tensorflow_gives_positive_medians():
     space = _auxcell()
     listed = space_items(space, SHAPE)
@@ -140,6 +160,23 @@ def test_measuring_a_few_ops_in_tensorflow_gives_positive_medians():
     assert LatencyTable.from_dict(json.loads(json.dumps(table.to_dict()))).entries == table.entries
     with pytest.raises(ValueError, match="TensorRT tables come from the device"):
         measure_table(space, SHAPE, "tensorrt")
+
+
+def test_check_command_prints_each_network_as_measured_and_the_summary(tmp_path, capsys):
+    """`tfnas latency check`: a line per network as it is measured, then the error summary."""
+    space = _dpc()
+    path = str(tmp_path / "dpc.json")
+    checked = [space.random_values(seed=seed) for seed in (7, 8, 9)]
+    needed = [values for _, values in calibration_values(space, 1)] + checked
+    keys = sorted({layer_key(*item) for values in needed for item in inference_items(space, values, SHAPE)})
+    measure_table(space, SHAPE, "tensorflow", warmup=1, runs=3, networks=1, keys=keys).save(path)
+    assert run_cli(["latency", "check", path, "--top", "3", "--seed", "7"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines[:3]] == ["1/3", "2/3", "3/3"]
+    for line, values in zip(lines, checked):
+        assert "predicted" in line and "measured" in line
+        assert line.endswith(format_genotype(space.genotype(values)))
+    assert lines[3].startswith("mean |error|") and "within +-10 %" in lines[3] and "Kendall tau" in lines[3]
 
 
 def _run_without_tensorflow(args):

@@ -187,6 +187,7 @@ def run_check(args):
     """Handler of `tfnas latency check`: predicted against measured latency."""
     from tfnas.latency.predict import table_error
     from tfnas.latency.table import LatencyTable
+    from tfnas.report.runs import format_genotype
     from tfnas.spaces import get_space
 
     table = LatencyTable.load(args.table)
@@ -195,19 +196,23 @@ def run_check(args):
         values = _trial_values(args.run_dir, args.top)
     else:
         values = [space.random_values(seed=args.seed + i) for i in range(args.top)]
-    report = table_error(table, space, values)
+
+    def show(index, row):
+        print(
+            f"{index + 1}/{len(values)}  predicted {row['predicted_ms']:8.3f} ms  measured "
+            f"{row['measured_ms']:8.3f} ms  error {row['error_pct']:+6.1f} %  {format_genotype(row['genotype'])}",
+            flush=True,
+        )
+
+    report = table_error(table, space, values, on_network=None if args.json else show)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
-    for row in report["networks"]:
-        print(
-            f"predicted {row['predicted_ms']:8.3f} ms  measured {row['measured_ms']:8.3f} ms  "
-            f"error {row['error_pct']:+6.1f} %  {row['genotype']}"
-        )
-    rho = report["spearman"]
+    rho, tau = report["spearman"], report["kendall_tau"]
     print(
-        f"mean |error| {report['mean_abs_error_pct']:.1f} %, max {report['max_abs_error_pct']:.1f} %"
-        + (f", rank correlation {rho:.2f}" if rho is not None else "")
+        f"mean |error| {report['mean_abs_error_pct']:.1f} %, max {report['max_abs_error_pct']:.1f} %, "
+        f"{100 * report['within_10pct']:.0f} % within +-10 %"
+        + (f", Spearman {rho:.2f}, Kendall tau {tau:.2f}" if rho is not None and tau is not None else "")
     )
     return 0
 

@@ -11,9 +11,11 @@ on whole networks (`tfnas.latency.table.fit_correction`). Prediction builds the 
     >>> table_error(table, space, [space.random_values(s) for s in range(10)])
 """
 
+import math
 import statistics
 import tempfile
 
+import scipy.stats
 import tensorflow as tf
 
 from tfnas.latency import device
@@ -113,7 +115,7 @@ def measure_network(table, space, values, warmup=None, runs=None):
     )
 
 
-def table_error(table, space, values_list, warmup=None, runs=None):
+def table_error(table, space, values_list, warmup=None, runs=None, on_network=None):
     """The table's error: predicted against measured latency of some architectures.
 
     Args:
@@ -121,11 +123,13 @@ def table_error(table, space, values_list, warmup=None, runs=None):
         space: its space.
         values_list: list of hyperparameter-value dicts.
         warmup, runs: timing of each network (default: the table's).
+        on_network: optional callable `(index, row)` called as each network is measured
+            (each takes seconds: a build, for onnxruntime a conversion, and the timing), with
+            `row` as in `networks` below; for progress output.
 
     Returns:
-        dict: `networks` (list of `{"genotype", "predicted_ms", "measured_ms", "error_pct"}`),
-        `mean_abs_error_pct`, `median_abs_error_pct`, `max_abs_error_pct`, and
-        `spearman` (rank correlation of predicted and measured; None for fewer than 3).
+        dict: `networks` (list of `{"genotype", "predicted_ms", "measured_ms", "error_pct"}`)
+        and the `error_summary` of those rows.
     """
     predictor = Predictor(table, space)
     rows = []
@@ -140,32 +144,41 @@ def table_error(table, space, values_list, warmup=None, runs=None):
                 "error_pct": 100.0 * (predicted - measured) / measured,
             }
         )
+        if on_network is not None:
+            on_network(len(rows) - 1, rows[-1])
+    return {"networks": rows, **error_summary(rows)}
+
+
+def error_summary(rows):
+    """How well predicted latencies match measured ones.
+
+    Args:
+        rows: list of dicts with `predicted_ms`, `measured_ms` and `error_pct`
+            (`100 * (predicted - measured) / measured`), as `table_error` makes them.
+
+    Returns:
+        dict: `mean_abs_error_pct`, `median_abs_error_pct`, `max_abs_error_pct`,
+        `within_10pct` (share of rows within +-10 %, nn-Meter's measure), and `spearman`
+        and `kendall_tau` (scipy's, ties averaged; None for fewer than 3 rows or no spread).
+    """
     errors = [abs(r["error_pct"]) for r in rows]
+    predicted, measured = [r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]
     return {
-        "networks": rows,
         "mean_abs_error_pct": statistics.fmean(errors),
         "median_abs_error_pct": statistics.median(errors),
         "max_abs_error_pct": max(errors),
-        "spearman": _spearman([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]),
+        "within_10pct": sum(e <= 10.0 for e in errors) / len(errors),
+        "spearman": _rank_correlation(scipy.stats.spearmanr, predicted, measured),
+        "kendall_tau": _rank_correlation(scipy.stats.kendalltau, predicted, measured),
     }
 
 
-def _ranks(values):
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    for rank, i in enumerate(order):
-        ranks[i] = float(rank)
-    return ranks
-
-
-def _spearman(a, b):
+def _rank_correlation(statistic, a, b):
+    """`statistic(a, b)`'s coefficient as a float; None for fewer than 3 pairs or no spread."""
     if len(a) < 3:
         return None
-    ra, rb = _ranks(a), _ranks(b)
-    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
-    return cov / var if var else None
+    value = float(statistic(a, b).statistic)
+    return None if math.isnan(value) else value
 
 
-__all__ = ["Predictor", "check_table_space", "measure_network", "table_error"]
+__all__ = ["Predictor", "check_table_space", "error_summary", "measure_network", "table_error"]
