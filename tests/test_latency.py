@@ -6,14 +6,18 @@ import os
 import subprocess
 import sys
 
+import keras
+import onnx
 import pytest
+import tensorflow as tf
 from _cli import run_cli
 
-from tfnas.cells.auxcell import loose_ends
+from tfnas.cells.auxcell import AuxCell, loose_ends
 from tfnas.latency.layers import SpaceShapes, inference_items, layer_key, network_items, space_items
-from tfnas.latency.measure import calibration_values, measure_table, write_bundle
+from tfnas.latency.measure import calibration_values, measure_table, to_onnx, write_bundle
 from tfnas.latency.predict import Predictor, check_table_space, error_summary
 from tfnas.latency.table import LatencyTable, MissingEntryError, fit_correction
+from tfnas.ops import ConvBN, Zero
 from tfnas.report.runs import format_genotype
 from tfnas.spaces.auxcell import AuxCellSpace
 from tfnas.spaces.dpc import DPCSpace
@@ -96,6 +100,45 @@ def test_auxcell_walk_splits_cells_and_every_item_is_listed_by_the_space():
     assert sorted(layer_key(*item) for item in network_items(model, [(1, *SHAPE)])) == sorted(keys)
     other = space.random_values(seed=3)
     assert {layer_key(*item) for item in inference_items(space, other, SHAPE, shapes)} <= set(listed)
+
+
+def _cell_model(cell):
+    x = keras.Input(batch_shape=(1, 8, 8, 4))
+    return keras.Model(x, keras.layers.Conv2D(3, 1, name="head")(AuxCell(cell, 4, name="cell")(x)))
+
+
+@pytest.mark.parametrize(
+    "cell, running, running_folded",
+    [
+        # `first` (conv3x3) feeds only a zero op: pruned by every runtime.
+        (
+            [1, [1, 0, 10, 1], [3, 3, 1, 1], [6, 6, 1, 1]],
+            ["branch1_op1", "branch2_op0", "branch2_op1", "branch3_op0", "branch3_op1"],
+            ["branch1_op1", "branch2_op0", "branch2_op1", "branch3_op0", "branch3_op1"],
+        ),
+        # Every path from the input passes the zero op `first`: the output is a constant, which
+        # ONNX folds whole; TensorFlow still runs the convs on zeros (their weights are variables).
+        (
+            [10, [1, 1, 1, 1], [2, 3, 1, 1], [4, 5, 1, 1]],
+            ["branch1_op0", "branch1_op1", "branch2_op0", "branch2_op1", "branch3_op0", "branch3_op1"],
+            [],
+        ),
+    ],
+)
+def test_items_leave_out_what_the_zero_op_prunes(tmp_path, cell, running, running_folded):
+    model = _cell_model(cell)
+    for fold, expected in ((False, running), (True, running_folded)):
+        items = network_items(model, [(1, 8, 8, 4)], fold_constants=fold)
+        assert [layer.name for layer, _ in items if isinstance(layer, ConvBN)] == expected
+        assert not any(isinstance(layer, Zero) for layer, _ in items)
+        assert any(layer.name == "head" for layer, _ in items) == bool(expected)
+    # What tf2onnx exports (onnxruntime and TensorRT run it): the same convolutions.
+    signature = [tf.TensorSpec((1, 8, 8, 4), tf.float32, name="x0")]
+    path = to_onnx(
+        tf.function(lambda x: model(x), input_signature=signature), signature, str(tmp_path / "m.onnx")
+    )
+    convs = sum(node.op_type == "Conv" for node in onnx.load(path).graph.node)
+    assert convs == len(running_folded) + bool(running_folded)  # + the head
 
 
 def test_prediction_is_the_sum_of_the_entries_plus_the_correction():

@@ -9,7 +9,10 @@ any cell) is one entry, as `tfnas.supernet.Supernet.cost` keys its per-layer cou
   symbolic tensors of concrete shape (nothing is computed), descending into nested models
   except the encoder, which is one item (it is the same for every architecture). The
   searched cells are split into their ops and element-wise sums/concatenations
-  (`CELL_PARTS`), so a table needs each candidate op, not each cell.
+  (`CELL_PARTS`), so a table needs each candidate op, not each cell. What the runtime
+  prunes is left out: layers whose output reaches the model output only through the
+  searched `zero` op, and, where the runtime folds constants (ONNX, TensorRT), layers that
+  compute on zeros alone.
 - `inference_items(space, values, image_shape)`: the items of an architecture's standalone
   inference model, built decoder-only (the encoder is one cached item).
 - `space_items(space, image_shape)`: every item any architecture of the space can run at
@@ -21,13 +24,14 @@ any cell) is one entry, as `tfnas.supernet.Supernet.cost` keys its per-layer cou
 """
 
 import hashlib
+import itertools
 import json
 
 import keras
 
 from tfnas.cells.auxcell import AuxCell
 from tfnas.cells.dpc import DPC_OPS, DensePredictionCell, dpc_op
-from tfnas.ops import CELL_OPS, ConvBN, ResizeLike, make_op
+from tfnas.ops import CELL_OPS, ConvBN, ResizeLike, Zero, make_op
 from tfnas.spaces.base import MAIN_OUTPUT
 
 #: Config fields that do not change what a layer computes, left out of its key.
@@ -71,29 +75,49 @@ def _concatenate():
 
 
 def _auxcell_parts(cell, shapes):
-    """An `AuxCell`: its 7 ops on the cell input, 3 branch sums and the loose-end sums."""
+    """An `AuxCell`: its 7 ops, 3 branch sums and the loose-end sums, wired as in its `call`.
+
+    Returns:
+        `(parts, output)`: parts `(layer, input_shapes, input refs, output ref)` in call
+        order, refs local to the cell ("in" is its input), and the ref of its output.
+    """
     (shape,) = shapes
-    parts = [(cell.first, [shape])]
-    for op_a, op_b in cell.branch_ops:
-        parts += [(op_a, [shape]), (op_b, [shape]), (_add(), [shape, shape])]
-    parts += [(_add(), [shape, shape])] * (len(cell.ends) - 1)
-    return parts
+    pool = ["in", "first"]
+    parts = [(cell.first, [shape], ["in"], "first")]
+    for k, ((i_a, i_b, _, _), (op_a, op_b)) in enumerate(zip(cell.cell[1:], cell.branch_ops), start=1):
+        a, b, total = f"branch{k}_a", f"branch{k}_b", f"branch{k}"
+        parts += [
+            (op_a, [shape], [pool[i_a]], a),
+            (op_b, [shape], [pool[i_b]], b),
+            (_add(), [shape, shape], [a, b], total),
+        ]
+        pool += [a, b, total]
+    out = pool[cell.ends[0]]
+    for n, i in enumerate(cell.ends[1:]):
+        parts.append((_add(), [shape, shape], [out, pool[i]], f"end{n}"))
+        out = f"end{n}"
+    return parts, out
 
 
 def _dpc_parts(cell, shapes):
     """A `DensePredictionCell`: its branch ops, the concatenation and the projection."""
     (shape,) = shapes
     branch = (*shape[:-1], cell.filters)
-    parts = [
-        (op, [shape if source == 0 else branch]) for (source, _), op in zip(cell.branches, cell.branch_ops)
-    ]
+    pool = ["in"]
+    parts = []
+    for k, ((source, _), op) in enumerate(zip(cell.branches, cell.branch_ops)):
+        parts.append((op, [shape if source == 0 else branch], [pool[source]], f"branch{k}"))
+        pool.append(f"branch{k}")
+    joined = pool[1]
     if len(cell.branches) > 1:  # concatenating one tensor is no op
-        parts.append((_concatenate(), [branch] * len(cell.branches)))
-    parts.append((cell.projection, [(*shape[:-1], cell.filters * len(cell.branches))]))
-    return parts
+        parts.append((_concatenate(), [branch] * len(cell.branches), pool[1:], "concat"))
+        joined = "concat"
+    parts.append((cell.projection, [(*shape[:-1], cell.filters * len(cell.branches))], [joined], "out"))
+    return parts, "out"
 
 
-#: Searched cells, split into the items they run: class -> `(layer, input_shapes) -> items`.
+#: Searched cells, split into the items they run: class -> `(cell, input_shapes) -> (parts,
+#: output)` (see `_auxcell_parts`), so that a table needs each candidate op, not each cell.
 CELL_PARTS = {AuxCell: _auxcell_parts, DensePredictionCell: _dpc_parts}
 
 
@@ -101,35 +125,104 @@ def _is_graph(layer):
     return isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth") and layer.name not in WHOLE
 
 
-def network_items(model, input_shapes):
-    """The items a built functional model runs, in graph order (see the module docstring).
-
-    Args:
-        model: a functional Keras model (an inference model, a decoder, a snippet).
-        input_shapes: one shape per model input, batch included (`(1, H, W, C)`).
+def _walk(model, input_shapes):
+    """A built functional model as a flat list of nodes, cells split into their parts.
 
     Returns:
-        list of `(layer, input_shapes)`.
+        `(nodes, inputs, outputs)`: nodes `(layer, input_shapes, input ids, output ids)` in
+        call order, and the ids of the model's input and output tensors.
     """
-    items = []
+    nodes = []
+    ids = {}  # id(symbolic tensor) -> tensor id; the tensors are kept alive in `held`
+    held = []
+    inside_cells = itertools.count(-1, -1)  # ids of the tensors between a cell's parts
+
+    def tensor_id(tensor):
+        if id(tensor) not in ids:
+            ids[id(tensor)] = len(ids)
+            held.append(tensor)
+        return ids[id(tensor)]
 
     def visit(operation):
         def run(*args, **kwargs):
-            shapes = [tuple(int(d) for d in t.shape) for t in keras.tree.flatten(args)]
+            flat = keras.tree.flatten(args)
             if _is_graph(operation):
-                inputs = keras.tree.flatten(args)
-                return operation._run_through_graph(inputs, operation_fn=visit, call_fn=_call)
+                return operation._run_through_graph(flat, operation_fn=visit, call_fn=_call)
             if isinstance(operation, keras.layers.InputLayer):
                 return args
-            parts = CELL_PARTS.get(type(operation))
-            items.extend(parts(operation, shapes) if parts else [(operation, shapes)])
-            return operation.compute_output_spec(*args, **kwargs)
+            shapes = [tuple(int(d) for d in t.shape) for t in flat]
+            inputs = [tensor_id(t) for t in flat]
+            result = operation.compute_output_spec(*args, **kwargs)
+            outputs = [tensor_id(t) for t in keras.tree.flatten(result)]
+            split = CELL_PARTS.get(type(operation))
+            if split is None:
+                nodes.append((operation, shapes, inputs, outputs))
+                return result
+            parts, out = split(operation, shapes)
+            local = {"in": inputs[0]}
+            for layer, part_shapes, part_inputs, ref in parts:
+                local[ref] = outputs[0] if ref == out else next(inside_cells)
+                nodes.append((layer, part_shapes, [local[r] for r in part_inputs], [local[ref]]))
+            return result
 
         return run
 
     tensors = [keras.KerasTensor(tuple(s), dtype="float32") for s in input_shapes]
-    model._run_through_graph(tensors, operation_fn=visit, call_fn=_call)
-    return items
+    inputs = [tensor_id(t) for t in tensors]
+    result = model._run_through_graph(tensors, operation_fn=visit, call_fn=_call)
+    return nodes, inputs, [tensor_id(t) for t in keras.tree.flatten(result)]
+
+
+def _running(nodes, inputs, outputs, fold_constants):
+    """The nodes a runtime runs, and whether it reads any model input.
+
+    A runtime prunes what the outputs do not need, and `Zero` (zeros of its input's static
+    shape) needs no input value, so what feeds only zero ops is pruned too. With
+    `fold_constants` (ONNX and TensorRT, whose weights are constants) a node whose inputs
+    all descend from zero ops is computed once at load time; TensorFlow keeps the weights
+    in variables and runs it.
+    """
+    live = set(inputs)  # tensors that depend on the model's input
+    for layer, _, node_inputs, node_outputs in nodes:
+        if not isinstance(layer, Zero) and live.intersection(node_inputs):
+            live.update(node_outputs)
+    needed, running = set(outputs), []
+    for node in reversed(nodes):
+        layer, _, node_inputs, node_outputs = node
+        if not needed.intersection(node_outputs) or isinstance(layer, Zero):
+            continue
+        if fold_constants and not live.intersection(node_outputs):
+            continue
+        running.append(node)
+        needed.update(node_inputs)
+    return running[::-1], bool(needed.intersection(inputs))
+
+
+def folds_constants(runtime):
+    """Whether a runtime folds what does not depend on the input: all but TensorFlow, whose
+    weights are variables (onnxruntime, TensorRT: their weights are constants)."""
+    return runtime != "tensorflow"
+
+
+def network_items(model, input_shapes, fold_constants=False):
+    """The items a built functional model runs, in graph order (see the module docstring).
+
+    Only what the runtime runs is listed: layers whose output the model's outputs do not
+    need (after the searched `zero` op) are left out, as TensorFlow, onnxruntime and
+    TensorRT prune them.
+
+    Args:
+        model: a functional Keras model (an inference model, a decoder, a snippet).
+        input_shapes: one shape per model input, batch included (`(1, H, W, C)`).
+        fold_constants: whether the runtime folds layers that do not depend on the input
+            (ONNX runtimes, TensorRT: True; TensorFlow with its variables: False).
+
+    Returns:
+        list of `(layer, input_shapes)`.
+    """
+    nodes, inputs, outputs = _walk(model, input_shapes)
+    running, _ = _running(nodes, inputs, outputs, fold_constants)
+    return [(layer, shapes) for layer, shapes, _, _ in running]
 
 
 def _call(op, *args, **kwargs):
@@ -158,11 +251,13 @@ class SpaceShapes:
         return self.encoder, [(1, *self.image_shape)]
 
 
-def inference_items(space, values, image_shape, shapes=None):
+def inference_items(space, values, image_shape, shapes=None, fold_constants=False):
     """The items of an architecture's standalone inference model (encoder whole, decoder split).
 
     Builds only the decoder (`space.decoder_from_genotype_values`) and keeps its path to the
-    main output, as `space.inference_model` does.
+    main output, as `space.inference_model` does. Pruned layers are left out
+    (`network_items`), and so is the encoder when no running layer reads its features (an
+    architecture whose every path from the image passes a zero op).
 
     Args:
         space: the space.
@@ -170,6 +265,7 @@ def inference_items(space, values, image_shape, shapes=None):
         image_shape: `(H, W, C)`.
         shapes: optional `SpaceShapes` of the space at that size (built when None; pass it
             to predict many architectures without rebuilding the encoder).
+        fold_constants: see `network_items`.
 
     Returns:
         list of `(layer, input_shapes)`.
@@ -177,7 +273,10 @@ def inference_items(space, values, image_shape, shapes=None):
     shapes = shapes or SpaceShapes(space, image_shape)
     decoder = space.decoder_from_genotype_values(values, shapes.specs)
     main = keras.Model(decoder.inputs, decoder.get_layer(MAIN_OUTPUT).output)
-    return [shapes.encoder_item()] + network_items(main, shapes.feature_shapes)
+    nodes, inputs, outputs = _walk(main, shapes.feature_shapes)
+    running, reads_features = _running(nodes, inputs, outputs, fold_constants)
+    items = [(layer, item_shapes) for layer, item_shapes, _, _ in running]
+    return ([shapes.encoder_item()] if reads_features else []) + items
 
 
 def _head_items(space, shape, stride, reference=None, kernel_size=3):
@@ -269,6 +368,7 @@ __all__ = [
     "CELL_PARTS",
     "SPACE_ITEMS",
     "SpaceShapes",
+    "folds_constants",
     "inference_items",
     "layer_config",
     "layer_key",

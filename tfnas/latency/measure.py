@@ -31,6 +31,7 @@ import tfnas
 from tfnas.latency import device
 from tfnas.latency.layers import (
     SpaceShapes,
+    folds_constants,
     inference_items,
     layer_config,
     layer_key,
@@ -173,8 +174,12 @@ def measure_table(
         measured = time_tf(
             tf.function(lambda x, m=model: m(x, training=False)), [(1, *image_shape)], warmup, runs
         )
-        keys_of = [layer_key(*item) for item in inference_items(space, values, image_shape, shapes)]
-        calibration.append({"name": name, "measured_ms": measured, "keys": keys_of})
+        items = inference_items(
+            space, values, image_shape, shapes, fold_constants=folds_constants("tensorflow")
+        )
+        calibration.append(
+            {"name": name, "measured_ms": measured, "keys": [layer_key(*item) for item in items]}
+        )
     if calibration:
         fit_correction(table, calibration)
     return table
@@ -251,7 +256,9 @@ def write_bundle(space, image_shape, out_dir, networks=3, seed=0, keys=None, sha
             signature,
             os.path.join(out_dir, file),
         )
-        keys_of = [layer_key(*item) for item in inference_items(space, values, image_shape, shapes)]
+        # onnxruntime and TensorRT, the runtimes of a bundle, both fold constants
+        items = inference_items(space, values, image_shape, shapes, fold_constants=True)
+        keys_of = [layer_key(*item) for item in items]
         network_records.append(
             {"name": name, "file": file, "keys": keys_of, "genotype": space.genotype(values)}
         )

@@ -19,7 +19,7 @@ import scipy.stats
 import tensorflow as tf
 
 from tfnas.latency import device
-from tfnas.latency.layers import SpaceShapes, inference_items, layer_key, space_name
+from tfnas.latency.layers import SpaceShapes, folds_constants, inference_items, layer_key, space_name
 from tfnas.latency.measure import inference_network, time_tf, to_onnx
 
 #: Space settings that do not change a network's speed, ignored when matching a table.
@@ -78,7 +78,14 @@ class Predictor:
     def keys(self, values):
         """The table keys of the architecture `values` (a key repeats for each use)."""
         return [
-            layer_key(*item) for item in inference_items(self.space, values, self.image_shape, self.shapes)
+            layer_key(*item)
+            for item in inference_items(
+                self.space,
+                values,
+                self.image_shape,
+                self.shapes,
+                fold_constants=folds_constants(self.table.runtime),
+            )
         ]
 
     def predict(self, values):
