@@ -243,6 +243,8 @@ def test_device_script_measures_a_bundle_without_tensorflow(tmp_path):
     assert result.returncode == 0, result.stderr
     table = LatencyTable.load(out)
     assert table.runtime == "onnxruntime" and table.precision == "fp32" and sorted(table.entries) == keys
+    # timed with the CPUs this process may use, recorded for `tfnas latency check`
+    assert table.extra["intra_op_threads"] == len(os.sched_getaffinity(0))
     assert all(e["ms"] > 0 for e in table.entries.values())
     (network,) = table.calibration  # the correction is fitted on the bundled network
     assert table.correction_ms == pytest.approx(network["measured_ms"] - network["sum_ms"])

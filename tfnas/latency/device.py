@@ -214,6 +214,7 @@ def measure_bundle(
     """
     manifest = read_manifest(bundle)
     provider_list = providers(runtime, precision, cuda)
+    threads = int(threads or usable_cpus())
 
     def timed(name):
         return time_onnx(os.path.join(bundle, name), provider_list, warmup, runs, threads)
@@ -238,7 +239,8 @@ def measure_bundle(
         tfnas_version=manifest.get("tfnas_version", "unknown"),
         warmup=warmup,
         runs=runs,
-        extra={"providers": names},
+        # `tfnas latency check` times whole networks with the same threads
+        extra={"providers": names, "intra_op_threads": threads},
     )
     networks = [{**n, "measured_ms": timed(n["file"])} for n in manifest["networks"]]
     if networks:

@@ -115,7 +115,10 @@ def measure_network(table, space, values, warmup=None, runs=None):
     if table.runtime == "onnxruntime":
         with tempfile.TemporaryDirectory() as tmp:
             path = to_onnx(function, signature, f"{tmp}/network.onnx")
-            return device.time_onnx(path, device.providers("onnxruntime"), warmup, runs)
+            # as many threads as the table's entries were timed with (a table measured under
+            # taskset, checked without it, would otherwise compare 1 thread against 2)
+            threads = table.extra.get("intra_op_threads")
+            return device.time_onnx(path, device.providers("onnxruntime"), warmup, runs, threads)
     raise ValueError(
         f"a {table.runtime} table is checked on its device: put the architectures in a bundle "
         "(tfnas latency bundle) and compare there"
