@@ -326,7 +326,9 @@ def _confidence(task, gate, logits):
     """`(N,)` confidence of one exit's output under its gate (the task's default rule without one)."""
     if task.name in POSE_TASKS:
         gate = gate or ExitGate()
-        return heatmap_confidence(logits[..., : task.num_joints], gate.coefficients, gate.subtract_half)
+        return heatmap_confidence(
+            logits[..., : task.num_joints], gate.coefficients, gate.subtract_half, gate.excess_kurtosis
+        )
     return softmax_confidence(logits)
 
 

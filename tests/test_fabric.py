@@ -160,6 +160,24 @@ def test_tiny_network_outputs_and_cost_equal_counted_madds():
     assert costs.madds(pruned) == profile.madds(space.build_genotype(pruned), (36, 44, 3))
 
 
+@pytest.mark.parametrize(
+    "task, num_classes, channels",
+    [("segmentation", 3, 3), ("depth", None, 1), ("pose", None, 17)],
+)
+def test_other_tasks_get_task_heads_whose_cost_is_counted(task, num_classes, channels):
+    space = tiny_space(task=task, num_classes=num_classes)
+    genotype = space.genotype(space.random_values(4))
+    model = space.build_genotype(genotype)
+    decoder = model.get_layer("decoder")
+    assert isinstance(decoder.get_layer("logits"), fabric.TaskHead)
+    outputs = model(keras.random.normal((1, 36, 44, 3)))
+    assert {k: tuple(v.shape) for k, v in outputs.items()} == {
+        "logits": (1, 9, 11, channels),
+        "eel_2": (1, 9, 11, channels),
+    }
+    assert FabricCosts(space, (36, 44)).madds(genotype) == profile.madds(model, (36, 44, 3))
+
+
 @pytest.mark.slow
 def test_published_network_builds_at_small_width():
     space = FabricSpace(width=8, stem_channels=16, stem_blocks=1)
@@ -194,8 +212,13 @@ def test_heatmap_moments_and_confidence_by_hand():
         [1 / (1 + np.exp(-2 * score)) - 0.5],
         rtol=1e-5,
     )
+    excess = (2 / np.sqrt(3) + 7 / 3 - 3) / 2
+    np.testing.assert_allclose(
+        fabric.heatmap_confidence(heatmap, excess_kurtosis=True), [1 / (1 + np.exp(-excess))], rtol=1e-5
+    )
     flat = np.full((1, 4, 4, 2), 0.3, np.float32)
     np.testing.assert_allclose(fabric.heatmap_confidence(flat), [0.5])
+    np.testing.assert_allclose(fabric.heatmap_confidence(flat, excess_kurtosis=True), [0.5])
 
 
 def test_exit_gates_on_hand_made_heatmaps():
@@ -212,6 +235,15 @@ def test_exit_gates_on_hand_made_heatmaps():
     np.testing.assert_array_equal(column7(peaky), [True, True, True])
     strict = fabric.ExitGate((2.0, 1.0, 1.0), 0.9)
     np.testing.assert_array_equal(strict(peaky), [True, True, False])
+    # Excess kurtosis (1.8 - 3 = -1.2 for the ramp): sigmoid(2 * -1.2 / 2) = 0.23, so the ramp
+    # stays at column 7's 0.6 where Pearson's kurtosis let it leave.
+    excess = fabric.ExitGate((2.0, 1.0, 1.0), 0.6, excess_kurtosis=True)
+    np.testing.assert_allclose(
+        fabric.heatmap_confidence(peaky[2:], (2.0, 1.0, 1.0), excess_kurtosis=True),
+        [1 / (1 + np.exp(1.2))],
+        rtol=2e-3,
+    )
+    np.testing.assert_array_equal(excess(peaky), [True, True, False])
 
 
 def test_softmax_confidence_by_hand():
@@ -231,6 +263,7 @@ def test_softmax_confidence_by_hand():
         fabric.Fuse(8, 2),
         fabric.Split((8, 16)),
         fabric.PoseHead(17, tag_dim=2),
+        fabric.TaskHead(3, activation="relu"),
         fabric.Bottleneck(4),
     ],
 )

@@ -310,13 +310,45 @@ def test_random_search_over_the_fabric(tmp_path):
     assert sorted(tuner.get_best_models(1)[0](tf.zeros([1, 32, 32, 3]))) == ["eel_2", "logits"]
 
 
-def test_fabric_space_is_registered_and_predicts_pose_multi():
+def test_fabric_space_is_registered_and_predicts_pose_multi_by_default():
     from tfnas.spaces import get_space
+    from tfnas.tasks import get_task
 
     space = get_space("fabric")(width=4)
     assert space.task.name == "pose-multi" and space.task.output_channels == 2 * space.num_joints
     assert FabricSpace(**space.config()).config() == space.config()
-    with pytest.raises(ValueError, match="expected 'pose-multi'"):
-        FabricSpace(task="depth")
+    segmentation = FabricSpace(width=4, task="segmentation", num_classes=3)
+    assert segmentation.num_classes == 3 and segmentation.head_channels == 3
+    assert FabricSpace(**segmentation.config()).config() == segmentation.config()
+    with pytest.raises(ValueError, match="pass task='segmentation' with num_classes"):
+        FabricSpace(num_classes=3)
+    with pytest.raises(ValueError, match="stride 8, but the fabric's heads predict at stride 4"):
+        FabricSpace(task=get_task("pose", stride=8))
     with pytest.raises(ValueError, match="no pretrained weights"):
         FabricSpace(encoder_weights="imagenet")
+
+
+@pytest.mark.slow
+def test_one_shot_search_of_depth_from_the_command_line(tmp_path):
+    """The fabric searched for another task than pose: the depth loss trains the supernet."""
+    from tfnas.report.runs import load_run
+
+    out = str(tmp_path / "depth")
+    argv = ["search", "--out", out, "--space", "fabric", "--oracle", "gumbel", "--task", "depth"]
+    argv += ["--rows", "2", "--columns", "3", "--eel-columns", "2", "--width", "4", "--stem-channels", "4"]
+    argv += ["--stem-blocks", "1", "--search-epochs", "1", "--search-batch-size", "4", "--trials", "1"]
+    argv += ["--image-size", "32", "--scenes", "12", "--stage1-epochs", "1", "--stage2-epochs", "0"]
+    argv += ["--batch-size", "4", "--cache-images", "12", "--latency-runs", "0", "--no-termination"]
+    assert main(argv + ["--verbose", "0"]) == 0
+    with open(os.path.join(out, "oneshot", "checkpoint", "state.json")) as f:
+        (epoch,) = json.load(f)["history"]
+    assert epoch["task"] > 0 and epoch["heatmap"] == epoch["grouping"] == 0.0
+    assert epoch["loss"] == pytest.approx(epoch["task"] + epoch["flops"], rel=1e-5)
+    run = load_run(out)
+    (trial,) = run.trials
+    assert trial.status == "COMPLETED" and np.isfinite(trial.metrics["reward"])
+    assert "rmse" in trial.metrics  # scored by the depth task
+    assert run.space.task.name == "depth"
+    model = run.space.build(run.space.hyperparameters(trial.values))
+    outputs = model(tf.zeros([1, 32, 32, 3]))
+    assert sorted(outputs) == ["eel_2", "logits"] and outputs["logits"].shape[-1] == 1

@@ -16,7 +16,9 @@ Specification and readings: `/work/shared/3M-POSE.md` (sections in brackets belo
   row, 1x1 conv-BN then bilinear up); the kept ones are summed (`Resample`, `mix_inputs`).
 - **Fuse-split and early escapes** [10]: `Fuse` (rows -> 1x1 conv -> up to 1/4 -> concat ->
   1x1 conv -> SE, then the same with the skip features) and `Split` (a 1x1 conv of stride
-  2^r per row, added to that row); `PoseHead` gives `num_joints` heatmaps and tag maps.
+  2^r per row, added to that row); `PoseHead` gives `num_joints` heatmaps and tag maps
+  (bottom-up pose, the thesis' task); `TaskHead` gives another task's output (segmentation,
+  depth, top-down pose) from the same stride-4 features.
 - **Stem** [2]: `Stem`, HRNet's two 3x3 stride-2 convs and four bottlenecks, then a 1x1 conv
   to the fabric width.
 - **Dynamic inference** [11]: `heatmap_confidence` (skewness and kurtosis of the heatmaps),
@@ -669,6 +671,42 @@ class PoseHead(keras.layers.Layer):
         return {**super().get_config(), "num_joints": self.num_joints, "tag_dim": self.tag_dim}
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class TaskHead(keras.layers.Layer):
+    """An output head for a task other than bottom-up pose: a 1x1 conv, then the task's activation.
+
+    The thesis' heads are `PoseHead`s; on the fabric's stride-4 features the same 1x1 conv gives
+    segmentation logits, depth or top-down heatmaps (`Task.output_channels`), followed by
+    the task's head activation (`Task.activation`, none for the built-in tasks). Segmentation
+    and depth predict at stride 4 and their losses resize to the target, as in the other
+    spaces.
+
+    Args:
+        channels: int, output channels (the task's `output_channels`).
+        activation: None or a Keras activation name (the task's `activation`).
+
+    Input shape: `(N, H, W, C)`. Output shape: `(N, H, W, channels)`.
+    """
+
+    def __init__(self, channels, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.activation = activation
+        self.conv = keras.layers.Conv2D(self.channels, 1, activation=activation, name="conv")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+
+    def call(self, inputs):
+        return self.conv(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "activation": self.activation}
+
+
 # --- dynamic inference (spec section 11) --------------------------------------------------------
 def heatmap_moments(heatmaps):
     """Skewness m3 / m2^1.5 and (Pearson) kurtosis m4 / m2^2 of each heatmap's values.
@@ -691,7 +729,7 @@ def heatmap_moments(heatmaps):
     return skew, kurtosis
 
 
-def heatmap_confidence(heatmaps, coefficients=(1.0, 1.0, 1.0), subtract_half=False):
+def heatmap_confidence(heatmaps, coefficients=(1.0, 1.0, 1.0), subtract_half=False, excess_kurtosis=False):
     """The thesis' exit confidence, sigmoid(c0 * (c1 * skew + c2 * kurtosis) / 2), per image.
 
     The moments are taken over each heatmap's values and skewness and kurtosis are averaged
@@ -699,16 +737,26 @@ def heatmap_confidence(heatmaps, coefficients=(1.0, 1.0, 1.0), subtract_half=Fal
     which puts the confidence in (-0.5, 0.5) where neither threshold (1, 0.6) can be reached;
     the consistent reading, the default, thresholds the sigmoid itself.
 
+    Which kurtosis is meant is open: the formula writes Pearson's m4 / m2^2 (the default), which
+    is at least skew^2 + 1, so with column 7's c0 = 2 every non-constant heatmap scores at least
+    sigmoid(3/8 * 2) = 0.68 and passes its 0.6; the text's "kurtosis in [-1, 1]" fits the
+    excess kurtosis m4 / m2^2 - 3 better (`excess_kurtosis=True`), which has no such floor (a
+    linear ramp: sigmoid(-1.2) = 0.23). `docs/fabric.md` ("Open question").
+
     Args:
         heatmaps: `(N, H, W, J)`.
         coefficients: `(c0, c1, c2)`.
         subtract_half: bool, whether to subtract 0.5 as printed (default False).
+        excess_kurtosis: bool, use m4 / m2^2 - 3 (default False: Pearson's, as printed). A
+            constant heatmap's moments stay 0 either way.
 
     Returns:
         `(N,)` float32 confidence.
     """
     c0, c1, c2 = (float(c) for c in coefficients)
     skew, kurtosis = heatmap_moments(heatmaps)
+    if excess_kurtosis:
+        kurtosis = tf.where(tf.equal(kurtosis, 0.0), kurtosis, kurtosis - 3.0)
     score = c0 * (c1 * tf.reduce_mean(skew, axis=-1) + c2 * tf.reduce_mean(kurtosis, axis=-1)) / 2.0
     conf = tf.sigmoid(score)
     return conf - 0.5 if subtract_half else conf
@@ -746,17 +794,23 @@ class ExitGate:
         threshold: float; the thesis: 1 at column 4, 0.6 at column 7.
         keypoint_threshold: float, heatmap value of a detected keypoint (default 0.1).
         subtract_half: bool, the printed `- 0.5` (default False; see `heatmap_confidence`).
+        excess_kurtosis: bool, excess instead of Pearson kurtosis (default False; see
+            `heatmap_confidence`).
     """
 
     coefficients: tuple = (1.0, 1.0, 1.0)
     threshold: float = 1.0
     keypoint_threshold: float = 0.1
     subtract_half: bool = False
+    excess_kurtosis: bool = False
 
     def __call__(self, heatmaps):
         """`(N,)` bool: whether each image leaves at this exit."""
         empty = tf.equal(count_keypoints(heatmaps, self.keypoint_threshold), 0)
-        confident = heatmap_confidence(heatmaps, self.coefficients, self.subtract_half) > self.threshold
+        confident = (
+            heatmap_confidence(heatmaps, self.coefficients, self.subtract_half, self.excess_kurtosis)
+            > self.threshold
+        )
         return tf.logical_or(empty, confident)
 
 

@@ -79,7 +79,7 @@ class FabricCosts:
         total = sum(self.sizes[r][0] * self.sizes[r][1] * s.widths[r] * c for r in range(rows))
         total += h0 * w0 * rows * c * c + _se_madds(h0, w0, c)
         total += h0 * w0 * 2 * c * c + _se_madds(h0, w0, c)
-        total += h0 * w0 * c * s.num_joints * (1 + s.tag_dim)
+        total += h0 * w0 * c * s.head_channels
         if column != s.columns:
             total += sum(self.sizes[r][0] * self.sizes[r][1] * c * s.widths[r] for r in range(rows))
         return total

@@ -15,7 +15,8 @@ Spec: `/work/shared/3M-POSE.md` sections 6-10 and 12; the readings are in `docs/
   split, each with fresh Dyn-EGS weights at the step's temperature (`LinearTemperature`).
   This is the first-order alternation of DARTS; the thesis does not say how it alternates;
 - loss = heatmap MSE + 1e-3 (AE pull + push) on every head (`"logits"` and the early exits
-  `"eel_<column>"`, weight 1 each) + the FLOPs term on `FabricCosts.expected_madds` with its
+  `"eel_<column>"`, weight 1 each; for another task on the fabric, its `Task.loss` on every
+  head instead, recorded as `"task"`) + the FLOPs term on `FabricCosts.expected_madds` with its
   step-wise warm-up + optionally teacher guidance (RDMs of a Keras teacher's layers against
   every cell's output), as `SearchSettings.search_loss` weighs them;
 - both updates run through one traced step (`tf.function`), told by an argument which
@@ -50,14 +51,15 @@ from tfnas.training.polyak import ParameterGroup, make_optimizer
 
 #: What each epoch's history entry records (means over the epoch's steps, weight and
 #: architecture updates alike), besides `epoch`, `temperature`, `seconds` and `derived_gflops`.
-LOSS_NAMES = ("loss", "heatmap", "grouping", "teacher", "flops", "expected_gflops")
+LOSS_NAMES = ("loss", "task", "heatmap", "grouping", "teacher", "flops", "expected_gflops")
 
 
 class SupernetSearch:
     """Trains the 3M-Pose supernet and its architecture parameters once (module docstring).
 
     Args:
-        space: a `tfnas.spaces.fabric.FabricSpace` (its `task` gives the loss' stride and sigma).
+        space: a `tfnas.spaces.fabric.FabricSpace`; its `task` gives the loss (bottom-up pose:
+            the thesis' heatmap and grouping losses, with the task's stride and sigma).
         directory: str, the search's folder; its per-epoch checkpoint is `directory/checkpoint`.
         settings: `SearchSettings` (default: the thesis', 35 epochs).
         batch_size: int >= 1, images per update (the thesis gives none). Default 8. Capped by
@@ -257,21 +259,35 @@ class SupernetSearch:
         s, task = self.settings, self.space.task
         op_weights, input_weights = self.architecture.sample(temperature, seed=self.noise)
         outputs, cells = self.supernet(images, op_weights, input_weights, training=True, return_cells=True)
-        heatmap, grouping = 0.0, 0.0
+        heatmap, grouping, task_loss = 0.0, 0.0, 0.0
         for output in outputs.values():  # "logits" and every early exit, weight 1 (spec section 10)
+            if task.name != "pose-multi":
+                task_loss += task.loss(targets, output)
+                continue
             _, parts = multi_pose_loss(
                 targets, output, task.num_joints, task.output_stride, task.sigma, tag_weight=1.0
             )
             heatmap += parts["heatmap_loss"]
             grouping += parts["pull_loss"] + parts["push_loss"]
+        if task.name == "pose-multi":
+            task_loss = s.heatmap_weight * heatmap + s.grouping_weight * grouping
         teacher = tf.constant(0.0)
         if self.teacher is not None:
             guides = keras.tree.flatten(self.teacher(images, training=False))
             teacher = teacher_guidance_loss(cells, [tf.stop_gradient(g) for g in guides])
         madds = self.costs.expected_madds(op_weights, input_weights)
-        loss = s.search_loss(heatmap, grouping, teacher, madds, None, scale=scale)
+        if task.name == "pose-multi":
+            loss = s.search_loss(heatmap, grouping, teacher, madds, None, scale=scale)
+        else:
+            loss = s.search_loss(0.0, 0.0, teacher, madds, None, scale=scale, task=task_loss)
         flops = flops_loss(madds, None, s, scale=scale)
-        values = {"heatmap": heatmap, "grouping": grouping, "teacher": teacher, "flops": flops}
+        values = {
+            "task": task_loss,
+            "heatmap": heatmap,
+            "grouping": grouping,
+            "teacher": teacher,
+            "flops": flops,
+        }
         return loss, {"loss": loss, **values, "expected_gflops": madds / 1e9}
 
     def _update(self, images, targets, temperature, scale, update_architecture):
@@ -319,9 +335,13 @@ class SupernetSearch:
         h, total = history[-1], self.settings.epochs
         done = h["epoch"] + 1
         per_epoch = (time.perf_counter() - started) / (done - start_epoch)
+        if self.space.task.name == "pose-multi":
+            parts = f"heatmap {h['heatmap']:.4f}, grouping {h['grouping']:.4f}"
+        else:
+            parts = f"{self.space.task.name} {h['task']:.4f}"
         return (
-            f"supernet epoch {done}/{total}: loss {h['loss']:.4f} (heatmap {h['heatmap']:.4f}, "
-            f"grouping {h['grouping']:.4f}, teacher {h['teacher']:.4f}, flops {h['flops']:.2e}), "
+            f"supernet epoch {done}/{total}: loss {h['loss']:.4f} ({parts}, "
+            f"teacher {h['teacher']:.4f}, flops {h['flops']:.2e}), "
             f"tau {h['temperature']:.3f}, expected {h['expected_gflops']:.4g} GFLOPs (derived "
             f"{h['derived_gflops']:.4g}), {h['seconds']:.1f} s, about {per_epoch * (total - done):.0f} s left"
         )

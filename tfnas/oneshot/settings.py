@@ -62,14 +62,17 @@ class SearchSettings:
             self.epochs * int(steps_per_epoch), self.temperature_start, self.temperature_end
         )
 
-    def search_loss(self, heatmap, grouping, teacher, madds, epoch, scale=None):
+    def search_loss(self, heatmap, grouping, teacher, madds, epoch, scale=None, task=0.0):
         """L = heatmap + 1e-3 grouping + teacher + 1e-3 s(e) (GFLOPs / 47.8) ** 0.15 (the thesis' weights).
 
         `scale` (optional) replaces the FLOPs term's factor 1e-3 s(e) (`flops_loss`), so that a
-        traced step takes it as an argument instead of the epoch.
+        traced step takes it as an argument instead of the epoch. `task` is the loss of a task
+        other than bottom-up pose (its `Task.loss` summed over the heads; then `heatmap` and
+        `grouping` are 0), added with weight 1 in their place.
         """
         return (
-            self.heatmap_weight * heatmap
+            task
+            + self.heatmap_weight * heatmap
             + self.grouping_weight * grouping
             + self.teacher_weight * teacher
             + flops_loss(madds, epoch, self, scale=scale)

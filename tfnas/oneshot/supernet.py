@@ -8,7 +8,6 @@ from tfnas.cells.fabric import (
     FABRIC_OPS,
     FabricCell,
     Fuse,
-    PoseHead,
     Resample,
     Split,
     Stem,
@@ -56,7 +55,8 @@ class FabricSupernet(keras.Model):
     one per edge (`SuperFabricCell`) and one per cell over its resampled macro inputs. With
     the 0/1 weights of a genotype it computes what that genotype's network computes (every
     cell is computed, pruned or not), and a candidate with weight 0 is skipped. The stem,
-    fuses, splits and heads are those of the derived networks.
+    fuses, splits and heads (`FabricSpace.make_head`: the task's) are those of the derived
+    networks.
 
     Args:
         space: a `tfnas.spaces.fabric.FabricSpace`.
@@ -95,7 +95,7 @@ class FabricSupernet(keras.Model):
             self.input_choices.append(Choice(candidates, routes=routes, name=f"cell{k}_inputs"))
         self.fuses = {str(c): Fuse(s.width, s.rows_of(c), name=f"fuse{c}") for c in s.fuse_columns}
         self.splits = {str(c): Split(s.widths[: s.rows_of(c)], name=f"split{c}") for c in s.eel_columns}
-        self.heads = {str(c): PoseHead(s.num_joints, s.tag_dim, name=s.head_key(c)) for c in s.fuse_columns}
+        self.heads = {str(c): s.make_head(c) for c in s.fuse_columns}
 
     def build(self, images_shape):
         """Nothing ahead of the first call: each sublayer builds itself from its input there.

@@ -5,9 +5,11 @@ A fabric of `rows` rows (row r at 1/(4 * 2^r) of the input, `width * 2^r` channe
 decides which 1..`max_inputs` of the previous column's above / parallel / below outputs it
 sums, and which 1..`max_ops` of the nine ops each of its three edges keeps (3M-POSE.md sections
 4, 5, 7). At every early-escape column (4 and 7 by default) and at the last column, `Fuse`
-turns the rows into the final features, a `PoseHead` gives heatmaps and tags (`"eel_<column>"`;
+turns the rows into the final features, the task's head gives its output (`"eel_<column>"`;
 the last column's is `"logits"`), and (except at the last column) `Split` adds the final
-features back to every row.
+features back to every row. The thesis' task is bottom-up pose (a `PoseHead`: heatmaps and
+tags); segmentation, depth and top-down pose get a `TaskHead` (a 1x1 conv to the task's
+channels) on the same stride-4 features, so every task searches the same fabric.
 
 **Layout.** `layout[l]` is the number of rows of column l + 1. The thesis' text counts 34
 cells (1, 2, 3, then 4 rows), but Table A.1 numbers 37 (cells 0-36); the default layout is the
@@ -42,6 +44,7 @@ from tfnas.cells.fabric import (
     Resample,
     Split,
     Stem,
+    TaskHead,
     mix_inputs,
 )
 from tfnas.spaces.base import MAIN_OUTPUT, DecoderSpace, space_task
@@ -176,19 +179,23 @@ class FabricSpace(DecoderSpace):
         name: str, default "fabric".
         task: the task the heads predict for: None (default) for bottom-up pose
             (`"pose-multi"`) with `num_joints` joints, made when first asked for (a task of
-            other than COCO's 17 joints needs its own OKS sigmas: pass the task); or a
-            pose-multi task as the other spaces take it (a name, a `Task` or a config dict).
-            The heads are the thesis' `PoseHead`s (1x1 convs, heatmaps then tags), which give
-            the pose-multi task's `2 * num_joints` channels at stride 4.
-        num_classes: None; the fabric has no classes (accepted so that
-            `DecoderSpace.build_genotype(..., task=...)` can rebuild it).
+            other than COCO's 17 joints needs its own OKS sigmas: pass the task); or any
+            task as the other spaces take it (a name, a `Task` or a config dict):
+            `"pose-multi"` gets the thesis' `PoseHead`s (1x1 convs, heatmaps then tags, the
+            task's `2 * num_joints` channels at stride 4); `"segmentation"`, `"depth"` and
+            `"pose"` (top-down) get `TaskHead`s (a 1x1 conv to the task's channels) at
+            stride 4.
+        num_classes: int, the classes of a segmentation task (with `task="segmentation"`);
+            None otherwise.
         encoder_weights: None; the stem is trained with the fabric and has no pretrained
             weights (accepted because the search directory rebuilds spaces with
             `encoder_weights=None`).
 
     Raises:
-        ValueError: for a setting out of range, or a task that is not pose-multi or whose
-            joints differ from `num_joints` (or `tag_dim` other than 1 with a task).
+        ValueError: for a setting out of range, a pose-multi task whose joints differ from
+            `num_joints` (or `tag_dim` other than 1 with a task), a task whose output is not at
+            stride 4 or free (resized by its loss), or `num_classes` without a segmentation
+            task.
     """
 
     #: `tfnas search` searches the fabric with the PPO controller unless told otherwise;
@@ -226,8 +233,6 @@ class FabricSpace(DecoderSpace):
                 f"num_joints={num_joints}, width={width}, tag_dim={tag_dim}"
             )
         self.num_joints, self.width, self.tag_dim = int(num_joints), int(width), int(tag_dim)
-        #: No classes: the heads give `num_joints * (1 + tag_dim)` channels, heatmaps then tags.
-        self.num_classes = None
         self.encoder, self.encoder_weights, self.alpha, self.output_stride = "stem", None, 1.0, 4
         self.input_shape = tuple(input_shape)
         self.rows, self.columns = int(rows), int(columns)
@@ -270,9 +275,14 @@ class FabricSpace(DecoderSpace):
                 f"encoder_weights={encoder_weights!r}: the fabric's stem is trained with the fabric "
                 "and has no pretrained weights; leave encoder_weights out"
             )
-        self._task = None if task is None else self._check_task(space_task(task, num_classes))
         if task is None and num_classes is not None:
-            raise ValueError(f"num_classes={num_classes!r}: the fabric predicts pose and has no classes")
+            raise ValueError(
+                f"num_classes={num_classes!r}: the fabric's default task is bottom-up pose, which "
+                "has no classes; pass task='segmentation' with num_classes"
+            )
+        self._task = None if task is None else self._check_task(space_task(task, num_classes))
+        #: The segmentation task's classes; None for the other tasks.
+        self.num_classes = getattr(self._task, "num_classes", None)
         self.widths = tuple(self.width * 2**r for r in range(self.rows))
         #: (1-based column, row) of every cell, in cell order.
         self.cells = [(c + 1, r) for c in range(self.columns) for r in range(self.layout[c])]
@@ -282,7 +292,7 @@ class FabricSpace(DecoderSpace):
 
     @property
     def task(self):
-        """The `tfnas.tasks.PoseMultiTask` the heads predict for (see the `task` argument)."""
+        """The `tfnas.tasks.Task` the heads predict for (see the `task` argument)."""
         if self._task is None:
             from tfnas.tasks import get_task
 
@@ -291,10 +301,12 @@ class FabricSpace(DecoderSpace):
 
     def _check_task(self, task):
         if task.name != "pose-multi":
-            raise ValueError(
-                f"the fabric's heads predict bottom-up pose (heatmaps and tags); got the {task.name} "
-                f"task, expected 'pose-multi'"
-            )
+            if task.output_stride not in (None, 4):
+                raise ValueError(
+                    f"the {task.name} task expects its output at stride {task.output_stride}, but the "
+                    "fabric's heads predict at stride 4; use a task at stride 4"
+                )
+            return task
         if task.num_joints != self.num_joints or self.tag_dim != 1 or task.output_stride != 4:
             raise ValueError(
                 f"the pose-multi task has {task.num_joints} joints at stride {task.output_stride}, "
@@ -446,6 +458,25 @@ class FabricSpace(DecoderSpace):
     def feature_specs(self, encoder=None):
         return [(self.width, 4)]
 
+    @property
+    def bottom_up(self):
+        """Whether the heads predict bottom-up pose (the default; the task is not made to tell)."""
+        return self._task is None or self._task.name == "pose-multi"
+
+    @property
+    def head_channels(self):
+        """Channels of every head: heatmaps and tags for bottom-up pose, else the task's."""
+        if self.bottom_up:
+            return self.num_joints * (1 + self.tag_dim)
+        return self.task.output_channels
+
+    def make_head(self, column):
+        """The head layer of a fuse column: a `PoseHead` for bottom-up pose, else a `TaskHead`."""
+        key = self.head_key(column)
+        if self.bottom_up:
+            return PoseHead(self.num_joints, self.tag_dim, name=key)
+        return TaskHead(self.task.output_channels, self.task.activation, name=key)
+
     def head_key(self, column):
         """Output key of a fuse column's head: `"logits"` for the last column, else `"eel_<column>"`."""
         return MAIN_OUTPUT if column == self.columns else f"eel_{column}"
@@ -479,7 +510,7 @@ class FabricSpace(DecoderSpace):
                 rows = [current[r] for r in range(self.rows_of(column))]
                 final = Fuse(self.width, len(rows), name=f"fuse{column}")([skip, *rows])
                 key = self.head_key(column)
-                outputs[key] = PoseHead(self.num_joints, self.tag_dim, name=key)(final)
+                outputs[key] = self.make_head(column)(final)
                 if column != self.columns:
                     split = Split(self.widths[: len(rows)], name=f"split{column}")([final, *rows])
                     current = dict(enumerate(split))
