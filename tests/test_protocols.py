@@ -277,6 +277,7 @@ def test_bad_reward_settings_name_the_value():
             "--reward-metric: segmentation only",
         ),
         (["--encoder-optimizer", "rmsprop"], "argument --encoder-optimizer: invalid choice: 'rmsprop'"),
+        (["--aux-weight", "-1"], "argument --aux-weight: -1 must be a number >= 0"),
     ],
 )
 def test_bad_reward_and_protocol_flags_are_usage_errors(tmp_path, capsys, argv, message):
@@ -310,14 +311,17 @@ def test_search_flags_override_the_protocol_in_run_json_and_resume_keeps_them(tm
         "geometric_mean",
         "--omit",
         "0,3",
+        "--aux-weight",
+        "0.5",
     ]
     assert run_cli(argv) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "proxy protocol dpc2018 (Chen et al., NeurIPS 2018" in printed
-    assert "changed: stage1_epochs=1, batch_size=4" in printed
+    assert "changed: stage1_epochs=1, batch_size=4" in printed and "aux_weight=0.5" in printed
     run = json.load(open(f"{out}/run.json"))
     settings = run["settings"]
     assert settings["protocol"] == "dpc2018" and (settings["stage1_epochs"], settings["batch_size"]) == (1, 4)
+    assert settings["aux_weight"] == 0.5
     assert (settings["decoder_optimizer"], settings["learning_rate_schedule"], settings["stage2_epochs"]) == (
         "sgd",
         "poly",

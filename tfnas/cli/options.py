@@ -71,6 +71,17 @@ def _positive_float(text):
     return value
 
 
+def _non_negative_float(text):
+    """An argparse type: a float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a number >= 0")
+    return value
+
+
 def _class_list(text):
     """An argparse type for --omit: comma-separated class indices (`0,3`), or `none`."""
     if text.strip().lower() == "none":
@@ -120,6 +131,7 @@ PROTOCOL_FLAGS = {
     "decoder_optimizer": "decoder_optimizer",
     "decoder_lr": "decoder_learning_rate",
     "lr_schedule": "learning_rate_schedule",
+    "aux_weight": "aux_weight",
 }
 
 
@@ -328,6 +340,14 @@ def add_search_options(parser, demo=False):
         default="constant",
         help="learning rates per stage: constant, or poly (decayed to 0 over the stage, power 0.9) "
         f"(by protocol: {_protocol_values('learning_rate_schedule')})",
+    )
+    proxy.add_argument(
+        "--aux-weight",
+        type=_non_negative_float,
+        action=_Given,
+        default=0.15,
+        help="weight of each auxiliary output's loss (auxiliary cells, early exits) "
+        f"(by protocol: {_protocol_values('aux_weight')}; --oracle gumbel: 1.0, the thesis')",
     )
     proxy.add_argument(
         "--reward-metric",

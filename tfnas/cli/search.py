@@ -75,6 +75,7 @@ _SAVED = (
     "decoder_optimizer",
     "decoder_lr",
     "lr_schedule",
+    "aux_weight",
     "reward_metric",
     "omit",
     "given",
