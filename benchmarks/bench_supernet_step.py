@@ -7,13 +7,18 @@ images, batch 16, random genotype `random_values(3)`) on cached encoder features
 
 - `forward`: the decoder in training mode;
 - `forward+gradients`: plus the gradients of the proxy loss (segmentation loss of every
-  output) with respect to every trainable variable;
+  output) with respect to every trainable variable, flattened into one vector as the
+  optimizer takes them (only their sum is fetched: fetching thousands of gradient tensors
+  would time the fetch);
 - `full step`: plus the `ParameterGroup` Adam update with Polyak averaging (as stage 1);
+- `full step, 8 per call`: the same step 8 times in a `tf.range` loop inside one call (what
+  Keras' `steps_per_execution=8` does), per step: what the per-call cost of a function with
+  thousands of captured variables comes to;
 
 for the standalone decoder of the genotype and for the supernet with the genotype
 selected, each a `tf.function` traced once, then timed over 15 calls (median, outputs
-fetched). Run it pinned to one core; both models are measured in the same process, one
-after the other. Writes `benchmarks/results/supernet_step.json`.
+fetched). Run it pinned to one core; both models are measured in the same
+process, one after the other. Writes `benchmarks/results/supernet_step.json`.
 
     taskset -c 1 .venv/bin/python benchmarks/bench_supernet_step.py
 """
@@ -35,6 +40,8 @@ from tfnas.tasks.segmentation import segmentation_loss  # noqa: E402
 from tfnas.training.polyak import ParameterGroup, make_optimizer  # noqa: E402
 
 CALLS = 15
+#: Steps per call of the `full step, 8 per call` part.
+STEPS_PER_CALL = 8
 
 
 def _fetch(result):
@@ -57,20 +64,38 @@ def measure(decoder, features, masks):
     def gradients(f):
         with tf.GradientTape() as tape:
             loss = loss_of(decoder(f, training=True))
-        return tape.gradient(loss, variables)
+        grads = tape.gradient(loss, variables)
+        flat = tf.concat(
+            [tf.zeros([s]) if g is None else tf.reshape(g, [-1]) for g, s in zip(grads, group.sizes)], 0
+        )
+        return tf.reduce_sum(flat)
 
-    @tf.function
-    def step(f):
+    def one_step(f):
         with tf.GradientTape() as tape:
             loss = loss_of(decoder(f, training=True))
         group.apply(tape.gradient(loss, variables))
         return loss
 
+    step = tf.function(one_step)
+
+    @tf.function
+    def steps(f):
+        total = tf.constant(0.0)
+        for _ in tf.range(STEPS_PER_CALL):
+            total += one_step(f)
+        return total
+
     parts = {
         "trainable_variables": len(variables),
         "parameters": int(sum(np.prod(v.shape) for v in variables)),
     }
-    for name, function in (("forward", forward), ("forward+gradients", gradients), ("full step", step)):
+    timed = (
+        ("forward", forward, 1),
+        ("forward+gradients", gradients, 1),
+        ("full step", step, 1),
+        (f"full step, {STEPS_PER_CALL} per call", steps, STEPS_PER_CALL),
+    )
+    for name, function, per_call in timed:
         start = time.perf_counter()
         _fetch(function(features))
         first = time.perf_counter() - start
@@ -78,7 +103,7 @@ def measure(decoder, features, masks):
         for _ in range(CALLS):
             start = time.perf_counter()
             _fetch(function(features))
-            times.append(time.perf_counter() - start)
+            times.append((time.perf_counter() - start) / per_call)
         parts[name] = {"first_call_s": first, "median_ms": 1000 * statistics.median(times)}
         print(f"  {name}: first call {first:.1f} s, median {parts[name]['median_ms']:.1f} ms", flush=True)
     return parts
@@ -107,9 +132,10 @@ def main(argv=None):
     for name, decoder in (("standalone", standalone), ("supernet", supernet.decoder)):
         print(name, flush=True)
         result[name] = measure(decoder, features, masks)
+    parts = ("forward", "forward+gradients", "full step", f"full step, {STEPS_PER_CALL} per call")
     result["ratio_supernet_to_standalone"] = {
         part: result["supernet"][part]["median_ms"] / result["standalone"][part]["median_ms"]
-        for part in ("forward", "forward+gradients", "full step")
+        for part in parts
     }
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
