@@ -270,6 +270,44 @@ def test_export_of_the_best_trial(tuner, tmp_path):
     assert result["heatmaps"].shape[-1] == 17
 
 
+@pytest.mark.slow
+def test_inherit_weights_starts_trials_from_the_supernets_weights(tmp_path):
+    """With a decoder learning rate of ~0 the trial keeps what it inherited: the supernet's weights."""
+    tuner = OneShotTuner(
+        tiny_space(),
+        max_trials=1,
+        search_settings=oneshot.SearchSettings(epochs=1, arch_split=0.2),
+        search_batch_size=4,
+        inherit_weights=True,
+        stage1_epochs=1,
+        stage2_epochs=0,
+        batch_size=4,
+        cache_images=8,
+        decoder_learning_rate=1e-12,
+        latency_runs=0,
+        termination=False,
+        verbose=0,
+        directory=str(tmp_path),
+        project_name="inherit",
+    )
+    tuner.search(scenes())
+    assert tuner.search_dir.read_run()["oneshot"]["inherit_weights"] is True
+    (trial,) = tuner.oracle.trials.values()
+    assert trial.status == "COMPLETED"
+    trained = tuner.get_best_models(1)[0].get_layer("decoder")
+    space = tuner.hypermodel
+    expected = space.build(space.hyperparameters(trial.hyperparameters.values))
+    tuner.supernet_search.supernet.transfer(expected)
+    expected = expected.get_layer("decoder")
+    assert len(trained.trainable_weights) == len(expected.trainable_weights) > 0
+    for got, want in zip(trained.trainable_weights, expected.trainable_weights):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6, err_msg=got.path)
+    fresh = space.build(space.hyperparameters(trial.hyperparameters.values)).get_layer("decoder")
+    assert any(  # and those differ from a fresh draw: the check above would notice no transfer
+        not np.allclose(a.numpy(), b.numpy()) for a, b in zip(fresh.trainable_weights, expected.trainable_weights)
+    )
+
+
 def test_gumbel_oracle_needs_the_supernet_and_the_fabric(tmp_path):
     oracle = GumbelOracle(max_trials=2)
     with pytest.raises(RuntimeError, match="OneShotTuner"):

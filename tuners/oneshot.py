@@ -173,6 +173,11 @@ class OneShotTuner(NASTuner):
         search_batch_size: int, images per supernet update. Default 8.
         search_teacher: None, or a Keras model giving the teacher layers' activations for
             teacher guidance (`SupernetSearch`'s `teacher`). Default None.
+        inherit_weights: bool, start every derived architecture's trial from the trained
+            supernet's weights of its kept ops, inputs, fuses and heads
+            (`FabricSupernet.transfer`), fine-tuned by the proxy task, instead of fresh
+            weights (default False: the thesis retrains the derived network from scratch; its
+            stem comes from the supernet either way).
         settings, **kwargs: as `NASTuner` (the proxy task that scores the derived
             architectures); unless given, `aux_weight=1.0` (every early exit weighs as much as
             the final output, spec section 10) and `warmup_epochs=0` (the stem comes
@@ -190,6 +195,7 @@ class OneShotTuner(NASTuner):
         search_settings=None,
         search_batch_size=8,
         search_teacher=None,
+        inherit_weights=False,
         settings=None,
         **kwargs,
     ):
@@ -210,6 +216,7 @@ class OneShotTuner(NASTuner):
         if not isinstance(oracle, GumbelOracle):
             raise ValueError(f"OneShotTuner needs a GumbelOracle, got a {type(oracle).__name__}")
         self.search_settings = search_settings or SearchSettings()
+        self.inherit_weights = bool(inherit_weights)
         super().__init__(hypermodel, oracle=oracle, settings=settings, **kwargs)
         self.supernet_search = SupernetSearch(
             hypermodel,
@@ -246,7 +253,15 @@ class OneShotTuner(NASTuner):
             self.oracle.set_architecture(self.hypermodel, result["architecture"], result["temperature"])
             self.oracle.save()
             self._write_run_file()
+        if self.inherit_weights:
+            if self.supernet_search.supernet is None:  # finished before this process
+                self.supernet_search.restore_supernet()
+            self.proxy.initialize_decoder = self._inherit
         return super().search(meta_train, meta_val, callbacks=callbacks, verbose=verbose)
+
+    def _inherit(self, hp, decoder):
+        """A derived trial's decoder takes the trained supernet's weights (`inherit_weights`)."""
+        self.supernet_search.supernet.transfer(decoder)
 
     def split_data(self, train_data, validation_data=None):
         """`(meta_train, meta_val)`: meta-val held out before the supernet sees any image.
@@ -291,6 +306,7 @@ class OneShotTuner(NASTuner):
                 "oneshot": {
                     "settings": dataclasses.asdict(self.search_settings),
                     "batch_size": self.supernet_search.batch_size,
+                    "inherit_weights": self.inherit_weights,
                     "epochs_done": 0 if result is None else result["epoch"] + 1,
                     "candidates": [c["source"] for c in self.oracle.candidates],
                 },

@@ -440,6 +440,12 @@ def add_search_options(parser, demo=False):
         default=None,
         help="--oracle gumbel: images per supernet update; default 8",
     )
+    fabric.add_argument(
+        "--inherit-weights",
+        action="store_true",
+        help="--oracle gumbel: derived architectures start their trials from the trained "
+        "supernet's weights instead of fresh ones",
+    )
     dist = parser.add_argument_group(
         "distributed search (keras-tuner's chief/worker mode; see docs/distributed.md)"
     )

@@ -26,6 +26,7 @@ _SAVED = (
     *_FABRIC_FLAGS,
     "search_epochs",
     "search_batch_size",
+    "inherit_weights",
     "space",
     "oracle",
     "seed",
@@ -200,7 +201,9 @@ def _validate(args):
             f"{', '.join(fabric_only)}: settings of the fabric; add --space fabric or leave them out"
         )
     gumbel_only = [
-        f"--{key.replace('_', '-')}" for key in ("search_epochs", "search_batch_size") if getattr(args, key)
+        f"--{key.replace('_', '-')}"
+        for key in ("search_epochs", "search_batch_size", "inherit_weights")
+        if getattr(args, key)
     ]
     if gumbel_only and args.oracle != "gumbel":
         raise UsageError(f"{', '.join(gumbel_only)}: settings of the one-shot search; add --oracle gumbel")
@@ -266,6 +269,7 @@ def run_search(args):
         oneshot = {"search_settings": SearchSettings(epochs=args.search_epochs or SearchSettings.epochs)}
         if args.search_batch_size:
             oneshot["search_batch_size"] = args.search_batch_size
+        oneshot["inherit_weights"] = bool(args.inherit_weights)
     tuner = tuner_class(
         space,
         oracle=oracle,

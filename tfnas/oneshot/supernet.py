@@ -135,3 +135,47 @@ class FabricSupernet(keras.Model):
                 skip = final
             prev = current
         return (outputs, cell_outputs) if return_cells else outputs
+
+    def transfer(self, model):
+        """Copies the supernet's weights into a derived network: what it has of every layer.
+
+        The derived network (`space.build_genotype(genotype)` or its decoder) holds, of each
+        edge, only its kept ops, and of each cell only its kept inputs' resamplers; each of
+        them takes the weights of its namesake in the supernet, as do the cells' projections,
+        the fuses, splits and heads, and (for a whole network) the stem. With the genotype's
+        0/1 weights the supernet then computes what the derived network computes.
+
+        Args:
+            model: the derived training network (with nested `"encoder"` and `"decoder"`)
+                or its decoder; the supernet must be built (called once).
+
+        Raises:
+            ValueError: for a layer the supernet has no namesake of (another space's network).
+        """
+        names = [layer.name for layer in model.layers]
+        if "decoder" in names:
+            model.get_layer("encoder").get_layer("stem").set_weights(self.stem.get_weights())
+            model = model.get_layer("decoder")
+        fixed = {
+            **self.resamplers,
+            **{
+                layer.name: layer
+                for layer in (*self.fuses.values(), *self.splits.values(), *self.heads.values())
+            },
+        }
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            if isinstance(layer, FabricCell):
+                twin = self.fabric_cells[int(layer.name[len("cell") :])]
+                for e, kept in enumerate(layer.ops):
+                    for op in kept:
+                        (same,) = [o for o in twin.ops[e] if o.name == op.name]
+                        op.set_weights(same.get_weights())
+                layer.project.set_weights(twin.project.get_weights())
+            elif layer.name in fixed:
+                layer.set_weights(fixed[layer.name].get_weights())
+            else:
+                raise ValueError(
+                    f"the derived network's layer {layer.name!r} has no namesake in the fabric supernet"
+                )

@@ -417,6 +417,9 @@ class ProxyTask:
             )
         self.data = None
         self.supernet_trials = None  # built on the first supernet trial
+        #: None, or a callable `(hp, decoder)` that sets a standalone trial's fresh decoder
+        #: weights before stage 1 (the one-shot search's `inherit_weights`: the supernet's).
+        self.initialize_decoder = None
 
     # --- once per search ---------------------------------------------------------------------
     def prepare(self, train, val=None):
@@ -657,6 +660,8 @@ class ProxyTask:
             raise keras_tuner.errors.FailedTrialError(
                 f"trial {trial_id}: building the architecture {hp.values} failed: {type(err).__name__}: {err}"
             ) from err
+        if self.initialize_decoder is not None:
+            self.initialize_decoder(hp, decoder)
         network = space.assemble(encoder, decoder)
         return _Trial(
             stage1=self.stage1_model(decoder),
