@@ -268,3 +268,28 @@ def test_segmentation_exits_gate_on_softmax_confidence(tmp_path):
     assert answer["exit"].numpy().tolist() == [0] and answer["classes"].shape == (1, 32, 32)
     probabilities = tf.nn.softmax(tf.image.resize(model(images[0])["eel_1"], (32, 32)))
     np.testing.assert_allclose(answer["probabilities"], probabilities, atol=1e-5)
+
+
+def test_a_segmentation_fabric_exports_with_its_early_exit(tmp_path):
+    """The fabric's TaskHead exits (segmentation) are cut and gated like its pose heads."""
+    space = FabricSpace(
+        width=4, rows=2, columns=3, eel_columns=(2,), stem_channels=4, stem_blocks=1,
+        task="segmentation", num_classes=3,
+    )  # fmt: skip
+    keras.utils.set_random_seed(3)
+    model = space.build(space.hyperparameters(space.random_values(1)))
+    images = two_images()
+    path = dynamic.export_dynamic(model, str(tmp_path), "fabric_seg", space.task, thresholds=(0.0,))
+    serving = tf.saved_model.load(path).signatures["serving_float"]
+    answer = serving(images=tf.constant((images[0] + 1) * 127.5))
+    assert answer["exit"].numpy().tolist() == [0] and answer["classes"].shape == (1, 32, 32)
+    early = model(images[0])["eel_2"]
+    probabilities = tf.nn.softmax(tf.image.resize(early, (32, 32)))
+    np.testing.assert_allclose(answer["probabilities"], probabilities, atol=1e-5)
+    path = dynamic.export_dynamic(
+        model, str(tmp_path), "fabric_seg_last", space.task, thresholds=(float("inf"),)
+    )
+    answer = tf.saved_model.load(path).signatures["serving_float"](
+        images=tf.constant((images[0] + 1) * 127.5)
+    )
+    assert answer["exit"].numpy().tolist() == [1]
