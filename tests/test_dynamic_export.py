@@ -272,10 +272,8 @@ def test_segmentation_exits_gate_on_softmax_confidence(tmp_path):
 
 def test_a_segmentation_fabric_exports_with_its_early_exit(tmp_path):
     """The fabric's TaskHead exits (segmentation) are cut and gated like its pose heads."""
-    space = FabricSpace(
-        width=4, rows=2, columns=3, eel_columns=(2,), stem_channels=4, stem_blocks=1,
-        task="segmentation", num_classes=3,
-    )  # fmt: skip
+    settings = dict(width=4, rows=2, columns=3, eel_columns=(2,), stem_channels=4, stem_blocks=1)
+    space = FabricSpace(**settings, task="segmentation", num_classes=3)
     keras.utils.set_random_seed(3)
     model = space.build(space.hyperparameters(space.random_values(1)))
     images = two_images()
