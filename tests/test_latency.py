@@ -17,7 +17,7 @@ from tfnas.latency.layers import SpaceShapes, inference_items, layer_key, networ
 from tfnas.latency.measure import calibration_values, measure_table, to_onnx, write_bundle
 from tfnas.latency.predict import Predictor, check_table_space, error_summary
 from tfnas.latency.table import LatencyTable, MissingEntryError, fit_correction
-from tfnas.ops import ConvBN, Zero
+from tfnas.ops import ConvBN, ResizeLike, Zero
 from tfnas.report.runs import format_genotype
 from tfnas.spaces.auxcell import AuxCellSpace
 from tfnas.spaces.dpc import DPCSpace
@@ -253,3 +253,21 @@ def test_device_script_measures_a_bundle_without_tensorflow(tmp_path):
     result = _run_without_tensorflow([bundle, "--runtime", "tensorrt", "--out", out])
     assert result.returncode == 1
     assert "TensorRT is not available here" in result.stderr and "Jetson" in result.stderr
+
+
+def test_items_leave_out_what_only_gives_a_resize_its_size(tmp_path):
+    """`ResizeLike` reads its reference's static size, not its values: what computes only the
+    reference is pruned, as tf2onnx's export shows."""
+    x = keras.Input(batch_shape=(1, 8, 8, 4))
+    low = keras.layers.Conv2D(3, 1, strides=2, name="low")(x)
+    reference = keras.layers.Conv2D(5, 1, name="reference")(x)  # read for its 8x8 size only
+    up = ResizeLike(name="resize")([low, reference])
+    model = keras.Model(x, keras.layers.Conv2D(2, 1, name="head")(up))
+    for fold in (False, True):
+        names = [layer.name for layer, _ in network_items(model, [(1, 8, 8, 4)], fold_constants=fold)]
+        assert names == ["low", "resize", "head"]
+    signature = [tf.TensorSpec((1, 8, 8, 4), tf.float32, name="x0")]
+    path = to_onnx(
+        tf.function(lambda x: model(x), input_signature=signature), signature, str(tmp_path / "m.onnx")
+    )
+    assert sum(node.op_type == "Conv" for node in onnx.load(path).graph.node) == 2  # low and head

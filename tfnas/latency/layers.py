@@ -173,18 +173,33 @@ def _walk(model, input_shapes):
     return nodes, inputs, [tensor_id(t) for t in keras.tree.flatten(result)]
 
 
+#: Layers that read some inputs for their static shape only, by class: the positions of the
+#: inputs whose *values* they read. `ResizeLike([x, reference])` resizes x to the reference's
+#: size; with the fixed input shapes a table is measured at, every runtime folds that size to
+#: a constant, so what computes the reference runs only if something else needs it.
+VALUE_INPUTS = {ResizeLike: (0,)}
+
+
+def _value_inputs(layer, node_inputs):
+    """The tensor ids among `node_inputs` whose values `layer` reads (`VALUE_INPUTS`)."""
+    if isinstance(layer, Zero):
+        return []  # zeros of its input's static shape
+    positions = VALUE_INPUTS.get(type(layer))
+    return list(node_inputs) if positions is None else [node_inputs[i] for i in positions]
+
+
 def _running(nodes, inputs, outputs, fold_constants):
     """The nodes a runtime runs, and whether it reads any model input.
 
     A runtime prunes what the outputs do not need, and `Zero` (zeros of its input's static
-    shape) needs no input value, so what feeds only zero ops is pruned too. With
-    `fold_constants` (ONNX and TensorRT, whose weights are constants) a node whose inputs
-    all descend from zero ops is computed once at load time; TensorFlow keeps the weights
-    in variables and runs it.
+    shape) needs no input value, nor does the reference of a `ResizeLike` (its size is
+    static), so what feeds only those is pruned too. With `fold_constants` (ONNX and
+    TensorRT, whose weights are constants) a node whose value inputs all descend from zero
+    ops is computed once at load time; TensorFlow keeps the weights in variables and runs it.
     """
     live = set(inputs)  # tensors that depend on the model's input
     for layer, _, node_inputs, node_outputs in nodes:
-        if not isinstance(layer, Zero) and live.intersection(node_inputs):
+        if live.intersection(_value_inputs(layer, node_inputs)):
             live.update(node_outputs)
     needed, running = set(outputs), []
     for node in reversed(nodes):
@@ -194,7 +209,7 @@ def _running(nodes, inputs, outputs, fold_constants):
         if fold_constants and not live.intersection(node_outputs):
             continue
         running.append(node)
-        needed.update(node_inputs)
+        needed.update(_value_inputs(layer, node_inputs))
     return running[::-1], bool(needed.intersection(inputs))
 
 
