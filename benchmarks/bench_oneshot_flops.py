@@ -9,16 +9,19 @@ Two `OneShotTuner` searches, identical but for the FLOPs term of the search loss
   that a search of a few epochs feels it (the thesis' own weight and warm-up, 1e-3 from 1e-4,
   barely move alpha in that time; this is a stronger setting, not the thesis').
 
-Each trains the supernet of a small fabric on the built-in multi-person figure scenes, derives
-the architecture by the thesis' rule (argmax m, top-k alpha and beta; the oracle's first trial)
-and scores it with the proxy task. Reported per search: the derived architecture, its
-multiply-adds and parameters (`tfnas.profile` of the trial's model), its reward (COCO keypoint AP
-of the held-out scenes), the expected GFLOPs of the last supernet epoch, and the seconds of the
-search (supernet and trial; on a shared CPU, indicative only).
+Each trains the supernet of a small fabric on the built-in pose data (`--task pose-multi`, the
+default: the multi-person figure scenes, scored by COCO keypoint AP; `--task pose`: the single-
+figure crops, scored by PCKh, which a short budget already moves above 0), derives the
+architecture by the thesis' rule (argmax m, top-k alpha and beta; the oracle's first trial) and
+scores it with the proxy task. Reported per search: the derived architecture, its multiply-adds
+and parameters (`tfnas.profile` of the trial's model), its reward on the held-out images, the
+expected GFLOPs of the last supernet epoch, and the seconds of the search (supernet and trial;
+on a shared CPU, indicative only).
 
-Writes `benchmarks/results/oneshot_flops.json`.
+Writes `benchmarks/results/oneshot_flops.json` (`oneshot_flops_<task>.json` for another task).
 
     taskset -c 1 .venv/bin/python benchmarks/bench_oneshot_flops.py
+    taskset -c 1 .venv/bin/python benchmarks/bench_oneshot_flops.py --task pose
     taskset -c 1 .venv/bin/python benchmarks/bench_oneshot_flops.py --quick    # smoke run
 """
 
@@ -86,7 +89,8 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--trial-epochs", type=int, default=3)
     parser.add_argument("--flops-weight", type=float, default=1.0)
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "oneshot_flops.json"))
+    parser.add_argument("--task", default="pose-multi", choices=("pose-multi", "pose"))
+    parser.add_argument("--out", default=None, help="default results/oneshot_flops[_<task>].json")
     args = parser.parse_args()
     config = dict(width=8, rows=3, columns=4, eel_columns=(2,), stem_channels=16, stem_blocks=1)
     if args.quick:
@@ -94,7 +98,10 @@ def main():
             width=4, rows=2, columns=3, layout=[1, 2, 1], eel_columns=(2,), stem_channels=4, stem_blocks=1
         )
         args.epochs, args.scenes, args.size, args.batch, args.trial_epochs = 2, 16, 32, 4, 1
-    space = FabricSpace(**config)
+    space = FabricSpace(**config, task=args.task)
+    if args.out is None:
+        suffix = "" if args.task == "pose-multi" else f"_{args.task}"
+        args.out = os.path.join(HERE, "results", f"oneshot_flops{suffix}.json")
     train = space.task.builtin_data("train", image_size=args.size, num_samples=args.scenes, seed=0)
     common = dict(epochs=args.epochs, arch_split=0.25)
     variants = {
@@ -117,6 +124,7 @@ def main():
         "machine": platform.platform(),
         "cpus": len(os.sched_getaffinity(0)),
         "space": config,
+        "task": args.task,
         "image_size": args.size,
         "scenes": args.scenes,
         "supernet_epochs": args.epochs,
