@@ -14,9 +14,10 @@ from _cli import run_cli
 
 from tfnas.cells.auxcell import AuxCell, loose_ends
 from tfnas.latency.layers import SpaceShapes, inference_items, layer_key, network_items, space_items
-from tfnas.latency.measure import calibration_values, measure_table, to_onnx, write_bundle
+from tfnas.latency.measure import calibration_values, local_device, measure_table, to_onnx, write_bundle
 from tfnas.latency.predict import Predictor, check_table_space, error_summary
 from tfnas.latency.table import LatencyTable, MissingEntryError, fit_correction
+from tfnas.objectives import HardwareObjective
 from tfnas.ops import ConvBN, ResizeLike, Zero
 from tfnas.report.runs import format_genotype
 from tfnas.spaces.auxcell import AuxCellSpace
@@ -271,3 +272,54 @@ def test_items_leave_out_what_only_gives_a_resize_its_size(tmp_path):
         tf.function(lambda x: model(x), input_signature=signature), signature, str(tmp_path / "m.onnx")
     )
     assert sum(node.op_type == "Conv" for node in onnx.load(path).graph.node) == 2  # low and head
+
+
+def _template():
+    from tfnas.spaces.template import TemplateSpace
+
+    return TemplateSpace(num_classes=4, width=4, alpha=0.35)
+
+
+def test_template_items_are_sampled_from_architectures_not_listed():
+    space = _template()
+    with pytest.raises(ValueError, match="have no listing.*--architectures N"):
+        space_items(space, SHAPE)
+    items = space_items(space, SHAPE, architectures=2, seed=4)
+    for seed in (4, 5):  # every item of the sampled architectures, the encoder among them
+        assert {layer_key(*item) for item in inference_items(space, space.random_values(seed), SHAPE)} <= set(
+            items
+        )
+
+
+def test_a_template_table_grows_as_predictions_meet_new_layers(tmp_path):
+    """The template space's shapes cannot be listed: a table measured here times what it lacks."""
+    space = _template()
+    table = measure_table(space, SHAPE, "tensorflow", warmup=1, runs=2, networks=1, architectures=1)
+    assert table.device == local_device("tensorflow") and len(table.calibration) == 1
+    values = next(space.random_values(seed) for seed in range(1, 50) if _lacks(table, space, seed))
+    with pytest.raises(KeyError, match="has no entry"):
+        Predictor(table, space).predict(values)
+    before = set(table.entries)
+    predictor = Predictor(table, space, measure_missing=True)
+    predicted = predictor.predict(values)
+    keys = predictor.keys(values)
+    assert set(predictor.measured) == set(keys) - before and set(table.entries) == before | set(keys)
+    assert predicted == pytest.approx(table.predict_ms(keys))
+    assert all(table.entries[k]["ms"] > 0 for k in predictor.measured)
+    measured = list(predictor.measured)
+    assert predictor.predict(values) == pytest.approx(predicted) and predictor.measured == measured
+    # A search's objective grows a table measured on this machine, and says so in the metrics.
+    path = str(tmp_path / "template.json")
+    LatencyTable.from_dict(dict(table.to_dict(), entries={k: table.entries[k] for k in before})).save(path)
+    objective = HardwareObjective("latency_ms", 10.0, table=path).bind(space)
+    metrics = objective.apply({"reward": 0.5}, values)
+    assert metrics["latency_entries_measured"] == len(measured) and metrics["latency_ms"] > 0
+    assert "latency_entries_measured" not in objective.apply({"reward": 0.5}, values)
+    # A table from another machine is never topped up with entries timed here.
+    table.device = "NVIDIA Jetson Orin Nano, onnxruntime 1.20 CUDAExecutionProvider"
+    with pytest.raises(ValueError, match="not on this machine"):
+        Predictor(table, space, measure_missing=True)
+
+
+def _lacks(table, space, seed):
+    return any(k not in table.entries for k in Predictor(table, space).keys(space.random_values(seed)))

@@ -73,6 +73,9 @@ class HardwareObjective:
             target (`alpha = 0`), so networks under it keep their task reward. Default False.
         table: optional path of a `tfnas.latency` table: `latency_ms` is predicted from it
             for every trial (at the table's image size) instead of measured. Latency only.
+            A table measured on this machine (TensorFlow or onnxruntime) times the items it
+            lacks when a trial first needs them (`Predictor(measure_missing=True)`; the
+            template space's tables grow this way); a device's table must hold them.
 
     Raises:
         ValueError: for an unknown metric, a target that is not positive, or a table on
@@ -122,10 +125,13 @@ class HardwareObjective:
             ValueError: if the table is for another space or other settings.
         """
         if self.table is not None:
+            from tfnas.latency.measure import local_device
             from tfnas.latency.predict import Predictor
             from tfnas.latency.table import LatencyTable
 
-            self._predictor = Predictor(LatencyTable.load(self.table), space)
+            table = LatencyTable.load(self.table)
+            here = table.device == local_device(table.runtime)
+            self._predictor = Predictor(table, space, measure_missing=here)
         return self
 
     def factor(self, value):
@@ -156,8 +162,11 @@ class HardwareObjective:
                 raise ValueError("a latency table predicts from the trial's values; pass values=")
             if metrics.get("latency_ms") is not None:
                 metrics["measured_latency_ms"] = metrics["latency_ms"]
+            before = len(self._predictor.measured)
             metrics["latency_ms"] = self._predictor.predict(values)
             metrics["latency_from_table"] = 1.0
+            if len(self._predictor.measured) > before:  # the table grew for this trial
+                metrics["latency_entries_measured"] = float(len(self._predictor.measured) - before)
         value = metrics.get(self.metric)
         if value is None:
             raise ValueError(

@@ -148,6 +148,7 @@ def run_measure(args):
         args.networks,
         args.seed,
         log=_log(args),
+        architectures=args.architectures,
     )
     table.save(args.out)
     print(
@@ -162,7 +163,13 @@ def run_bundle(args):
     from tfnas.latency.measure import write_bundle
 
     write_bundle(
-        _space_of(args), _shape(args), args.out, networks=args.networks, seed=args.seed, log=_log(args)
+        _space_of(args),
+        _shape(args),
+        args.out,
+        networks=args.networks,
+        seed=args.seed,
+        log=_log(args),
+        architectures=args.architectures,
     )
     print(
         f"wrote {args.out}; copy it to the device and run there:\n"
@@ -237,6 +244,13 @@ def _space_options(parser):
         "--networks", type=int, default=3, help="random networks timed whole for the correction"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of those networks")
+    parser.add_argument(
+        "--architectures",
+        type=int,
+        default=20,
+        help="for the template space, whose shapes cannot be listed: measure the layers of this "
+        "many random architectures (a table measured here grows during a search)",
+    )
     parser.add_argument("--verbose", action="store_true", help="one line per measured layer")
 
 

@@ -16,7 +16,11 @@ any cell) is one entry, as `tfnas.supernet.Supernet.cost` keys its per-layer cou
 - `inference_items(space, values, image_shape)`: the items of an architecture's standalone
   inference model, built decoder-only (the encoder is one cached item).
 - `space_items(space, image_shape)`: every item any architecture of the space can run at
-  that image size (auxcell and DPC spaces): what `tfnas latency measure` times.
+  that image size (auxcell and DPC spaces): what `tfnas latency measure` times. The template
+  space's shapes are combinatorial (its strides and block outputs set every later input
+  shape: 100 random genotypes had 100 shape signatures), so it has no listing: its table
+  starts from the items of `architectures` sampled architectures, and grows during a search
+  as new items are met (`tfnas.latency.predict.Predictor(measure_missing=True)`).
 
     >>> space = AuxCellSpace(num_classes=4, width=16, alpha=0.35)
     >>> items = space_items(space, (48, 48, 3))
@@ -152,7 +156,7 @@ def _walk(model, input_shapes):
                 return args
             shapes = [tuple(int(d) for d in t.shape) for t in flat]
             inputs = [tensor_id(t) for t in flat]
-            result = operation.compute_output_spec(*args, **kwargs)
+            result = _output_spec(operation, args, kwargs)
             outputs = [tensor_id(t) for t in keras.tree.flatten(result)]
             split = CELL_PARTS.get(type(operation))
             if split is None:
@@ -238,6 +242,26 @@ def network_items(model, input_shapes, fold_constants=False):
     nodes, inputs, outputs = _walk(model, input_shapes)
     running, _ = _running(nodes, inputs, outputs, fold_constants)
     return [(layer, shapes) for layer, shapes, _, _ in running]
+
+
+def _output_spec(layer, args, kwargs):
+    """The layer's output spec at the inputs' concrete shapes.
+
+    A layer whose `compute_output_spec` leaves spatial dimensions open (the template space's
+    `Template` blocks resize to sizes they compute at run time) is called once on zeros of the
+    input shapes to learn them: the walk needs concrete shapes for every later key.
+    """
+    result = layer.compute_output_spec(*args, **kwargs)
+    if all(None not in tuple(t.shape) for t in keras.tree.flatten(result)):
+        return result
+    import tensorflow as tf
+
+    def concrete(x):
+        return tf.zeros(x.shape, x.dtype) if isinstance(x, keras.KerasTensor) else x
+
+    kwargs = {k: v for k, v in kwargs.items() if k != "training"}
+    outputs = layer(*keras.tree.map_structure(concrete, args), training=False, **kwargs)
+    return keras.tree.map_structure(lambda y: keras.KerasTensor(tuple(y.shape), dtype=y.dtype), outputs)
 
 
 def _call(op, *args, **kwargs):
@@ -354,28 +378,39 @@ def space_name(space):
     return space.name
 
 
-def space_items(space, image_shape, shapes=None):
+def space_items(space, image_shape, shapes=None, architectures=None, seed=0):
     """Every item (layer configuration and input shapes) the space's architectures can run.
 
     Args:
-        space: an auxcell or DPC space.
+        space: a space.
         image_shape: `(H, W, C)`, the size the table is for.
         shapes: optional `SpaceShapes`.
+        architectures: for a space without a listing (`SPACE_ITEMS`: the template space),
+            the number of random architectures whose items stand for the space's (a table
+            of them grows later, `Predictor(measure_missing=True)`); ignored for the others.
+        seed: int, seed of those architectures (`space.random_values(seed + i)`).
 
     Returns:
         dict key -> `(layer, input_shapes)`, the encoder first.
 
     Raises:
-        ValueError: for a space without a listing.
+        ValueError: for a space without a listing and no `architectures`.
     """
     name = space_name(space)
-    if name not in SPACE_ITEMS:
-        raise ValueError(
-            f"latency tables cover the spaces {sorted(SPACE_ITEMS)}; the {name!r} space has no "
-            "listing of its layers yet"
-        )
     shapes = shapes or SpaceShapes(space, image_shape)
-    items = [shapes.encoder_item()] + SPACE_ITEMS[name](space, shapes)
+    if name in SPACE_ITEMS:
+        items = [shapes.encoder_item()] + SPACE_ITEMS[name](space, shapes)
+    elif architectures:
+        items = [shapes.encoder_item()]
+        for i in range(int(architectures)):
+            values = space.random_values(seed + i)
+            items += inference_items(space, values, image_shape, shapes)  # unfolded: a superset
+    else:
+        raise ValueError(
+            f"the {name!r} space's shapes are combinatorial and have no listing (spaces with one: "
+            f"{sorted(SPACE_ITEMS)}); sample its items from architectures=N random architectures "
+            "(tfnas latency measure --architectures N), and let the table grow in the search"
+        )
     return {layer_key(*item): item for item in items}
 
 

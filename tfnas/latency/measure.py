@@ -14,6 +14,12 @@ overhead taken off every entry), and fits the table's correction on a few whole 
 `write_bundle` writes what `tools/device_latency.py` needs on a device: one ONNX model per
 item, the calibration networks, an empty model, `manifest.json`, and the script itself.
 
+A space without a listing of its items (the template space) is measured on the items of
+`architectures` random architectures (those of the calibration networks among them), and
+`measure_entries` adds the items a table lacks later, on the machine and runtime it was
+measured with (what `tfnas.latency.predict.Predictor(measure_missing=True)` does as a search
+meets new layers).
+
     >>> table = measure_table(AuxCellSpace(num_classes=4, width=16, alpha=0.35), (48, 48, 3))
     >>> table.save("auxcell_48_tf.json")
 """
@@ -111,7 +117,16 @@ def _entry(key, layer, shapes):
 
 
 def measure_table(
-    space, image_shape, runtime="tensorflow", warmup=5, runs=20, networks=3, seed=0, keys=None, log=None
+    space,
+    image_shape,
+    runtime="tensorflow",
+    warmup=5,
+    runs=20,
+    networks=3,
+    seed=0,
+    keys=None,
+    log=None,
+    architectures=None,
 ):
     """Measures the latency table of a space at one image size on this machine.
 
@@ -125,6 +140,8 @@ def measure_table(
         keys: optional list of item keys to measure (a partial table, e.g. for tests);
             default every item of the space.
         log: optional function taking one line of progress.
+        architectures: int, for a space without a listing (the template space): measure the
+            items of this many random architectures (at least `networks`; `space_items`).
 
     Returns:
         `LatencyTable`.
@@ -139,13 +156,21 @@ def measure_table(
         )
     image_shape = tuple(int(d) for d in image_shape)
     shapes = SpaceShapes(space, image_shape)
-    items = _select(space_items(space, image_shape, shapes), keys)
+    items = _select(_listed(space, image_shape, shapes, architectures, networks, seed), keys)
     if runtime == "onnxruntime":
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
             write_bundle(
-                space, image_shape, tmp, networks=networks, seed=seed, keys=keys, shapes=shapes, log=log
+                space,
+                image_shape,
+                tmp,
+                networks=networks,
+                seed=seed,
+                keys=keys,
+                shapes=shapes,
+                log=log,
+                architectures=architectures,
             )
             table = device.measure_bundle(tmp, "onnxruntime", warmup=warmup, runs=runs, log=log)
         table.tfnas_version = tfnas.__version__
@@ -185,6 +210,68 @@ def measure_table(
     return table
 
 
+def _listed(space, image_shape, shapes, architectures, networks, seed):
+    """`space_items`, sampling at least the calibration networks' architectures when sampling."""
+    if architectures is not None:
+        architectures = max(int(architectures), int(networks))
+    return space_items(space, image_shape, shapes, architectures=architectures, seed=seed)
+
+
+def local_device(runtime):
+    """How this machine describes itself for `runtime` (a table's `device` when measured here)."""
+    if runtime == "tensorflow":
+        return device.describe_device(f"TensorFlow {tf.__version__} CPU")
+    if runtime == "onnxruntime":
+        return device.describe_device(f"onnxruntime {device._onnxruntime().__version__} CPUExecutionProvider")
+    return None
+
+
+def measure_entries(table, items, log=None):
+    """Times items a table lacks, as its own entries were timed, and adds them to it.
+
+    Only on the machine and runtime the table was measured with (its `device` must be this
+    machine's, `local_device`): entries timed elsewhere would not add up with the table's.
+
+    Args:
+        table: a TensorFlow or onnxruntime `LatencyTable` measured on this machine.
+        items: dict key -> `(layer, input_shapes)` (e.g. from `inference_items`).
+        log: optional function taking one line of progress.
+
+    Returns:
+        list of the keys added.
+
+    Raises:
+        ValueError: for a table of another runtime or machine.
+    """
+    here = local_device(table.runtime)
+    if here is None or table.device != here:
+        raise ValueError(
+            f"the table lacks {len(items)} item(s) (e.g. {next(iter(items), '?')}) and was measured "
+            f"on {table.device!r} ({table.runtime}), not here ({here or 'no local ' + table.runtime}); "
+            "measure them where the table was measured (tfnas latency bundle for a device)"
+        )
+    warmup = 5 if table.warmup is None else table.warmup
+    runs = 20 if table.runs is None else table.runs
+    added = []
+    for key, (layer, item_shapes) in items.items():
+        if key in table.entries:
+            continue
+        if table.runtime == "tensorflow":
+            ms = time_item_tf(layer, item_shapes, warmup, runs)
+        else:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = to_onnx(*_forward(layer, item_shapes), os.path.join(tmp, "item.onnx"))
+                threads = table.extra.get("intra_op_threads")
+                ms = device.time_onnx(path, device.providers("onnxruntime"), warmup, runs, threads)
+        table.entries[key] = {**_entry(key, layer, item_shapes), "ms": ms}
+        added.append(key)
+        if log:
+            log(f"measured {key}: {ms:.3f} ms")
+    return added
+
+
 def _select(items, keys):
     if keys is None:
         return items
@@ -218,11 +305,13 @@ def _empty_onnx(path):
     onnx.save(model, path)
 
 
-def write_bundle(space, image_shape, out_dir, networks=3, seed=0, keys=None, shapes=None, log=None):
+def write_bundle(
+    space, image_shape, out_dir, networks=3, seed=0, keys=None, shapes=None, log=None, architectures=None
+):
     """Writes the folder `tools/device_latency.py` measures on a device.
 
     Args:
-        space: an auxcell or DPC space.
+        space: a space (without a listing, the template space: give `architectures`).
         image_shape: `(H, W, 3)`.
         out_dir: str, the folder (created; files in it are replaced).
         networks: int, random architectures converted whole for the correction.
@@ -230,13 +319,15 @@ def write_bundle(space, image_shape, out_dir, networks=3, seed=0, keys=None, sha
         keys: optional subset of item keys (default all).
         shapes: optional `SpaceShapes`.
         log: optional function taking one line of progress.
+        architectures: int, for a space without a listing: the random architectures whose
+            items are converted (at least `networks`; see `measure_table`).
 
     Returns:
         str, `out_dir`.
     """
     image_shape = tuple(int(d) for d in image_shape)
     shapes = shapes or SpaceShapes(space, image_shape)
-    items = _select(space_items(space, image_shape, shapes), keys)
+    items = _select(_listed(space, image_shape, shapes, architectures, networks, seed), keys)
     os.makedirs(os.path.join(out_dir, "ops"), exist_ok=True)
     os.makedirs(os.path.join(out_dir, "networks"), exist_ok=True)
     entries = {}
@@ -283,4 +374,13 @@ def write_bundle(space, image_shape, out_dir, networks=3, seed=0, keys=None, sha
     return out_dir
 
 
-__all__ = ["RUNTIMES", "measure_table", "time_item_tf", "time_tf", "to_onnx", "write_bundle"]
+__all__ = [
+    "RUNTIMES",
+    "local_device",
+    "measure_entries",
+    "measure_table",
+    "time_item_tf",
+    "time_tf",
+    "to_onnx",
+    "write_bundle",
+]

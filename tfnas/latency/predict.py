@@ -4,7 +4,10 @@ Predicted latency = sum over the items of the architecture's standalone inferenc
 (`tfnas.latency.layers.inference_items`: the encoder whole, each decoder layer, each op of
 each cell) of their table entries less the call overhead, plus the table's correction fitted
 on whole networks (`tfnas.latency.table.fit_correction`). Prediction builds the decoder only
-(no training, nothing timed), so it is cheap enough for every trial of a search.
+(no training, nothing timed), so it is cheap enough for every trial of a search. With
+`measure_missing=True` a table measured on this machine (TensorFlow or onnxruntime) times the
+items it lacks the first time an architecture needs them (`measure_entries`): how the template
+space's table, which cannot list its combinatorial shapes ahead, grows during a search.
 
     >>> predictor = Predictor(LatencyTable.load("auxcell_48_tf.json"), space)
     >>> predictor.predict(values)                                   # ms
@@ -20,7 +23,7 @@ import tensorflow as tf
 
 from tfnas.latency import device
 from tfnas.latency.layers import SpaceShapes, folds_constants, inference_items, layer_key, space_name
-from tfnas.latency.measure import inference_network, time_tf, to_onnx
+from tfnas.latency.measure import inference_network, local_device, measure_entries, time_tf, to_onnx
 
 #: Space settings that do not change a network's speed, ignored when matching a table.
 _UNTIMED = ("encoder_weights", "input_shape")
@@ -64,37 +67,58 @@ class Predictor:
     Args:
         table: `tfnas.latency.table.LatencyTable`.
         space: the space the table was measured for (checked by `check_table_space`).
+        measure_missing: bool, time the items an architecture needs and the table lacks
+            (`measure_entries`; the table's runtime on the machine it was measured on), so
+            the table grows. Default False: a missing item is an error.
+        log: optional function taking one line of progress (each item measured).
+
+    Attributes:
+        measured: list of the keys measured so far (`measure_missing`).
 
     Raises:
-        ValueError: if the table is for another space or other settings.
+        ValueError: if the table is for another space or other settings, or
+            `measure_missing` for a table measured elsewhere (a device's).
     """
 
-    def __init__(self, table, space):
+    def __init__(self, table, space, measure_missing=False, log=None):
         check_table_space(table, space)
         self.table, self.space = table, space
         self.image_shape = tuple(table.image_shape)
         self.shapes = SpaceShapes(space, self.image_shape)
+        self.measure_missing, self.log, self.measured = bool(measure_missing), log, []
+        if self.measure_missing and table.device != local_device(table.runtime):
+            raise ValueError(
+                f"measure_missing: the table was measured on {table.device!r} ({table.runtime}), "
+                "not on this machine; missing entries can only be timed where the table was measured"
+            )
+
+    def _items(self, values):
+        return inference_items(
+            self.space,
+            values,
+            self.image_shape,
+            self.shapes,
+            fold_constants=folds_constants(self.table.runtime),
+        )
 
     def keys(self, values):
         """The table keys of the architecture `values` (a key repeats for each use)."""
-        return [
-            layer_key(*item)
-            for item in inference_items(
-                self.space,
-                values,
-                self.image_shape,
-                self.shapes,
-                fold_constants=folds_constants(self.table.runtime),
-            )
-        ]
+        return [layer_key(*item) for item in self._items(values)]
 
     def predict(self, values):
         """Predicted latency (ms) of the architecture `values` at the table's image size.
 
         Raises:
-            KeyError: if the table lacks one of its items (naming it).
+            KeyError: if the table lacks one of its items (naming it) and `measure_missing`
+                is off.
         """
-        return self.table.predict_ms(self.keys(values))
+        items = self._items(values)
+        keys = [layer_key(*item) for item in items]
+        if self.measure_missing:
+            missing = {k: item for k, item in zip(keys, items) if k not in self.table.entries}
+            if missing:
+                self.measured += measure_entries(self.table, missing, log=self.log)
+        return self.table.predict_ms(keys)
 
 
 def measure_network(table, space, values, warmup=None, runs=None):
@@ -141,7 +165,8 @@ def table_error(table, space, values_list, warmup=None, runs=None, on_network=No
         dict: `networks` (list of `{"genotype", "predicted_ms", "measured_ms", "error_pct"}`)
         and the `error_summary` of those rows.
     """
-    predictor = Predictor(table, space)
+    # a table measured here (what can be checked here) times the items it lacks (template space)
+    predictor = Predictor(table, space, measure_missing=table.device == local_device(table.runtime))
     rows = []
     for values in values_list:
         predicted = predictor.predict(values)
