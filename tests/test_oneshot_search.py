@@ -304,7 +304,8 @@ def test_inherit_weights_starts_trials_from_the_supernets_weights(tmp_path):
         np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6, err_msg=got.path)
     fresh = space.build(space.hyperparameters(trial.hyperparameters.values)).get_layer("decoder")
     assert any(  # and those differ from a fresh draw: the check above would notice no transfer
-        not np.allclose(a.numpy(), b.numpy()) for a, b in zip(fresh.trainable_weights, expected.trainable_weights)
+        not np.allclose(a.numpy(), b.numpy())
+        for a, b in zip(fresh.trainable_weights, expected.trainable_weights)
     )
 
 
