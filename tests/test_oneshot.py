@@ -233,3 +233,47 @@ def test_supernet_with_a_genotypes_weights_computes_the_derived_network():
     got = net(images, ops, inputs)
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-4, atol=1e-4)
+
+
+def test_expected_latency_of_one_hot_weights_sums_the_derived_networks_parts():
+    """`FabricLatency`: the table's entries of the parts the derived network really runs."""
+    from tfnas.cells.fabric import FabricCell, Resample
+    from tfnas.latency.layers import SpaceShapes, layer_key
+    from tfnas.latency.measure import measure_table
+
+    space = FabricSpace(width=4, rows=2, columns=3, eel_columns=(2,), stem_channels=4, stem_blocks=1)
+    table = measure_table(space, (32, 32, 3), "tensorflow", warmup=1, runs=2, networks=0, architectures=1)
+    latency = oneshot.FabricLatency(space, (32, 32), table)
+    assert latency.measured  # the fabric's parts were timed into the table, once
+    assert oneshot.FabricLatency(space, (32, 32), table).measured == []
+    genotype = space.genotype(space.random_values(3))
+    decoder = space.build_genotype(genotype).get_layer("decoder")
+
+    def shape(row):
+        return (1, *latency.sizes[row], space.widths[row])
+
+    top = (1, *latency.sizes[0], space.width)
+    # By hand, keyed from the derived network's own layers (a part built differently would miss).
+    total = table.ms(layer_key(*SpaceShapes(space, (32, 32, 3)).encoder_item())) + table.correction_ms
+    for layer in decoder.layers:
+        if isinstance(layer, FabricCell):
+            row = space.cells[int(layer.name[len("cell") :])][1]
+            total += sum(table.ms(layer_key(op, [shape(row)])) for ops in layer.ops for op in ops)
+            total += table.ms(layer_key(layer.project, [(*shape(row)[:3], 2 * space.widths[row])]))
+            total += table.ms(layer_key(keras.layers.Concatenate(axis=-1), [shape(row)] * 2))
+        elif isinstance(layer, Resample):
+            row = space.cells[int(layer.name[len("cell") :].split("_")[0])][1]
+            inputs = [shape(row - 1)] if layer.direction == "down" else [shape(row + 1), shape(row)]
+            total += table.ms(layer_key(layer, inputs))
+        elif layer.name.startswith(("fuse", "split")):
+            rows = space.rows_of(int(layer.name[4:] if layer.name.startswith("fuse") else layer.name[5:]))
+            total += table.ms(layer_key(layer, [top] + [shape(r) for r in range(rows)]))
+        elif layer.name in ("logits", "eel_2"):
+            total += table.ms(layer_key(layer, [top]))
+    assert latency.latency_ms(genotype) == pytest.approx(total, rel=1e-6)
+    ops, inputs = (tf.Variable(w) for w in latency.weights_of(genotype))
+    with tf.GradientTape() as tape:
+        expected = latency.expected_ms(ops, inputs)
+    gradients = tape.gradient(expected, [ops, inputs])
+    assert float(expected) == pytest.approx(total, rel=1e-6)
+    assert all(g is not None and np.any(g.numpy() > 0) for g in gradients)

@@ -368,25 +368,45 @@ def test_fabric_space_is_registered_and_predicts_pose_multi_by_default():
 
 
 @pytest.mark.slow
-def test_one_shot_search_of_depth_from_the_command_line(tmp_path):
-    """The fabric searched for another task than pose: the depth loss trains the supernet."""
+def test_one_shot_search_of_depth_with_a_latency_table_from_the_command_line(tmp_path):
+    """The fabric searched for another task than pose, its constraint on a latency table.
+
+    The depth loss trains the supernet; with --latency-table and --latency-target the
+    supernet's constraint is the table's expected latency (`FabricLatency`, its parts timed
+    into the table first) and the derived trials' latency is predicted from the same table.
+    """
+    from tfnas.latency.measure import measure_table
     from tfnas.report.runs import load_run
 
+    space = FabricSpace(
+        task="depth", width=4, rows=2, columns=3, eel_columns=(2,), stem_channels=4, stem_blocks=1
+    )
+    table = str(tmp_path / "fabric_32.json")
+    measure_table(space, (32, 32, 3), "tensorflow", warmup=1, runs=2, networks=0, architectures=1).save(table)
+    with pytest.raises(ValueError, match="needs both a latency table and"):
+        SupernetSearch(space, str(tmp_path / "none"), oneshot.SearchSettings(latency_target_ms=1.0))
     out = str(tmp_path / "depth")
     argv = ["search", "--out", out, "--space", "fabric", "--oracle", "gumbel", "--task", "depth"]
     argv += ["--rows", "2", "--columns", "3", "--eel-columns", "2", "--width", "4", "--stem-channels", "4"]
     argv += ["--stem-blocks", "1", "--search-epochs", "1", "--search-batch-size", "4", "--trials", "1"]
     argv += ["--image-size", "32", "--scenes", "12", "--stage1-epochs", "1", "--stage2-epochs", "0"]
     argv += ["--batch-size", "4", "--cache-images", "12", "--latency-runs", "0", "--no-termination"]
+    argv += ["--latency-table", table, "--latency-target", "1ms"]
     assert main(argv + ["--verbose", "0"]) == 0
     with open(os.path.join(out, "oneshot", "checkpoint", "state.json")) as f:
-        (epoch,) = json.load(f)["history"]
+        state = json.load(f)
+    (epoch,) = state["history"]
+    assert state["settings"]["search"]["latency_target_ms"] == 1.0
     assert epoch["task"] > 0 and epoch["heatmap"] == epoch["grouping"] == 0.0
     assert epoch["loss"] == pytest.approx(epoch["task"] + epoch["flops"], rel=1e-5)
+    # the constraint is 1e-3 * s(0) * (ms / 1 ms) ** 0.15, with ms the table's expected latency
+    assert epoch["expected_ms"] > 0 and epoch["derived_ms"] > 0
+    assert epoch["flops"] == pytest.approx(1e-3 * 1e-4 * epoch["expected_ms"] ** 0.15, rel=0.2)
     run = load_run(out)
     (trial,) = run.trials
     assert trial.status == "COMPLETED" and np.isfinite(trial.metrics["reward"])
     assert "rmse" in trial.metrics  # scored by the depth task
+    assert trial.metrics["latency_from_table"] == 1.0 and trial.metrics["latency_ms"] > 0
     assert run.space.task.name == "depth"
     model = run.space.build(run.space.hyperparameters(trial.values))
     outputs = model(tf.zeros([1, 32, 32, 3]))

@@ -173,6 +173,9 @@ class OneShotTuner(NASTuner):
         search_batch_size: int, images per supernet update. Default 8.
         search_teacher: None, or a Keras model giving the teacher layers' activations for
             teacher guidance (`SupernetSearch`'s `teacher`). Default None.
+        search_latency_table: None, or a `tfnas.latency` table (or its path) of the fabric at the
+            search's image size: with `search_settings.latency_target_ms`, the supernet's
+            constraint is on its expected latency instead of GFLOPs (`SupernetSearch`).
         inherit_weights: bool, start every derived architecture's trial from the trained
             supernet's weights of its kept ops, inputs, fuses and heads
             (`FabricSupernet.transfer`), fine-tuned by the proxy task, instead of fresh
@@ -195,6 +198,7 @@ class OneShotTuner(NASTuner):
         search_settings=None,
         search_batch_size=8,
         search_teacher=None,
+        search_latency_table=None,
         inherit_weights=False,
         settings=None,
         **kwargs,
@@ -226,6 +230,7 @@ class OneShotTuner(NASTuner):
             seed=self.settings.seed,
             teacher=search_teacher,
             verbose=1 if self._verbosity() else 0,
+            latency_table=search_latency_table,
         )
 
     def search(self, train_data, validation_data=None, callbacks=None, verbose=1):

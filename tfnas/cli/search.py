@@ -266,7 +266,12 @@ def run_search(args):
     if tuner_class is OneShotTuner:
         from tfnas.oneshot import SearchSettings
 
-        oneshot = {"search_settings": SearchSettings(epochs=args.search_epochs or SearchSettings.epochs)}
+        search = {"epochs": args.search_epochs or SearchSettings.epochs}
+        if objective is not None and objective.table is not None:
+            # the supernet's constraint becomes the table's latency against the target
+            search["latency_target_ms"] = objective.target
+            oneshot["search_latency_table"] = objective.table
+        oneshot["search_settings"] = SearchSettings(**search)
         if args.search_batch_size:
             oneshot["search_batch_size"] = args.search_batch_size
         oneshot["inherit_weights"] = bool(args.inherit_weights)

@@ -28,6 +28,7 @@ any cell) is one entry, as `tfnas.supernet.Supernet.cost` keys its per-layer cou
 """
 
 import hashlib
+import inspect
 import itertools
 import json
 
@@ -260,7 +261,9 @@ def _output_spec(layer, args, kwargs):
         return tf.zeros(x.shape, x.dtype) if isinstance(x, keras.KerasTensor) else x
 
     kwargs = {k: v for k, v in kwargs.items() if k != "training"}
-    outputs = layer(*keras.tree.map_structure(concrete, args), training=False, **kwargs)
+    if "training" in inspect.signature(layer.call).parameters:
+        kwargs["training"] = False
+    outputs = layer(*keras.tree.map_structure(concrete, args), **kwargs)
     return keras.tree.map_structure(lambda y: keras.KerasTensor(tuple(y.shape), dtype=y.dtype), outputs)
 
 

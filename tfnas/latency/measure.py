@@ -50,6 +50,8 @@ RUNTIMES = ("tensorflow", "onnxruntime")
 
 
 def _call_layer(layer, inputs):
+    if not isinstance(layer, keras.layers.Layer):  # a Keras op of a functional graph (`x + y`)
+        return layer(*inputs)
     multi = len(inputs) > 1 or isinstance(layer, keras.layers.Add)
     return layer(list(inputs) if multi else inputs[0], training=False)
 

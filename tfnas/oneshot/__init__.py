@@ -16,7 +16,9 @@ Specification and readings: `/work/shared/3M-POSE.md` (sections in brackets).
   input, and of the fixed parts (stem, cell projections, fuse, split, heads), so that
   `expected_madds(weights)` is differentiable in the weights and equals the counted
   multiply-adds (`tfnas.profile.madds`) of the derived network for 0/1 weights. `flops_loss`
-  is `(GFLOPs / T) ** w` scaled by the step-wise warm-up `flops_warmup`.
+  is `(GFLOPs / T) ** w` scaled by the step-wise warm-up `flops_warmup`. `FabricLatency` sums
+  the same parts' entries in a per-op latency table (`tfnas.latency`), and `latency_loss` is
+  the constraint's latency variant on it (`SearchSettings.latency_target_ms`).
 - `rdm`, `rdm_correlation`, `teacher_guidance_loss` [9]: representational dissimilarity
   matrices and 1 - mean over teacher layers of the best Pearson correlation with a student
   layer, on the upper triangle.
@@ -30,7 +32,7 @@ Specification and readings: `/work/shared/3M-POSE.md` (sections in brackets).
   turns its result into keras-tuner trials (`GumbelOracle`, `OneShotTuner`).
 """
 
-from tfnas.oneshot.costs import FabricCosts
+from tfnas.oneshot.costs import FabricCosts, FabricLatency
 from tfnas.oneshot.gumbel import (
     ArchitectureParameters,
     LinearTemperature,
@@ -43,6 +45,7 @@ from tfnas.oneshot.losses import (
     flops_loss,
     flops_scale,
     flops_warmup,
+    latency_loss,
     rdm,
     rdm_correlation,
     teacher_guidance_loss,
@@ -53,6 +56,7 @@ from tfnas.oneshot.supernet import FabricSupernet
 __all__ = [
     "ArchitectureParameters",
     "FabricCosts",
+    "FabricLatency",
     "FabricSupernet",
     "LinearTemperature",
     "SearchSettings",
@@ -62,6 +66,7 @@ __all__ = [
     "flops_scale",
     "flops_warmup",
     "gumbel_softmax",
+    "latency_loss",
     "rdm",
     "rdm_correlation",
     "sample_gumbel",

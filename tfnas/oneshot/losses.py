@@ -57,6 +57,29 @@ def flops_loss(madds, epoch, settings=None, scale=None):
     return scale * (gflops / s.flops_target) ** s.flops_exponent
 
 
+def latency_loss(ms, epoch, settings, scale=None):
+    """The constraint's latency variant: weight * s(epoch) * (ms / latency_target_ms) ** w.
+
+    The FLOPs term's weight, warm-up and exponent on the expected latency of a per-op table
+    (`FabricLatency.expected_ms`) instead of its GFLOPs (3M-POSE.md section 8: "a latency
+    variant when a per-op latency table exists" is the issue's, not the thesis').
+
+    Args:
+        ms: scalar tensor, expected latency in milliseconds.
+        epoch: int, 0-based search epoch.
+        settings: `SearchSettings` with `latency_target_ms` set.
+        scale: as `flops_loss`.
+
+    Raises:
+        ValueError: if `settings.latency_target_ms` is not a positive number.
+    """
+    s = _settings(settings)
+    if s.latency_target_ms is None or not s.latency_target_ms > 0:
+        raise ValueError(f"latency_target_ms={s.latency_target_ms!r} must be a positive number of ms")
+    scale = flops_scale(epoch, s) if scale is None else scale
+    return scale * (tf.cast(ms, tf.float32) / s.latency_target_ms) ** s.flops_exponent
+
+
 # --- teacher guidance --------------------------------------------------------------------------
 def rdm(activations):
     """Representational dissimilarity matrix: Euclidean distances between the samples of a batch.

@@ -17,7 +17,8 @@ Spec: `/work/shared/3M-POSE.md` sections 6-10 and 12; the readings are in `docs/
 - loss = heatmap MSE + 1e-3 (AE pull + push) on every head (`"logits"` and the early exits
   `"eel_<column>"`, weight 1 each; for another task on the fabric, its `Task.loss` on every
   head instead, recorded as `"task"`) + the FLOPs term on `FabricCosts.expected_madds` with its
-  step-wise warm-up + optionally teacher guidance (RDMs of a Keras teacher's layers against
+  step-wise warm-up (or, with `latency_table` and `SearchSettings.latency_target_ms`, its
+  latency variant on `FabricLatency.expected_ms`) + optionally teacher guidance (RDMs of a Keras teacher's layers against
   every cell's output), as `SearchSettings.search_loss` weighs them;
 - both updates run through one traced step (`tf.function`), told by an argument which
   parameter group it updates, so the supernet is traced once per search;
@@ -40,9 +41,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfnas.data import count_examples, split
-from tfnas.oneshot.costs import FabricCosts
+from tfnas.oneshot.costs import FabricCosts, FabricLatency
 from tfnas.oneshot.gumbel import ArchitectureParameters
-from tfnas.oneshot.losses import flops_loss, flops_scale, teacher_guidance_loss
+from tfnas.oneshot.losses import flops_loss, flops_scale, latency_loss, teacher_guidance_loss
 from tfnas.oneshot.settings import SearchSettings
 from tfnas.oneshot.supernet import FabricSupernet
 from tfnas.tasks.pose_multi import multi_pose_loss
@@ -50,8 +51,10 @@ from tfnas.training.checkpoints import Checkpoint
 from tfnas.training.polyak import ParameterGroup, make_optimizer
 
 #: What each epoch's history entry records (means over the epoch's steps, weight and
-#: architecture updates alike), besides `epoch`, `temperature`, `seconds` and `derived_gflops`.
-LOSS_NAMES = ("loss", "task", "heatmap", "grouping", "teacher", "flops", "expected_gflops")
+#: architecture updates alike), besides `epoch`, `temperature`, `seconds`, `derived_gflops` and
+#: (with a latency table) `derived_ms`. "flops" is the constraint term (FLOPs or latency);
+#: "expected_ms" is 0 without a latency table.
+LOSS_NAMES = ("loss", "task", "heatmap", "grouping", "teacher", "flops", "expected_gflops", "expected_ms")
 
 
 class SupernetSearch:
@@ -69,12 +72,27 @@ class SupernetSearch:
             layers' activations (a tensor, or a list or dict of them), e.g. a HigherHRNet
             cut at its stages; adds `teacher_weight * teacher_guidance_loss`.
         verbose: int, 1 prints one line per epoch, 0 nothing.
+        latency_table: None (default), or a `tfnas.latency` table of this space at the search's
+            image size (a `LatencyTable` or its path): with `SearchSettings.latency_target_ms`,
+            the constraint is on the table's expected latency (`FabricLatency`) instead of
+            GFLOPs. A table measured on this machine gets its missing parts timed first.
 
     Raises:
-        ValueError: for a space without the fabric's structure or a bad setting.
+        ValueError: for a space without the fabric's structure or a bad setting, or a latency
+            target without a table (or a table without a target).
     """
 
-    def __init__(self, space, directory, settings=None, batch_size=8, seed=0, teacher=None, verbose=1):
+    def __init__(
+        self,
+        space,
+        directory,
+        settings=None,
+        batch_size=8,
+        seed=0,
+        teacher=None,
+        verbose=1,
+        latency_table=None,
+    ):
         if not hasattr(space, "fuse_columns"):
             raise ValueError(
                 f"the one-shot search trains a fabric supernet; got a {type(space).__name__}, "
@@ -86,6 +104,18 @@ class SupernetSearch:
         self.settings = settings or SearchSettings()
         if int(self.settings.epochs) < 1:
             raise ValueError(f"SearchSettings.epochs={self.settings.epochs!r} must be at least 1")
+        if (latency_table is None) != (self.settings.latency_target_ms is None):
+            raise ValueError(
+                "the latency variant of the constraint needs both a latency table and "
+                f"SearchSettings.latency_target_ms (got table {latency_table!r}, target "
+                f"{self.settings.latency_target_ms!r})"
+            )
+        if isinstance(latency_table, str):
+            from tfnas.latency.table import LatencyTable
+
+            latency_table = LatencyTable.load(latency_table)
+        self.latency_table = latency_table
+        self.latency = None  # FabricLatency, made with the supernet
         self.checkpoint = Checkpoint(directory)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -196,17 +226,18 @@ class SupernetSearch:
                     for key in LOSS_NAMES:
                         totals[key] += float(values[key]) / (2 * steps_per_epoch)
                 step += 1
-            derived = self.costs.madds(self.architecture.derive())
-            history.append(
-                {
-                    "epoch": epoch,
-                    **totals,
-                    "temperature": float(schedule(step - 1)),
-                    "arch_lr": s.arch_lr_at(epoch),
-                    "derived_gflops": derived / 1e9,
-                    "seconds": time.perf_counter() - epoch_start,
-                }
-            )
+            genotype = self.architecture.derive()
+            entry = {
+                "epoch": epoch,
+                **totals,
+                "temperature": float(schedule(step - 1)),
+                "arch_lr": s.arch_lr_at(epoch),
+                "derived_gflops": self.costs.madds(genotype) / 1e9,
+                "seconds": time.perf_counter() - epoch_start,
+            }
+            if self.latency is not None:
+                entry["derived_ms"] = self.latency.latency_ms(genotype)
+            history.append(entry)
             self._save(epoch, image_size, record, history, step)
             if self.verbose:
                 print(self._progress(history, started, start_epoch), flush=True)
@@ -247,6 +278,9 @@ class SupernetSearch:
         op_weights, input_weights = self.architecture.sample(1.0, seed=self.seed)
         self.supernet(tf.zeros([1, *image_size, 3]), op_weights, input_weights)  # builds the layers
         self.costs = FabricCosts(space, image_size)
+        if self.latency_table is not None:
+            log = (lambda line: print(f"latency table: {line}", flush=True)) if self.verbose else None
+            self.latency = FabricLatency(space, image_size, self.latency_table, log=log)
         self.weight_group = ParameterGroup(
             make_optimizer("adam", s.model_lr), self.supernet.trainable_variables, name="supernet_weights"
         )
@@ -276,19 +310,26 @@ class SupernetSearch:
             guides = keras.tree.flatten(self.teacher(images, training=False))
             teacher = teacher_guidance_loss(cells, [tf.stop_gradient(g) for g in guides])
         madds = self.costs.expected_madds(op_weights, input_weights)
-        if task.name == "pose-multi":
-            loss = s.search_loss(heatmap, grouping, teacher, madds, None, scale=scale)
+        ms = tf.constant(0.0)
+        if self.latency is not None:
+            ms = self.latency.expected_ms(op_weights, input_weights)
+            constraint = latency_loss(ms, None, s, scale=scale)
         else:
-            loss = s.search_loss(0.0, 0.0, teacher, madds, None, scale=scale, task=task_loss)
-        flops = flops_loss(madds, None, s, scale=scale)
+            constraint = flops_loss(madds, None, s, scale=scale)
+        if task.name == "pose-multi":
+            loss = s.search_loss(heatmap, grouping, teacher, madds, None, scale=scale, constraint=constraint)
+        else:
+            loss = s.search_loss(
+                0.0, 0.0, teacher, madds, None, scale=scale, task=task_loss, constraint=constraint
+            )
         values = {
             "task": task_loss,
             "heatmap": heatmap,
             "grouping": grouping,
             "teacher": teacher,
-            "flops": flops,
+            "flops": constraint,
         }
-        return loss, {"loss": loss, **values, "expected_gflops": madds / 1e9}
+        return loss, {"loss": loss, **values, "expected_gflops": madds / 1e9, "expected_ms": ms}
 
     def _update(self, images, targets, temperature, scale, update_architecture):
         """One weight update, or (`update_architecture`) one architecture update; traced once."""
@@ -335,6 +376,9 @@ class SupernetSearch:
         h, total = history[-1], self.settings.epochs
         done = h["epoch"] + 1
         per_epoch = (time.perf_counter() - started) / (done - start_epoch)
+        latency = ""
+        if "derived_ms" in h:
+            latency = f", expected {h['expected_ms']:.3g} ms (derived {h['derived_ms']:.3g})"
         if self.space.task.name == "pose-multi":
             parts = f"heatmap {h['heatmap']:.4f}, grouping {h['grouping']:.4f}"
         else:
@@ -343,7 +387,8 @@ class SupernetSearch:
             f"supernet epoch {done}/{total}: loss {h['loss']:.4f} ({parts}, "
             f"teacher {h['teacher']:.4f}, flops {h['flops']:.2e}), "
             f"tau {h['temperature']:.3f}, expected {h['expected_gflops']:.4g} GFLOPs (derived "
-            f"{h['derived_gflops']:.4g}), {h['seconds']:.1f} s, about {per_epoch * (total - done):.0f} s left"
+            f"{h['derived_gflops']:.4g}){latency}, {h['seconds']:.1f} s, "
+            f"about {per_epoch * (total - done):.0f} s left"
         )
 
 

@@ -28,6 +28,10 @@ class SearchSettings:
         flops_exponent: float, w (0.15).
         flops_warmup_start, flops_warmup_factor, flops_warmup_every, flops_warmup_ceiling:
             the warm-up s(e) (1e-4, 10, 3, 1).
+        latency_target_ms: float or None: the constraint's latency variant, `(ms / target) ** w`
+            with the FLOPs term's weight, warm-up and exponent, where ms is the sampled
+            architecture's latency from a per-op table (`SupernetSearch(latency_table=...)`,
+            `FabricLatency`). None (default): the thesis' FLOPs term.
     """
 
     epochs: int = 35
@@ -47,6 +51,7 @@ class SearchSettings:
     flops_warmup_factor: float = 10.0
     flops_warmup_every: int = 3
     flops_warmup_ceiling: float = 1.0
+    latency_target_ms: float = None
 
     def arch_lr_at(self, epoch):
         """The architecture learning rate of a 0-based epoch."""
@@ -62,18 +67,19 @@ class SearchSettings:
             self.epochs * int(steps_per_epoch), self.temperature_start, self.temperature_end
         )
 
-    def search_loss(self, heatmap, grouping, teacher, madds, epoch, scale=None, task=0.0):
+    def search_loss(self, heatmap, grouping, teacher, madds, epoch, scale=None, task=0.0, constraint=None):
         """L = heatmap + 1e-3 grouping + teacher + 1e-3 s(e) (GFLOPs / 47.8) ** 0.15 (the thesis' weights).
 
         `scale` (optional) replaces the FLOPs term's factor 1e-3 s(e) (`flops_loss`), so that a
         traced step takes it as an argument instead of the epoch. `task` is the loss of a task
         other than bottom-up pose (its `Task.loss` summed over the heads; then `heatmap` and
-        `grouping` are 0), added with weight 1 in their place.
+        `grouping` are 0), added with weight 1 in their place. `constraint`, when given,
+        replaces the FLOPs term (the latency variant, `latency_loss`).
         """
         return (
             task
             + self.heatmap_weight * heatmap
             + self.grouping_weight * grouping
             + self.teacher_weight * teacher
-            + flops_loss(madds, epoch, self, scale=scale)
+            + (flops_loss(madds, epoch, self, scale=scale) if constraint is None else constraint)
         )
