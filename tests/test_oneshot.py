@@ -274,6 +274,10 @@ def test_expected_latency_of_one_hot_weights_sums_the_derived_networks_parts():
     ops, inputs = (tf.Variable(w) for w in latency.weights_of(genotype))
     with tf.GradientTape() as tape:
         expected = latency.expected_ms(ops, inputs)
-    gradients = tape.gradient(expected, [ops, inputs])
+    gradient_ops, gradient_inputs = tape.gradient(expected, [ops, inputs])
     assert float(expected) == pytest.approx(total, rel=1e-6)
-    assert all(g is not None and np.any(g.numpy() > 0) for g in gradients)
+    # d ms / d w is each part's entry in every computed cell (what the architecture update feels)
+    alive = latency.alive(inputs).numpy()[:, None]
+    np.testing.assert_allclose(gradient_ops, alive[..., None] * latency.ops, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(gradient_inputs, alive * latency.inputs, rtol=1e-5, atol=1e-9)
+    assert latency.ops.max() > 0
