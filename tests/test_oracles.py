@@ -296,3 +296,35 @@ def test_killed_search_resumes(tmp_path, kind):
     else:
         values = {tuple(sorted(v.items())) for v in sequence(oracle)}
         assert len(values) == max_trials
+
+
+def test_a_trial_created_just_before_a_kill_is_queued_again_not_lost(tmp_path):
+    """A chief killed between the two saves of `create_trial` (the trial's file, then
+    `oracle.json`): the reloaded Oracle lists the trial nowhere; it must still be run."""
+    from tfnas.tuners.oracles import finish_interrupted_trials, return_running_trials
+
+    def oracle():
+        made = keras_tuner.oracles.RandomSearchOracle(
+            objective=keras_tuner.Objective("score", "max"), max_trials=2, seed=1
+        )
+        made._set_project_dir(str(tmp_path), "p")
+        space = keras_tuner.HyperParameters()
+        space.Int("x", 0, 1000)
+        made.update_space(space)
+        return made
+
+    chief = oracle()
+    first = chief.create_trial("tuner0")
+    before = (tmp_path / "p" / "oracle.json").read_text()
+    second = chief.create_trial("tuner1")
+    (tmp_path / "p" / "oracle.json").write_text(before)  # killed after trial_1's file
+    restarted = oracle()
+    restarted.reload()
+    assert restarted.trials[second.trial_id].status == "RUNNING"
+    finish_interrupted_trials(restarted)
+    return_running_trials(restarted)  # as a restarted chief does
+    assert restarted._retry_queue == [second.trial_id]
+    assert restarted.start_order == [first.trial_id, second.trial_id]
+    assert restarted.ongoing_trials["tuner0"].trial_id == first.trial_id
+    handed = restarted.create_trial("tuner1")  # the worker that never got its reply asks again
+    assert handed.trial_id == second.trial_id and handed.status == "RUNNING"

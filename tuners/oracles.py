@@ -123,6 +123,7 @@ def finish_interrupted_trials(oracle):
         if trial_id not in oracle.end_order
         and oracle.trials[trial_id].status in (TrialStatus.COMPLETED, TrialStatus.FAILED)
     ]
+    requeue_unlisted_trials(oracle)
     drop_finished_retries(oracle)
     verbose, oracle.verbose = oracle.verbose, 0  # keras-tuner's display never saw them begin
     try:
@@ -130,6 +131,33 @@ def finish_interrupted_trials(oracle):
             oracle.end_trial(oracle.trials[trial_id])
     finally:
         oracle.verbose = verbose
+
+
+def requeue_unlisted_trials(oracle):
+    """Queues again a trial a kill cut short between the two saves of its creation.
+
+    keras-tuner's `create_trial` writes the new trial's `trial.json` (RUNNING) and then
+    `oracle.json`; a chief killed in between reloads the trial from its file, but its state
+    lists it nowhere (not running, not queued, not ended): no worker would ever run it, and it
+    counts towards `max_trials`, so the search ends with a trial that never ran. No worker got
+    it either (the reply goes out after both saves), so it goes to the retry queue like the
+    running trials of a stopped search, and the next worker to ask runs it. Called by
+    `finish_interrupted_trials`.
+
+    Args:
+        oracle: a reloaded `keras_tuner.Oracle`.
+    """
+    from keras_tuner.engine.trial import TrialStatus
+
+    queue = getattr(oracle, "_retry_queue", None)
+    if queue is None:
+        return
+    listed = set(queue) | set(oracle.end_order) | {t.trial_id for t in oracle.ongoing_trials.values()}
+    for trial_id, trial in sorted(oracle.trials.items()):
+        if trial.status == TrialStatus.RUNNING and trial_id not in listed:
+            queue.append(trial_id)
+            if trial_id not in oracle.start_order:
+                oracle.start_order.append(trial_id)
 
 
 def return_running_trials(oracle):
