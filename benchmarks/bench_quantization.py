@@ -14,10 +14,16 @@ about quantization. Its mean IoU on validation scenes
   the tf_keras rebuild (fp32, checked equal), the QAT model itself (fake quantization), its
   TFLite int8 file and its tf2onnx Q/DQ ONNX file.
 
+With `--run RUN_DIR` the model is instead a trained trial of a search or of `tfnas train`
+(`--trial`, default the best), e.g. `make demo`'s best after `tfnas train`; `--digits`,
+`--min-digit-size` and `--max-digit-size` then give the scenes it was trained on.
+
 Writes benchmarks/results/quantization.json and prints a markdown table.
 
     python benchmarks/bench_quantization.py                       # 64x64, 512 train scenes
     python benchmarks/bench_quantization.py --train-scenes 64 --val-scenes 32 --qat-epochs 1   # smoke run
+    python benchmarks/bench_quantization.py --run runs/demo/full_0 --digits 017 --min-digit-size 16 \
+        --out benchmarks/results/quantization_demo.json                   # the demo's best, trained
 """
 
 import argparse
@@ -78,6 +84,11 @@ def main(argv=None):
     parser.add_argument("--val-scenes", type=int, default=128)
     parser.add_argument("--qat-epochs", type=int, default=2, help="QAT fine-tuning epochs")
     parser.add_argument("--calibration", type=int, default=64, help="PTQ calibration images")
+    parser.add_argument("--run", default=None, help="a search or tfnas train folder: quantize its trial")
+    parser.add_argument("--trial", default="best", help="with --run: the trial")
+    parser.add_argument("--digits", default=None, help="with --run: the digits of its scenes, e.g. 017")
+    parser.add_argument("--min-digit-size", type=int, default=12)
+    parser.add_argument("--max-digit-size", type=int, default=32)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "quantization.json"))
     args = parser.parse_args(argv)
 
@@ -98,16 +109,35 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     times = {}
     start = time.perf_counter()
-    scene_args = {"min_digit_size": 12, "max_digit_size": 32}  # as the shipped weights were trained
+    # as the shipped weights were trained (12-32 px, every digit), or as --run's model was
+    scene_args = {"min_digit_size": args.min_digit_size, "max_digit_size": args.max_digit_size}
+    if args.digits:
+        scene_args["digits"] = [int(d) for d in args.digits]
     train_images, train_masks = digit_scene_arrays(
         "train", args.size, args.train_scenes, seed=0, **scene_args
     )
     val_images, val_masks = digit_scene_arrays("validation", args.size, args.val_scenes, seed=1, **scene_args)
-    space = digits_reference_space()
+    if args.run:
+        from tfnas.search_dir import SearchDir
+
+        run = SearchDir(args.run)
+        space = run.space(encoder_weights=None)
+        trained, metadata = run.load_trial_model(args.trial)
+        model = space.inference_model(trained)
+        what = (
+            f"trial {metadata['trial_id']} of {os.path.abspath(args.run)} ({metadata['space']} space, "
+            f"genotype {metadata.get('genotype')})"
+        )
+    else:
+        space = digits_reference_space()
+        reference = build_reference_model(space)
+        reference.load_weights(DIGITS_MODEL)
+        model = space.inference_model(reference)
+        what = (
+            "tfnas.pretrained digits model: MobileNetV2 0.35 + the auxcell space's reference "
+            "decoder (width 16), 11 classes, trained 40 epochs at 48x48 (tfnas/pretrained/digits.json)"
+        )
     task = space.task
-    reference = build_reference_model(space)
-    reference.load_weights(DIGITS_MODEL)
-    model = space.inference_model(reference)
     train = task.pipeline(tf.data.Dataset.from_tensor_slices((train_images, train_masks)), 16, shuffle=True)
     times["load_s"] = time.perf_counter() - start
     results = {
@@ -188,9 +218,8 @@ def main(argv=None):
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, **_versions()},
         "model": {
-            "what": "tfnas.pretrained digits model: MobileNetV2 0.35 + the auxcell space's reference "
-            "decoder (width 16), 11 classes, trained 40 epochs at 48x48 (tfnas/pretrained/digits.json)",
-            "num_classes": NUM_CLASSES,
+            "what": what,
+            "num_classes": getattr(task, "num_classes", NUM_CLASSES),
             "image_size": args.size,
         },
         "data": {
@@ -198,6 +227,7 @@ def main(argv=None):
             "val_scenes": args.val_scenes,
             "qat_epochs": args.qat_epochs,
             "calibration_images": args.calibration,
+            "scenes": scene_args,
         },
         "miou": results,
         "qat": {
