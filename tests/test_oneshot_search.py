@@ -7,6 +7,7 @@ parallel and below inputs), width 4, 32x32 figure scenes, two supernet epochs of
 epoch and resumed), each traced once.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -88,6 +89,27 @@ def resumed(tmp_path_factory):
     result = search.run(meta_train())
     assert result["epoch"] == 1 and result["finished"]
     return search, result
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_with_its_default(resumed):
+    """`latency_target_ms` came after some searches were checkpointed: they still resume."""
+    search, _ = resumed
+    directory = os.path.dirname(search.checkpoint.path)
+    with open(search.checkpoint.state_file) as f:
+        original = f.read()
+    state = json.loads(original)
+    del state["settings"]["search"]["latency_target_ms"]  # as written before the setting existed
+    try:
+        with open(search.checkpoint.state_file, "w") as f:
+            json.dump(state, f)
+        again = SupernetSearch(tiny_space(), directory, SETTINGS, batch_size=4, verbose=0)
+        assert again.run(meta_train())["finished"]
+        other = dataclasses.replace(SETTINGS, arch_split=0.3)  # a setting that differs still counts
+        with pytest.raises(ValueError, match="written by a search with other settings"):
+            SupernetSearch(tiny_space(), directory, other, batch_size=4, verbose=0).run(meta_train())
+    finally:
+        with open(search.checkpoint.state_file, "w") as f:
+            f.write(original)
 
 
 @pytest.mark.slow

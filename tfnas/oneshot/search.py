@@ -193,6 +193,8 @@ class SupernetSearch:
         state = self.checkpoint.read()
         if state is not None:
             saved = {k: state["settings"].get(k) for k in record}
+            if saved["search"] is not None:  # a setting added since it was written: its default
+                saved["search"] = {**_jsonable(dataclasses.asdict(SearchSettings())), **saved["search"]}
             if saved != record:
                 raise ValueError(
                     f"{self.checkpoint.path} was written by a search with other settings "
