@@ -82,7 +82,8 @@ def describe_device(runtime_words):
     return ", ".join(p for p in parts if p)
 
 
-def _onnxruntime():
+def import_onnxruntime():
+    """The `onnxruntime` module; a RuntimeError saying how to install it where it is missing."""
     try:
         import onnxruntime
     except ImportError as err:
@@ -108,7 +109,7 @@ def providers(runtime, precision="fp32", cuda=False):
         ValueError: for an unknown runtime or a precision the runtime does not offer.
         RuntimeError: if the needed provider is not available here, saying what to install.
     """
-    ort = _onnxruntime()
+    ort = import_onnxruntime()
     available = ort.get_available_providers()
     if runtime == "onnxruntime":
         if precision != "fp32":
@@ -162,7 +163,7 @@ def time_onnx(path, provider_list, warmup=5, runs=20, threads=None):
     Raises:
         ValueError: if an input has no fixed shape.
     """
-    ort = _onnxruntime()
+    ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = int(threads or usable_cpus())
@@ -225,7 +226,7 @@ def measure_bundle(
         entries[key]["ms"] = timed(entry["file"])
         if log:
             log(f"[{i + 1}/{len(manifest['entries'])}] {key}: {entries[key]['ms']:.3f} ms")
-    ort = _onnxruntime()
+    ort = import_onnxruntime()
     names = [p if isinstance(p, str) else p[0] for p in provider_list]
     table = LatencyTable(
         runtime,

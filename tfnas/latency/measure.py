@@ -224,7 +224,9 @@ def local_device(runtime):
     if runtime == "tensorflow":
         return device.describe_device(f"TensorFlow {tf.__version__} CPU")
     if runtime == "onnxruntime":
-        return device.describe_device(f"onnxruntime {device._onnxruntime().__version__} CPUExecutionProvider")
+        return device.describe_device(
+            f"onnxruntime {device.import_onnxruntime().__version__} CPUExecutionProvider"
+        )
     return None
 
 
