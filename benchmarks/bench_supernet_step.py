@@ -16,9 +16,9 @@ images, batch 16, random genotype `random_values(3)`) on cached encoder features
   thousands of captured variables comes to;
 
 for the standalone decoder of the genotype and for the supernet with the genotype
-selected, each a `tf.function` traced once, then timed over 15 calls (median, outputs
-fetched). Run it pinned to one core; both models are measured in the same
-process, one after the other. Writes `benchmarks/results/supernet_step.json`.
+selected. Each is a `tf.function` traced once, then called 15 times, the two models' calls
+interleaved so that a change in the machine's load falls on both (median, outputs fetched).
+Run it pinned to one core. Writes `benchmarks/results/supernet_step.json`.
 
     taskset -c 1 .venv/bin/python benchmarks/bench_supernet_step.py
 """
@@ -48,8 +48,8 @@ def _fetch(result):
     tf.nest.map_structure(lambda a: None if a is None else a.numpy(), result)
 
 
-def measure(decoder, features, masks):
-    """First-call and median seconds of the three step parts for `decoder`."""
+def step_functions(decoder, features, masks):
+    """(counts, [(part name, traced function, steps per call)]) of the step parts for `decoder`."""
     variables = decoder.trainable_variables
     group = ParameterGroup(make_optimizer("adam", 3e-3, 0.9), variables)
 
@@ -85,28 +85,44 @@ def measure(decoder, features, masks):
             total += one_step(f)
         return total
 
-    parts = {
+    counts = {
         "trainable_variables": len(variables),
         "parameters": int(sum(np.prod(v.shape) for v in variables)),
     }
-    timed = (
+    timed = [
         ("forward", forward, 1),
         ("forward+gradients", gradients, 1),
         ("full step", step, 1),
         (f"full step, {STEPS_PER_CALL} per call", steps, STEPS_PER_CALL),
-    )
-    for name, function, per_call in timed:
-        start = time.perf_counter()
-        _fetch(function(features))
-        first = time.perf_counter() - start
-        times = []
-        for _ in range(CALLS):
+    ]
+    return counts, timed
+
+
+def measure(variants, features):
+    """Per variant and part: the first call's seconds and the median of `CALLS` calls, in ms.
+
+    The calls are interleaved (one call of every variant's part per round), so that a
+    change in the machine's load falls on every variant alike.
+    """
+    results, times = {}, {}
+    for name, (counts, timed) in variants.items():
+        results[name] = dict(counts)
+        for part, function, _ in timed:
             start = time.perf_counter()
             _fetch(function(features))
-            times.append((time.perf_counter() - start) / per_call)
-        parts[name] = {"first_call_s": first, "median_ms": 1000 * statistics.median(times)}
-        print(f"  {name}: first call {first:.1f} s, median {parts[name]['median_ms']:.1f} ms", flush=True)
-    return parts
+            results[name][part] = {"first_call_s": time.perf_counter() - start}
+            times[name, part] = []
+            print(f"  {name}: {part}: first call {results[name][part]['first_call_s']:.1f} s", flush=True)
+    for _ in range(CALLS):
+        for name, (_, timed) in variants.items():
+            for part, function, per_call in timed:
+                start = time.perf_counter()
+                _fetch(function(features))
+                times[name, part].append((time.perf_counter() - start) / per_call)
+    for (name, part), values in times.items():
+        results[name][part]["median_ms"] = 1000 * statistics.median(values)
+        print(f"  {name}: {part}: median {results[name][part]['median_ms']:.1f} ms", flush=True)
+    return results
 
 
 def main(argv=None):
@@ -129,9 +145,13 @@ def main(argv=None):
         "affinity": sorted(os.sched_getaffinity(0)),
         "genotype": space.genotype(values),
     }
-    for name, decoder in (("standalone", standalone), ("supernet", supernet.decoder)):
-        print(name, flush=True)
-        result[name] = measure(decoder, features, masks)
+    variants = (("standalone", standalone), ("supernet", supernet.decoder))
+    result.update(
+        measure(
+            {name: step_functions(decoder, features, masks) for name, decoder in variants},
+            features,
+        )
+    )
     parts = ("forward", "forward+gradients", "full step", f"full step, {STEPS_PER_CALL} per call")
     result["ratio_supernet_to_standalone"] = {
         part: result["supernet"][part]["median_ms"] / result["standalone"][part]["median_ms"]

@@ -17,8 +17,10 @@ and runs the same `run_stage` / `evaluate_reward` as a standalone trial on model
 `tf.function`s are already traced: the architecture is the value of the `Choice` indices,
 not the structure of the graph. Only the chosen candidate of each choice runs, but every
 choice is a `Case` op and the gradient and optimizer touch every supernet variable, so on
-a CPU at the demo's size a step costs about 3.4x the standalone architecture's
-(`benchmarks/bench_supernet_step.py`): what the traces saved is spent again
+a CPU at the demo's size a step costs about 3x the standalone architecture's
+(`benchmarks/bench_supernet_step.py`) and most of what the traces saved is spent again: a
+trial after the first takes about 32 s against 40 s standalone, but the first (building and
+tracing the supernet) about 115 s against 35 s, so a search gains from about ten trials on
 (benchmarks/RESULTS.md, "Supernets"). Hence `supernet=False` is the default.
 
 Parameters and multiply-adds come from `Supernet.cost` (per-layer counts cached, no trace).
