@@ -387,6 +387,12 @@ def test_fabric_space_is_registered_and_predicts_pose_multi_by_default():
         FabricSpace(task=get_task("pose", stride=8))
     with pytest.raises(ValueError, match="no pretrained weights"):
         FabricSpace(encoder_weights="imagenet")
+    top_down = FabricSpace(width=4, task=get_task("pose", num_joints=16, flip_pairs=()), num_joints=16)
+    assert top_down.head_channels == 16 and FabricSpace(**top_down.config()).config() == top_down.config()
+    with pytest.raises(
+        ValueError, match="the pose task has 16 joints, but num_joints=17; pass num_joints=16"
+    ):
+        FabricSpace(width=4, task=get_task("pose", num_joints=16, flip_pairs=()))
 
 
 @pytest.mark.slow

@@ -192,8 +192,8 @@ class FabricSpace(DecoderSpace):
             `encoder_weights=None`).
 
     Raises:
-        ValueError: for a setting out of range, a pose-multi task whose joints differ from
-            `num_joints` (or `tag_dim` other than 1 with a task), a task whose output is not at
+        ValueError: for a setting out of range, a pose task whose joints differ from
+            `num_joints` (or `tag_dim` other than 1 with a pose-multi task), a task whose output is not at
             stride 4 or free (resized by its loss), or `num_classes` without a segmentation
             task.
     """
@@ -301,6 +301,12 @@ class FabricSpace(DecoderSpace):
 
     def _check_task(self, task):
         if task.name != "pose-multi":
+            joints = getattr(task, "num_joints", None)
+            if joints is not None and joints != self.num_joints:
+                raise ValueError(
+                    f"the {task.name} task has {joints} joints, but num_joints={self.num_joints}; "
+                    f"pass num_joints={joints} (the heads take the task's joints)"
+                )
             if task.output_stride not in (None, 4):
                 raise ValueError(
                     f"the {task.name} task expects its output at stride {task.output_stride}, but the "
