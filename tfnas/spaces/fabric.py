@@ -162,7 +162,7 @@ class FabricSpace(DecoderSpace):
 
     Args:
         num_joints: int, keypoints (17 for COCO); each head gives `num_joints` heatmaps and
-            `num_joints * tag_dim` tag maps.
+            `num_joints * tag_dim` tag maps. A pose task given as `task` must have as many.
         width: int, C, row 0's width (32 in the thesis).
         rows: int, rows of the fabric (4).
         columns: int, columns (10).
