@@ -31,6 +31,17 @@ from tfnas.tuners.oneshot import GumbelOracle, OneShotTuner
 pytestmark = pytest.mark.reuses_traced_functions
 
 SETTINGS = oneshot.SearchSettings(epochs=2, arch_split=0.2)
+#: The tuners' supernet batch and proxy-task settings: tiny, one stage-1 epoch per trial.
+TRIAL_SETTINGS = dict(
+    search_batch_size=4,
+    stage1_epochs=1,
+    stage2_epochs=0,
+    batch_size=4,
+    cache_images=8,
+    latency_runs=0,
+    termination=False,
+    verbose=0,
+)
 
 
 def tiny_space():
@@ -54,14 +65,7 @@ def tuner(tmp_path_factory):
         tiny_space(),
         max_trials=2,
         search_settings=SETTINGS,
-        search_batch_size=4,
-        stage1_epochs=1,
-        stage2_epochs=0,
-        batch_size=4,
-        cache_images=8,
-        latency_runs=0,
-        termination=False,
-        verbose=0,
+        **TRIAL_SETTINGS,
         directory=str(tmp_path_factory.mktemp("oneshot")),
         project_name="search",
     )
@@ -299,16 +303,9 @@ def test_inherit_weights_starts_trials_from_the_supernets_weights(tmp_path):
         tiny_space(),
         max_trials=1,
         search_settings=oneshot.SearchSettings(epochs=1, arch_split=0.2),
-        search_batch_size=4,
+        **TRIAL_SETTINGS,
         inherit_weights=True,
-        stage1_epochs=1,
-        stage2_epochs=0,
-        batch_size=4,
-        cache_images=8,
         decoder_learning_rate=1e-12,
-        latency_runs=0,
-        termination=False,
-        verbose=0,
         directory=str(tmp_path),
         project_name="inherit",
     )
